@@ -1,0 +1,64 @@
+"""The dependency-injection container: how the application's parts are built and wired.
+
+Only `workers/` and the tests import this module. Every class it builds takes plain constructor
+arguments, so services and gateways never know the container exists.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import anyio
+from dependency_injector import containers, providers
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from d3_item_salvager.config import AppConfig
+from d3_item_salvager.data.engine import index_engine_resource
+from d3_item_salvager.logging_setup import get_logger
+from d3_item_salvager.maxroll.http import http_client_resource
+
+
+class Container(containers.DeclarativeContainer):
+    """One per process (or per test): two containers never share a client, engine or limiter."""
+
+    # Config
+    config = providers.Dependency(instance_of=AppConfig)
+    logger = providers.Singleton(get_logger, "d3_item_salvager")
+
+    # Gateways
+    http_client = providers.Resource(http_client_resource, config.provided.maxroll)
+    index_engine = providers.Resource(index_engine_resource, config.provided.database)
+    session_factory = providers.Singleton(async_sessionmaker, index_engine, expire_on_commit=False)
+    thread_limiter = providers.Singleton(
+        anyio.CapacityLimiter, config.provided.scheduler.max_workers
+    )
+
+
+def build_container(config: AppConfig) -> Container:
+    """A container bound to one validated configuration."""
+    return Container(config=providers.Object(config))
+
+
+async def resolve(provider: Any) -> Any:
+    """Call a provider and await the result when it depends on an async resource."""
+    value = provider()
+    return await value if inspect.isawaitable(value) else value
+
+
+@asynccontextmanager
+async def open_container(config: AppConfig) -> AsyncIterator[Container]:
+    """A container whose resources are open inside the block and closed after it."""
+    container = build_container(config)
+    await _await_if_needed(container.init_resources())
+    try:
+        yield container
+    finally:
+        await _await_if_needed(container.shutdown_resources())
+
+
+async def _await_if_needed(value: Any) -> None:
+    if inspect.isawaitable(value):
+        await value

@@ -1,0 +1,3 @@
+"""The index database: schema, engine and repository."""
+
+from __future__ import annotations

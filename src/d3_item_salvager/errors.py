@@ -1,0 +1,89 @@
+"""Errors raised by d3-item-salvager.
+
+The tree::
+
+    D3ItemSalvagerError
+    ├── ConfigError                 a setting is missing or invalid
+    ├── MaxrollError                anything that went wrong talking to, or reading, Maxroll
+    │   ├── FetchError              a request failed for good (4xx, refused URL, body too large)
+    │   │   ├── TransientFetchError the request may succeed later (timeout, reset, 429, 5xx)
+    │   │   └── NotFoundError       404 (also a LookupError)
+    │   └── ParseError              a document is not in the expected format
+    ├── UnsafeUrlError              a value would send a request somewhere it must not go
+    ├── CacheError                  a cache file could not be written
+    └── IndexDatabaseError          the index database refused an operation
+
+Messages are built here from ids and URLs, so every caller reports the same facts the same way.
+"""
+
+from __future__ import annotations
+
+
+class D3ItemSalvagerError(Exception):
+    """Base of every error this application raises on purpose."""
+
+
+class ConfigError(D3ItemSalvagerError):
+    """The configuration is missing a value or holds an invalid one."""
+
+
+class MaxrollError(D3ItemSalvagerError):
+    """Something went wrong fetching or reading a Maxroll document."""
+
+
+class FetchError(MaxrollError):
+    """A request to Maxroll failed and retrying will not help."""
+
+    def __init__(self, url: str, reason: str, *, status_code: int | None = None) -> None:
+        self.url = url
+        self.reason = reason
+        self.status_code = status_code
+        super().__init__(f"fetching {url} failed: {reason}")
+
+
+class TransientFetchError(FetchError):
+    """A request to Maxroll failed in a way that may succeed on a later try."""
+
+    def __init__(
+        self,
+        url: str,
+        reason: str,
+        *,
+        status_code: int | None = None,
+        retry_after_seconds: float | None = None,
+    ) -> None:
+        self.retry_after_seconds = retry_after_seconds
+        super().__init__(url, reason, status_code=status_code)
+
+
+class NotFoundError(FetchError, LookupError):
+    """Maxroll answered 404 for a document."""
+
+    def __init__(self, url: str) -> None:
+        super().__init__(url, "404 Not Found", status_code=404)
+
+
+class ParseError(MaxrollError):
+    """A Maxroll document is malformed: names the document and what is wrong with it."""
+
+    def __init__(self, document: str, what: str) -> None:
+        self.document = document
+        self.what = what
+        super().__init__(f"cannot read {document}: {what}")
+
+
+class UnsafeUrlError(D3ItemSalvagerError, ValueError):
+    """A planner id or permalink would make the client request another host or path."""
+
+    def __init__(self, kind: str, value: str, why: str) -> None:
+        self.kind = kind
+        self.value = value
+        super().__init__(f"refusing {kind} {value[:200]!r}: {why}")
+
+
+class CacheError(D3ItemSalvagerError):
+    """A cache file could not be written."""
+
+
+class IndexDatabaseError(D3ItemSalvagerError):
+    """The index database failed or holds a schema this version cannot use."""

@@ -1,0 +1,3 @@
+"""The background-jobs application: tasks, scheduler, runtime and CLI."""
+
+from __future__ import annotations

@@ -1,0 +1,66 @@
+"""Shared fixtures: a clean environment, a config rooted in tmp_path, and a container."""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from d3_item_salvager.config import AppConfig
+from d3_item_salvager.container import Container, open_container
+from d3_item_salvager.logging_setup import LOGGER_NAME
+
+
+@pytest.fixture(autouse=True)
+def clean_environ(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No D3IS_ variable of the developer's shell leaks into a test."""
+    for key in list(os.environ):
+        if key.startswith("D3IS_"):
+            monkeypatch.delenv(key)
+
+
+@pytest.fixture(autouse=True)
+def reset_logging() -> Iterator[None]:
+    """Handlers installed by one test are closed before the next."""
+    yield
+    for name in (LOGGER_NAME, "apscheduler"):
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            logger.removeHandler(handler)
+            handler.close()
+        logger.propagate = True
+
+
+def make_config(tmp_path: Path, **sections: dict[str, Any]) -> AppConfig:
+    """A config whose every file lives under tmp_path; sections override the test defaults."""
+    base: dict[str, dict[str, Any]] = {
+        "database": {"url": f"sqlite+aiosqlite:///{tmp_path / 'index.sqlite'}"},
+        "cache": {"dir": tmp_path / "cache"},
+        "logging": {"dir": tmp_path / "logs"},
+        "scheduler": {"job_store_path": tmp_path / "scheduler.sqlite"},
+        "maxroll": {
+            "retry_initial_backoff_seconds": 0,
+            "retry_max_backoff_seconds": 0,
+            "request_timeout_seconds": 5,
+        },
+    }
+    for name, values in sections.items():
+        base.setdefault(name, {}).update(values)
+    return AppConfig.model_validate(base)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> AppConfig:
+    """A default test config rooted in tmp_path."""
+    return make_config(tmp_path)
+
+
+@pytest.fixture
+async def container(config: AppConfig) -> AsyncIterator[Container]:
+    """A container with its resources open, closed after the test."""
+    async with open_container(config) as container:
+        yield container

@@ -1,0 +1,149 @@
+"""Configuration: defaults, environment, TOML file, precedence and validation errors."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from d3_item_salvager.config import load_config
+from d3_item_salvager.errors import ConfigError
+
+
+def test_defaults_match_the_documented_values() -> None:
+    """With no file and no environment, every setting has its documented default."""
+    config = load_config()
+    assert config.database.url == "sqlite+aiosqlite:///cache/d3_items.sqlite"
+    assert config.maxroll.search_url == (
+        "https://meilisearch-proxy.maxroll.gg/indexes/wp_posts_1/search"
+    )
+    assert config.maxroll.site_url == "https://maxroll.gg"
+    assert config.maxroll.planner_profile_url == (
+        "https://planners.maxroll.gg/profiles/load/d3/{planner_id}"
+    )
+    assert config.maxroll.item_data_url == "https://assets-ng.maxroll.gg/d3planner/data.json"
+    assert config.maxroll.bearer_token is None
+    assert config.maxroll.max_concurrency == 4
+    assert config.cache.dir == Path("cache")
+    assert (config.logging.dir, config.logging.level, config.logging.retention_days) == (
+        Path("logs"),
+        "INFO",
+        14,
+    )
+    scheduler = config.scheduler
+    assert scheduler.job_store_path == Path("cache/scheduler.sqlite")
+    assert (scheduler.max_workers, scheduler.misfire_grace_seconds) == (5, 300)
+    assert (scheduler.timezone, scheduler.shutdown_timeout_seconds) == ("UTC", 30)
+    jobs = scheduler.jobs
+    assert [jobs.scrape_guides.interval_minutes, jobs.refresh_cache.interval_minutes] == [360, 60]
+    assert jobs.cleanup_logs.interval_minutes == 1440
+    assert all(job.enabled for job in jobs.by_id().values())
+
+
+def test_environment_overrides_nested_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """D3IS_ variables with `__` reach nested sections, and floats below a minute are allowed."""
+    monkeypatch.setenv("D3IS_MAXROLL__BEARER_TOKEN", "tok-123")
+    monkeypatch.setenv("D3IS_SCHEDULER__JOBS__SCRAPE_GUIDES__INTERVAL_MINUTES", "0.05")
+    monkeypatch.setenv("D3IS_LOGGING__LEVEL", "debug")
+    config = load_config()
+    assert config.maxroll.require_bearer_token() == "tok-123"
+    assert config.scheduler.jobs.scrape_guides.interval_minutes == 0.05
+    assert config.scheduler.jobs.refresh_cache.interval_minutes == 60
+    assert config.logging.level == "DEBUG"
+
+
+def test_toml_file_is_read(tmp_path: Path) -> None:
+    """Values in the TOML file replace the defaults; unset values keep them."""
+    path = tmp_path / "workers.toml"
+    path.write_text(
+        "[maxroll]\nmax_concurrency = 8\n[scheduler.jobs.cleanup_logs]\nenabled = false\n",
+        encoding="utf-8",
+    )
+    config = load_config(path)
+    assert config.maxroll.max_concurrency == 8
+    assert config.scheduler.jobs.cleanup_logs.enabled is False
+    assert config.scheduler.jobs.cleanup_logs.interval_minutes == 1440
+
+
+def test_environment_beats_file_and_file_is_found_through_env(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """D3IS_CONFIG_FILE names the file, and the environment wins over it setting by setting."""
+    path = tmp_path / "workers.toml"
+    path.write_text("[maxroll]\nmax_concurrency = 8\nsearch_page_size = 50\n", encoding="utf-8")
+    monkeypatch.setenv("D3IS_CONFIG_FILE", str(path))
+    monkeypatch.setenv("D3IS_MAXROLL__MAX_CONCURRENCY", "2")
+    config = load_config()
+    assert config.maxroll.max_concurrency == 2
+    assert config.maxroll.search_page_size == 50
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "expected"),
+    [
+        (
+            "D3IS_SCHEDULER__JOBS__SCRAPE_GUIDES__INTERVAL_MINUTES",
+            "-5",
+            "scheduler.jobs.scrape_guides.interval_minutes = '-5'",
+        ),
+        ("D3IS_SCHEDULER__TIMEZONE", "Mars/Olympus", "scheduler.timezone = 'Mars/Olympus'"),
+        (
+            "D3IS_MAXROLL__PLANNER_PROFILE_URL",
+            "https://planners.example/profiles/",
+            "{planner_id}",
+        ),
+        ("D3IS_MAXROLL__SITE_URL", "ftp://maxroll.gg", "maxroll.site_url = 'ftp://maxroll.gg'"),
+        ("D3IS_MAXROLL__MAX_CONCURRENCY", "0", "maxroll.max_concurrency = '0'"),
+        ("D3IS_LOGGING__LEVEL", "LOUD", "logging.level = 'LOUD'"),
+        ("D3IS_DATABASE__URL", "mysql://x/y", "database.url = 'mysql://x/y'"),
+    ],
+)
+def test_bad_values_name_the_setting_and_value(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, expected: str
+) -> None:
+    """Each invalid value gives a ConfigError that names the setting and what was given."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ConfigError) as caught:
+        load_config()
+    assert expected in str(caught.value)
+
+
+def test_all_problems_are_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Several bad values are listed together, so an operator fixes them in one go."""
+    monkeypatch.setenv("D3IS_SCHEDULER__MAX_WORKERS", "-1")
+    monkeypatch.setenv("D3IS_CACHE__GUIDE_LIST_TTL_MINUTES", "zero")
+    with pytest.raises(ConfigError) as caught:
+        load_config()
+    assert "scheduler.max_workers" in str(caught.value)
+    assert "cache.guide_list_ttl_minutes" in str(caught.value)
+
+
+def test_malformed_file_is_a_clear_error(tmp_path: Path) -> None:
+    """A TOML syntax error names the file."""
+    path = tmp_path / "bad.toml"
+    path.write_text("[maxroll\nmax_concurrency = ", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"bad\.toml is not valid TOML"):
+        load_config(path)
+
+
+def test_missing_file_and_unknown_setting(tmp_path: Path) -> None:
+    """A missing file and a misspelt key are both reported, not ignored."""
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config(tmp_path / "nope.toml")
+    path = tmp_path / "typo.toml"
+    path.write_text("[maxroll]\nmax_concurency = 3\n", encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"maxroll\.max_concurency: unknown setting"):
+        load_config(path)
+
+
+def test_missing_token_is_a_clear_error_and_token_never_echoed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without a token the scrape refuses with a hint; a bad token value is never printed."""
+    with pytest.raises(ConfigError, match="D3IS_MAXROLL__BEARER_TOKEN"):
+        load_config().maxroll.require_bearer_token()
+    monkeypatch.setenv("D3IS_MAXROLL__BEARER_TOKEN", "   ")
+    with pytest.raises(ConfigError):
+        load_config().maxroll.require_bearer_token()
+    monkeypatch.setenv("D3IS_MAXROLL__BEARER_TOKEN", "s3cret-value")
+    assert "s3cret-value" not in repr(load_config())

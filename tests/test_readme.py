@@ -1,0 +1,28 @@
+"""The README's quick start and .ci/run stay in step."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _quick_start_commands() -> list[str]:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Quick start", 1)[1].split("\n## ", 1)[0]
+    return re.findall(r"```sh\n(.+?)\n```", section)
+
+
+def test_quick_start_has_exactly_two_commands() -> None:
+    """One command runs the scheduler, the other the tests."""
+    commands = _quick_start_commands()
+    assert len(commands) == 2
+    assert "d3_item_salvager.workers run-scheduler" in commands[0]
+    assert "pytest" in commands[1]
+
+
+def test_ci_runs_the_readme_test_command() -> None:
+    """.ci/run's last line is the README's test command, byte for byte."""
+    ci_lines = (ROOT / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()
+    assert ci_lines[-1] == _quick_start_commands()[1]

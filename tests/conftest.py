@@ -13,6 +13,8 @@ import pytest
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.container import Container, open_container
 from d3_item_salvager.logging_setup import LOGGER_NAME
+from tests.fake_maxroll import FakeMaxroll, serve
+from tests.fake_site import Site, build_site
 
 
 @pytest.fixture(autouse=True)
@@ -64,3 +66,22 @@ async def container(config: AppConfig) -> AsyncIterator[Container]:
     """A container with its resources open, closed after the test."""
     async with open_container(config) as container:
         yield container
+
+
+@pytest.fixture
+def site() -> Site:
+    """A small synthetic Maxroll site."""
+    return build_site(5)
+
+
+@pytest.fixture
+def fake_maxroll(site: Site) -> Iterator[FakeMaxroll]:
+    """The fake Maxroll serving `site` on 127.0.0.1."""
+    with serve(site) as fake:
+        yield fake
+
+
+@pytest.fixture
+def live_config(tmp_path: Path, fake_maxroll: FakeMaxroll) -> AppConfig:
+    """A config rooted in tmp_path whose Maxroll endpoints point at the fake server."""
+    return make_config(tmp_path, maxroll=fake_maxroll.config_values())

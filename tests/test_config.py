@@ -45,7 +45,9 @@ def test_environment_overrides_nested_settings(monkeypatch: pytest.MonkeyPatch) 
     monkeypatch.setenv("D3IS_MAXROLL__BEARER_TOKEN", "tok-123")
     monkeypatch.setenv("D3IS_SCHEDULER__JOBS__SCRAPE_GUIDES__INTERVAL_MINUTES", "0.05")
     monkeypatch.setenv("D3IS_LOGGING__LEVEL", "debug")
+    monkeypatch.setenv("D3IS_MAXROLL__PLANNER_PROFILE_URL", "http://127.0.0.1:9/p/{planner_id}")
     config = load_config()
+    assert config.maxroll.planner_profile_url == "http://127.0.0.1:9/p/{planner_id}"
     assert config.maxroll.require_bearer_token() == "tok-123"
     assert config.scheduler.jobs.scrape_guides.interval_minutes == 0.05
     assert config.scheduler.jobs.refresh_cache.interval_minutes == 60

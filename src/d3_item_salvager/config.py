@@ -93,7 +93,8 @@ class MaxrollConfig(_Section):
     def _planner_template(cls, value: str) -> str:
         if value.count("{planner_id}") != 1:
             raise ValueError("must contain the placeholder {planner_id} exactly once")
-        return _require_http_url(value.replace("{planner_id}", "1"))
+        _require_http_url(value.replace("{planner_id}", "1"))
+        return value
 
     @field_validator("bearer_token")
     @classmethod

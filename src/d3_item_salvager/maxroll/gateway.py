@@ -1,0 +1,215 @@
+"""Maxroll documents as domain records: fetch (conditionally), parse off the loop, cache on disk.
+
+The gateway is what services use. It joins the client (requests), the parsers (pure functions run
+in worker threads through the shared limiter) and the on-disk caches. A document is stored in the
+cache only after it parsed, so a broken response never replaces a good cached copy.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import anyio
+import anyio.to_thread
+
+from d3_item_salvager.config import CacheConfig, MaxrollConfig
+from d3_item_salvager.errors import FetchError, ParseError
+from d3_item_salvager.logging_setup import get_logger
+from d3_item_salvager.maxroll.catalog import ItemCatalog, parse_item_catalog
+from d3_item_salvager.maxroll.client import Fetched, MaxrollClient, Validators
+from d3_item_salvager.maxroll.document_cache import DocumentCache
+from d3_item_salvager.maxroll.guide_list_cache import GuideListCache
+from d3_item_salvager.maxroll.guide_parser import GuidePlanners, parse_guide_planners
+from d3_item_salvager.maxroll.models import GuideRecord, PlannerProfile
+from d3_item_salvager.maxroll.profile_parser import parse_planner_profile
+from d3_item_salvager.maxroll.search_parser import SearchPage, parse_search_page
+
+_log = get_logger(__name__)
+T = TypeVar("T")
+
+GUIDE_PLANNERS = "guide-planners"
+PROFILES = "profiles"
+ITEM_DATA = "item-data"
+
+
+class MaxrollGateway:
+    """Guides, planners, profiles and the item catalog, each fetched at most when needed."""
+
+    def __init__(
+        self,
+        client: MaxrollClient,
+        maxroll_config: MaxrollConfig,
+        cache_config: CacheConfig,
+        limiter: anyio.CapacityLimiter,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.client = client
+        self._config = maxroll_config
+        self._cache_config = cache_config
+        self._limiter = limiter
+        self._clock = clock
+        self.documents = DocumentCache(cache_config.dir / "documents")
+        self.guide_list_cache = GuideListCache(cache_config.dir)
+        self._catalog: tuple[str, ItemCatalog] | None = None
+
+    async def _in_thread(self, function: Callable[..., T], *args: object) -> T:
+        return await anyio.to_thread.run_sync(function, *args, limiter=self._limiter)
+
+    # Guide list
+
+    async def search_guides(self) -> list[GuideRecord]:
+        """Every D3 build guide from the search API, following pages to a short or empty one."""
+        limit = self._config.search_page_size
+        guides: dict[str, GuideRecord] = {}
+        for page_number in range(self._config.search_max_pages):
+            body = await self.client.search_page(offset=page_number * limit, limit=limit)
+            page: SearchPage = await self._in_thread(
+                parse_search_page, body, f"guide search page at offset {page_number * limit}"
+            )
+            for problem in page.rejected:
+                _log.warning("search hit refused", extra={"problem": problem})
+            for guide in page.guides:
+                guides.setdefault(guide.url, guide)
+            if page.hit_count < limit:
+                break
+        else:
+            _log.warning(
+                "search page cap reached; later guides were not listed",
+                extra={"max_pages": self._config.search_max_pages},
+            )
+        return list(guides.values())
+
+    async def refresh_guide_list(self) -> list[GuideRecord]:
+        """Read the list from the API and store it in the cache."""
+        guides = await self.search_guides()
+        await self._in_thread(self.guide_list_cache.save, guides, self._clock())
+        return guides
+
+    async def cached_guide_list(self, max_age_seconds: float | None) -> list[GuideRecord] | None:
+        """The cached list when present and (if max_age_seconds is given) younger than that."""
+        loaded = await self._in_thread(self.guide_list_cache.load)
+        if loaded is None:
+            return None
+        guides, fetched_at = loaded
+        if max_age_seconds is not None and self._clock() - fetched_at > max_age_seconds:
+            return None
+        return guides
+
+    # Guide pages and planner profiles
+
+    async def _conditional(
+        self,
+        namespace: str,
+        key: str,
+        fetch: Callable[[Validators | None], Awaitable[Fetched]],
+        parse: Callable[[bytes], T],
+        encode: Callable[[T, bytes], bytes],
+        *,
+        conditional: bool,
+        parse_cached: Callable[[bytes], T] | None = None,
+    ) -> T:
+        """Fetch with the cached validators; on 304 parse the cached copy instead."""
+        cached = await self._in_thread(self.documents.get, namespace, key) if conditional else None
+        fetched = await fetch(cached.validators if cached else None)
+        now = self._clock()
+        if fetched.body is None:
+            if cached is None:
+                raise FetchError(fetched.url, "304 Not Modified without a cached copy")
+            await self._in_thread(self.documents.touch, namespace, key, now)
+            return await self._in_thread(parse_cached or parse, cached.body)
+        result = await self._in_thread(parse, fetched.body)
+        await self._in_thread(
+            self.documents.put,
+            namespace,
+            key,
+            encode(result, fetched.body),
+            fetched.validators,
+            now,
+        )
+        return result
+
+    async def guide_planners(
+        self, guide: GuideRecord, *, conditional: bool = True
+    ) -> GuidePlanners:
+        """The planner ids of a guide (only the ids are cached, not the page)."""
+        document = f"guide page {guide.url}"
+
+        def parse(body: bytes) -> GuidePlanners:
+            return parse_guide_planners(body.decode("utf-8", errors="replace"), document)
+
+        def parse_cached(body: bytes) -> GuidePlanners:
+            cached = json.loads(body)
+            return GuidePlanners(tuple(cached["planner_ids"]), cached["from_variants"])
+
+        def encode(result: GuidePlanners, _body: bytes) -> bytes:
+            payload = {"planner_ids": result.planner_ids, "from_variants": result.from_variants}
+            return json.dumps(payload).encode()
+
+        planners = await self._conditional(
+            GUIDE_PLANNERS,
+            guide.url,
+            lambda validators: self.client.guide_page(guide.url, validators),
+            parse,
+            encode,
+            conditional=conditional,
+            parse_cached=parse_cached,
+        )
+        for value in planners.rejected:
+            _log.warning("planner id refused", extra={"guide": guide.url, "value": value})
+        return planners
+
+    async def planner_profile(self, planner_id: str, *, conditional: bool = True) -> PlannerProfile:
+        """A planner's builds (the raw profile document is cached)."""
+        return await self._conditional(
+            PROFILES,
+            planner_id,
+            lambda validators: self.client.planner_profile(planner_id, validators),
+            lambda body: parse_planner_profile(body, planner_id),
+            lambda _result, body: body,
+            conditional=conditional,
+        )
+
+    # Item catalog
+
+    async def item_catalog(self, *, force_refresh: bool = False) -> ItemCatalog:
+        """The item catalog: from the cache while fresh, else a conditional GET.
+
+        When Maxroll cannot be reached or sends a broken document, a cached copy (however old)
+        is used with a warning; without one, the error is raised.
+        """
+        url = self._config.item_data_url
+        cached = await self._in_thread(self.documents.get, ITEM_DATA, url)
+        ttl = self._cache_config.item_catalog_ttl_minutes * 60
+        if cached and not force_refresh and self._clock() - cached.fetched_at < ttl:
+            return await self._parse_catalog(cached.body)
+        try:
+            return await self._conditional(
+                ITEM_DATA,
+                url,
+                lambda validators: self.client.item_data(validators),
+                self._parse_catalog_sync,
+                lambda _result, body: body,
+                conditional=not force_refresh,
+            )
+        except (FetchError, ParseError) as exc:
+            if cached is None:
+                raise
+            _log.warning(
+                "item data refresh failed; using the cached copy", extra={"error": str(exc)}
+            )
+            return await self._parse_catalog(cached.body)
+
+    def _parse_catalog_sync(self, body: bytes) -> ItemCatalog:
+        catalog = parse_item_catalog(body)
+        self._catalog = (str(hash(body)), catalog)
+        return catalog
+
+    async def _parse_catalog(self, body: bytes) -> ItemCatalog:
+        # Reuse the parsed catalog while the cached body is unchanged: data.json is about 2 MB.
+        if self._catalog is not None and self._catalog[0] == str(hash(body)):
+            return self._catalog[1]
+        return await self._in_thread(self._parse_catalog_sync, body)

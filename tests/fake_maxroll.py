@@ -1,0 +1,237 @@
+"""A fake Maxroll speaking real HTTP on 127.0.0.1, serving a `Site`, with fault injection.
+
+It runs in its own threads (stdlib ThreadingHTTPServer), so the code under test talks to it
+exactly as to the real site: sockets, headers, status codes, ETags and 304s, resets, timeouts.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from tests.fake_site import Site
+
+SEARCH_PATH = "/indexes/wp_posts_1/search"
+PROFILE_PREFIX = "/profiles/load/d3/"
+ITEM_DATA_PATH = "/d3planner/data.json"
+GUIDE_PREFIX = "/d3/guides/"
+
+
+@dataclass(frozen=True)
+class Fault:
+    """One injected failure for one request.
+
+    status: answer with this status (and `body`); retry_after: its Retry-After header;
+    delay: sleep this long before answering; reset: close the connection without answering;
+    truncate: declare the full length but send only half the body; body: replace the body.
+    """
+
+    status: int | None = None
+    retry_after: str | None = None
+    delay: float = 0.0
+    reset: bool = False
+    truncate: bool = False
+    body: bytes | None = None
+
+
+@dataclass(frozen=True)
+class RecordedRequest:
+    method: str
+    path: str
+    headers: dict[str, str]
+    status: int
+
+
+@dataclass
+class FakeMaxroll:
+    """The server's state: the site it serves, queued faults, and what it was asked."""
+
+    site: Site
+    token: str = "test-token-123"
+    latency: float = 0.0
+    faults: dict[str, deque[Fault]] = field(default_factory=dict)
+    fault_hook: Callable[[str, str], Fault | None] | None = None
+    requests: list[RecordedRequest] = field(default_factory=list)
+    in_flight: int = 0
+    max_in_flight: int = 0
+    base_url: str = ""
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    # Set-up from tests
+
+    def fail(self, path: str, *faults: Fault) -> None:
+        """Queue faults for the next requests to `path` (one fault per request)."""
+        with self.lock:
+            self.faults.setdefault(path, deque()).extend(faults)
+
+    def config_values(self) -> dict[str, Any]:
+        """The `maxroll` config section that points the client here."""
+        return {
+            "search_url": self.base_url + SEARCH_PATH,
+            "site_url": self.base_url,
+            "planner_profile_url": self.base_url + PROFILE_PREFIX + "{planner_id}",
+            "item_data_url": self.base_url + ITEM_DATA_PATH,
+            "bearer_token": self.token,
+        }
+
+    # Reading what happened
+
+    def paths(self, method: str | None = None) -> list[str]:
+        with self.lock:
+            return [r.path for r in self.requests if method is None or r.method == method]
+
+    def count(self, prefix: str, status: int | None = None) -> int:
+        with self.lock:
+            return sum(
+                1
+                for r in self.requests
+                if r.path.startswith(prefix) and (status is None or r.status == status)
+            )
+
+    def reset_log(self) -> None:
+        with self.lock:
+            self.requests.clear()
+            self.max_in_flight = 0
+
+    def next_fault(self, method: str, path: str) -> Fault | None:
+        with self.lock:
+            queue = self.faults.get(path)
+            if queue:
+                return queue.popleft()
+        return self.fault_hook(method, path) if self.fault_hook else None
+
+    # Serving
+
+    def respond(
+        self, method: str, path: str, headers: dict[str, str], body: bytes
+    ) -> tuple[int, dict[str, str], bytes]:
+        """Status, headers and body for a request (no faults)."""
+        if method == "POST" and path == SEARCH_PATH:
+            if headers.get("authorization") != f"Bearer {self.token}":
+                return 401, {}, b'{"message":"invalid token"}'
+            query = json.loads(body or b"{}")
+            offset, limit = int(query.get("offset", 0)), int(query.get("limit", 20))
+            hits = self.site.search_hits()
+            page = {
+                "hits": hits[offset : offset + limit],
+                "query": "",
+                "processingTimeMs": 1,
+                "limit": limit,
+                "offset": offset,
+                "estimatedTotalHits": len(hits) + 7,  # an estimate, never exact
+                "facetDistribution": {},
+                "facetStats": {},
+            }
+            return 200, {"content-type": "application/json"}, json.dumps(page).encode()
+        if method != "GET":
+            return 405, {}, b""
+        document: bytes | None = None
+        if path == ITEM_DATA_PATH:
+            document = self.site.item_data()
+        elif path.startswith(PROFILE_PREFIX):
+            planner = self.site.planners.get(path.removeprefix(PROFILE_PREFIX))
+            document = planner.document() if planner else None
+        elif path.startswith(GUIDE_PREFIX):
+            guide = self.site.guide_by_slug(path.removeprefix(GUIDE_PREFIX))
+            document = self.site.guide_page(guide).encode() if guide else None
+        if document is None:
+            return 404, {}, b"not found"
+        etag = '"' + hashlib.sha1(document).hexdigest() + '"'
+        if headers.get("if-none-match") == etag:
+            return 304, {"etag": etag}, b""
+        return 200, {"etag": etag, "content-type": "application/octet-stream"}, document
+
+
+class _Handler(BaseHTTPRequestHandler):
+    server: _Server
+    protocol_version = "HTTP/1.1"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        """Silence the default stderr access log."""
+
+    def _handle(self) -> None:
+        fake = self.server.fake
+        length = int(self.headers.get("content-length") or 0)
+        request_body = self.rfile.read(length) if length else b""
+        headers = {key.lower(): value for key, value in self.headers.items()}
+        path = self.path
+        with fake.lock:
+            fake.in_flight += 1
+            fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
+        status = 0
+        try:
+            if fake.latency:
+                time.sleep(fake.latency)
+            fault = fake.next_fault(self.command, path)
+            if fault and fault.delay:
+                time.sleep(fault.delay)
+            if fault and fault.reset:
+                status = -1
+                self.connection.setsockopt(
+                    socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
+                )
+                self.close_connection = True
+                return
+            status, extra, body = fake.respond(self.command, path, headers, request_body)
+            if fault and fault.status is not None:
+                status, extra = fault.status, {}
+                body = fault.body if fault.body is not None else b"fault"
+                if fault.retry_after is not None:
+                    extra["retry-after"] = fault.retry_after
+            elif fault and fault.body is not None:
+                body = fault.body
+            self.send_response(status)
+            for key, value in extra.items():
+                self.send_header(key, value)
+            self.send_header("content-length", str(len(body)))
+            self.end_headers()
+            if fault and fault.truncate:
+                self.wfile.write(body[: len(body) // 2])
+                self.close_connection = True
+            else:
+                self.wfile.write(body)
+        finally:
+            with fake.lock:
+                fake.in_flight -= 1
+                fake.requests.append(RecordedRequest(self.command, path, headers, status))
+
+    do_GET = _handle
+    do_POST = _handle
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 128
+
+    def handle_error(self, request: Any, client_address: Any) -> None:
+        """Injected resets make clients hang up mid-request; that is expected, not an error."""
+
+    def __init__(self, fake: FakeMaxroll) -> None:
+        self.fake = fake
+        super().__init__(("127.0.0.1", 0), _Handler)
+
+
+@contextmanager
+def serve(site: Site, **options: Any) -> Iterator[FakeMaxroll]:
+    """Run a fake Maxroll on a free loopback port for the duration of the block."""
+    fake = FakeMaxroll(site=site, **options)
+    server = _Server(fake)
+    fake.base_url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
+    thread.start()
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
+        thread.join(timeout=5)

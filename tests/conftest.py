@@ -85,3 +85,10 @@ def fake_maxroll(site: Site) -> Iterator[FakeMaxroll]:
 def live_config(tmp_path: Path, fake_maxroll: FakeMaxroll) -> AppConfig:
     """A config rooted in tmp_path whose Maxroll endpoints point at the fake server."""
     return make_config(tmp_path, maxroll=fake_maxroll.config_values())
+
+
+@pytest.fixture
+async def live_container(live_config: AppConfig) -> AsyncIterator[Container]:
+    """A container wired to the fake Maxroll, resources open."""
+    async with open_container(live_config) as container:
+        yield container

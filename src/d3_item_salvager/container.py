@@ -17,8 +17,12 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.data.engine import index_engine_resource
+from d3_item_salvager.data.repository import IndexRepository
 from d3_item_salvager.logging_setup import get_logger
+from d3_item_salvager.maxroll.client import MaxrollClient
+from d3_item_salvager.maxroll.gateway import MaxrollGateway
 from d3_item_salvager.maxroll.http import http_client_resource
+from d3_item_salvager.services.build_guides import BuildGuideService
 
 
 class Container(containers.DeclarativeContainer):
@@ -34,6 +38,26 @@ class Container(containers.DeclarativeContainer):
     session_factory = providers.Singleton(async_sessionmaker, index_engine, expire_on_commit=False)
     thread_limiter = providers.Singleton(
         anyio.CapacityLimiter, config.provided.scheduler.max_workers
+    )
+    maxroll_client = providers.Singleton(MaxrollClient, http_client, config.provided.maxroll)
+    maxroll_gateway = providers.Singleton(
+        MaxrollGateway,
+        maxroll_client,
+        config.provided.maxroll,
+        config.provided.cache,
+        thread_limiter,
+    )
+
+    # Repositories
+    index_repository = providers.Singleton(IndexRepository, index_engine)
+
+    # Services
+    build_guide_service = providers.Factory(
+        BuildGuideService,
+        maxroll_gateway,
+        index_repository,
+        config.provided.maxroll,
+        config.provided.cache,
     )
 
 

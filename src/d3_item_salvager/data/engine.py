@@ -9,6 +9,7 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from d3_item_salvager.config import DatabaseConfig
+from d3_item_salvager.data.schema import ensure_schema
 
 
 def _sqlite_pragmas(busy_timeout_seconds: float) -> Any:
@@ -37,12 +38,13 @@ def create_sqlite_engine(url: str, *, busy_timeout_seconds: float) -> AsyncEngin
 
 
 async def index_engine_resource(config: DatabaseConfig) -> AsyncIterator[AsyncEngine]:
-    """Container resource: one engine per process, disposed on shutdown."""
+    """Container resource: one engine per process, schema ensured, disposed on shutdown."""
     path = config.sqlite_path
     if path is not None:
         path.parent.mkdir(parents=True, exist_ok=True)
     engine = create_sqlite_engine(config.url, busy_timeout_seconds=config.busy_timeout_seconds)
     try:
+        await ensure_schema(engine)
         yield engine
     finally:
         await engine.dispose()

@@ -1,0 +1,249 @@
+"""Reads and writes of the index. Each guide is written in one transaction.
+
+Writes are diffs against what is stored: rows that did not change are not touched, so a sync over
+unchanged data writes nothing and every count it reports is a real change.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import delete, func, select, update
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
+
+from d3_item_salvager.data.schema import builds, guides, item_usages, items
+from d3_item_salvager.errors import IndexDatabaseError
+from d3_item_salvager.maxroll.models import BuildRecord, CatalogItem, GuideRecord
+
+PLACEHOLDER_QUALITY = "unknown"
+
+
+@dataclass(frozen=True, slots=True)
+class StoredGuide:
+    """What the index remembers of a guide, to decide whether it changed."""
+
+    guide_id: int
+    url: str
+    modified_unix: int
+
+
+@dataclass(slots=True)
+class GuideChanges:
+    """What writing one guide changed."""
+
+    guide_created: bool = False
+    builds_created: int = 0
+    builds_updated: int = 0
+    builds_removed: int = 0
+    items_upserted: int = 0
+    usages_created: int = 0
+    usages_removed: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class RemovedGuides:
+    """What removing vanished guides deleted."""
+
+    guides: int
+    builds: int
+    usages: int
+
+
+def placeholder_item(item_id: str) -> CatalogItem:
+    """The row stored for an item id the catalog does not know (kept, never dropped)."""
+    return CatalogItem(item_id=item_id, name=item_id, slot=None, quality=PLACEHOLDER_QUALITY)
+
+
+class IndexRepository:
+    """The index on an AsyncEngine (SQLAlchemy Core)."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self._engine = engine
+
+    async def stored_guides(self) -> dict[int, StoredGuide]:
+        """Every guide in the index, by id."""
+        async with self._connect() as connection:
+            rows = await connection.execute(
+                select(guides.c.id, guides.c.url, guides.c.modified_unix)
+            )
+            return {row.id: StoredGuide(row.id, row.url, row.modified_unix) for row in rows}
+
+    async def write_guide(
+        self,
+        guide: GuideRecord,
+        guide_builds: Iterable[BuildRecord],
+        catalog: Mapping[str, CatalogItem],
+        synced_at: datetime,
+    ) -> GuideChanges:
+        """Make the index hold exactly this guide's builds and usages, in one transaction.
+
+        `catalog` maps every used item id to its catalog record (or a placeholder).
+        """
+        wanted = {(b.planner_id, b.profile_index): b for b in guide_builds}
+        changes = GuideChanges()
+        try:
+            async with self._engine.begin() as connection:
+                changes.guide_created = await self._upsert_guide(connection, guide, synced_at)
+                changes.items_upserted = await self._upsert_items(connection, catalog.values())
+                build_ids = await self._sync_builds(connection, guide.guide_id, wanted, changes)
+                for key, build in wanted.items():
+                    await self._sync_usages(connection, build_ids[key], build, changes)
+        except DBAPIError as exc:
+            raise IndexDatabaseError(f"writing guide {guide.url} failed: {exc.orig}") from None
+        return changes
+
+    async def remove_guides(self, guide_ids: Iterable[int]) -> RemovedGuides:
+        """Delete guides with their builds and usages (one transaction)."""
+        ids = list(guide_ids)
+        if not ids:
+            return RemovedGuides(0, 0, 0)
+        try:
+            async with self._engine.begin() as connection:
+                build_ids = select(builds.c.id).where(builds.c.guide_id.in_(ids))
+                usages = await connection.execute(
+                    delete(item_usages).where(item_usages.c.build_id.in_(build_ids))
+                )
+                removed_builds = await connection.execute(
+                    delete(builds).where(builds.c.guide_id.in_(ids))
+                )
+                removed = await connection.execute(delete(guides).where(guides.c.id.in_(ids)))
+        except DBAPIError as exc:
+            raise IndexDatabaseError(f"removing guides {ids} failed: {exc.orig}") from None
+        return RemovedGuides(removed.rowcount, removed_builds.rowcount, usages.rowcount)
+
+    async def table_counts(self) -> dict[str, int]:
+        """Row counts of the four index tables."""
+        async with self._connect() as connection:
+            return {
+                table.name: (
+                    await connection.execute(select(func.count()).select_from(table))
+                ).scalar_one()
+                for table in (guides, builds, items, item_usages)
+            }
+
+    # Steps of write_guide
+
+    def _connect(self) -> AsyncConnection:
+        return self._engine.connect()
+
+    @staticmethod
+    async def _upsert_guide(
+        connection: AsyncConnection, guide: GuideRecord, synced_at: datetime
+    ) -> bool:
+        values = {
+            "url": guide.url,
+            "title": guide.title,
+            "class_name": guide.class_name,
+            "modified_unix": guide.modified_unix,
+            "last_synced_at": synced_at.isoformat(),
+        }
+        result = await connection.execute(
+            update(guides).where(guides.c.id == guide.guide_id).values(**values)
+        )
+        if result.rowcount:
+            return False
+        # A guide whose URL moved to a new post id replaces the old row.
+        await connection.execute(delete(guides).where(guides.c.url == guide.url))
+        await connection.execute(guides.insert().values(id=guide.guide_id, **values))
+        return True
+
+    @staticmethod
+    async def _upsert_items(connection: AsyncConnection, records: Iterable[CatalogItem]) -> int:
+        wanted = {record.item_id: record for record in records}
+        if not wanted:
+            return 0
+        stored = {
+            row.id: row
+            for row in await connection.execute(select(items).where(items.c.id.in_(list(wanted))))
+        }
+        changed = 0
+        for item_id, record in wanted.items():
+            row = stored.get(item_id)
+            values = {
+                "name": record.name,
+                "slot": record.slot,
+                "quality": record.quality,
+                "set_name": record.set_name,
+            }
+            if row is None:
+                await connection.execute(items.insert().values(id=item_id, **values))
+                changed += 1
+            elif record.quality != PLACEHOLDER_QUALITY and (
+                (row.name, row.slot, row.quality, row.set_name) != tuple(values.values())
+            ):
+                # A placeholder never overwrites a real catalog record.
+                await connection.execute(
+                    update(items).where(items.c.id == item_id).values(**values)
+                )
+                changed += 1
+        return changed
+
+    @staticmethod
+    async def _sync_builds(
+        connection: AsyncConnection,
+        guide_id: int,
+        wanted: Mapping[tuple[str, int], BuildRecord],
+        changes: GuideChanges,
+    ) -> dict[tuple[str, int], int]:
+        rows = await connection.execute(select(builds).where(builds.c.guide_id == guide_id))
+        stored = {(row.planner_id, row.profile_index): row for row in rows}
+        gone = [row.id for key, row in stored.items() if key not in wanted]
+        if gone:
+            await connection.execute(delete(item_usages).where(item_usages.c.build_id.in_(gone)))
+            await connection.execute(delete(builds).where(builds.c.id.in_(gone)))
+            changes.builds_removed += len(gone)
+        ids: dict[tuple[str, int], int] = {}
+        for key, build in wanted.items():
+            row = stored.get(key)
+            if row is None:
+                result = await connection.execute(
+                    builds.insert().values(
+                        guide_id=guide_id,
+                        planner_id=build.planner_id,
+                        profile_index=build.profile_index,
+                        name=build.name,
+                        class_name=build.class_name,
+                    )
+                )
+                primary_key = result.inserted_primary_key
+                if primary_key is None:  # pragma: no cover - SQLite always reports it
+                    raise IndexDatabaseError(f"no id returned for build {key}")
+                ids[key] = int(primary_key[0])
+                changes.builds_created += 1
+                continue
+            ids[key] = row.id
+            if (row.name, row.class_name) != (build.name, build.class_name):
+                await connection.execute(
+                    update(builds)
+                    .where(builds.c.id == row.id)
+                    .values(name=build.name, class_name=build.class_name)
+                )
+                changes.builds_updated += 1
+        return ids
+
+    @staticmethod
+    async def _sync_usages(
+        connection: AsyncConnection, build_id: int, build: BuildRecord, changes: GuideChanges
+    ) -> None:
+        rows = await connection.execute(
+            select(item_usages).where(item_usages.c.build_id == build_id)
+        )
+        stored = {(row.item_id, row.slot, row.context): row.id for row in rows}
+        wanted = {(u.item_id, u.slot, u.context) for u in build.usages}
+        gone = [usage_id for key, usage_id in stored.items() if key not in wanted]
+        if gone:
+            await connection.execute(delete(item_usages).where(item_usages.c.id.in_(gone)))
+            changes.usages_removed += len(gone)
+        new = [key for key in wanted if key not in stored]
+        if new:
+            await connection.execute(
+                item_usages.insert(),
+                [
+                    {"build_id": build_id, "item_id": item_id, "slot": slot, "context": context}
+                    for item_id, slot, context in sorted(new)
+                ],
+            )
+            changes.usages_created += len(new)

@@ -7,6 +7,7 @@ arguments, so services and gateways never know the container exists.
 from __future__ import annotations
 
 import inspect
+import uuid
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -23,6 +24,15 @@ from d3_item_salvager.maxroll.client import MaxrollClient
 from d3_item_salvager.maxroll.gateway import MaxrollGateway
 from d3_item_salvager.maxroll.http import http_client_resource
 from d3_item_salvager.services.build_guides import BuildGuideService
+from d3_item_salvager.services.cache_refresh import CacheRefreshService
+from d3_item_salvager.services.log_housekeeping import LogHousekeepingService
+from d3_item_salvager.workers.job_runner import JobRunner
+from d3_item_salvager.workers.job_store_db import job_store_engine_resource
+from d3_item_salvager.workers.run_history import RunHistory, worker_identity
+
+
+def _new_nonce() -> str:
+    return uuid.uuid4().hex[:8]
 
 
 class Container(containers.DeclarativeContainer):
@@ -31,10 +41,12 @@ class Container(containers.DeclarativeContainer):
     # Config
     config = providers.Dependency(instance_of=AppConfig)
     logger = providers.Singleton(get_logger, "d3_item_salvager")
+    worker_id = providers.Singleton(worker_identity, providers.Callable(_new_nonce))
 
     # Gateways
     http_client = providers.Resource(http_client_resource, config.provided.maxroll)
     index_engine = providers.Resource(index_engine_resource, config.provided.database)
+    job_store_engine = providers.Resource(job_store_engine_resource, config.provided.scheduler)
     session_factory = providers.Singleton(async_sessionmaker, index_engine, expire_on_commit=False)
     thread_limiter = providers.Singleton(
         anyio.CapacityLimiter, config.provided.scheduler.max_workers
@@ -50,6 +62,7 @@ class Container(containers.DeclarativeContainer):
 
     # Repositories
     index_repository = providers.Singleton(IndexRepository, index_engine)
+    run_history = providers.Singleton(RunHistory, job_store_engine, worker_id)
 
     # Services
     build_guide_service = providers.Factory(
@@ -59,6 +72,11 @@ class Container(containers.DeclarativeContainer):
         config.provided.maxroll,
         config.provided.cache,
     )
+    cache_refresh_service = providers.Factory(CacheRefreshService, maxroll_gateway)
+    log_housekeeping_service = providers.Factory(
+        LogHousekeepingService, config.provided.logging, thread_limiter
+    )
+    job_runner = providers.Singleton(JobRunner, run_history, config)
 
 
 def build_container(config: AppConfig) -> Container:
@@ -76,8 +94,8 @@ async def resolve(provider: Any) -> Any:
 async def open_container(config: AppConfig) -> AsyncIterator[Container]:
     """A container whose resources are open inside the block and closed after it."""
     container = build_container(config)
-    await _await_if_needed(container.init_resources())
     try:
+        await _await_if_needed(container.init_resources())
         yield container
     finally:
         await _await_if_needed(container.shutdown_resources())

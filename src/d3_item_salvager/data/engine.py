@@ -12,7 +12,9 @@ from d3_item_salvager.config import DatabaseConfig
 from d3_item_salvager.data.schema import ensure_schema
 
 
-def _sqlite_pragmas(busy_timeout_seconds: float) -> Any:
+def sqlite_pragmas(busy_timeout_seconds: float) -> Any:
+    """A connect-event listener that sets the pragmas every SQLite connection needs."""
+
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
         # WAL lets readers (status, other tools) work while a sync writes; the busy timeout makes
@@ -33,7 +35,7 @@ def create_sqlite_engine(url: str, *, busy_timeout_seconds: float) -> AsyncEngin
         connect_args={"timeout": busy_timeout_seconds},
         pool_pre_ping=False,
     )
-    event.listen(engine.sync_engine, "connect", _sqlite_pragmas(busy_timeout_seconds))
+    event.listen(engine.sync_engine, "connect", sqlite_pragmas(busy_timeout_seconds))
     return engine
 
 

@@ -175,8 +175,13 @@ class MaxrollGateway:
 
     # Item catalog
 
-    async def item_catalog(self, *, force_refresh: bool = False) -> ItemCatalog:
+    async def item_catalog(
+        self, *, force_refresh: bool = False, revalidate: bool = False
+    ) -> ItemCatalog:
         """The item catalog: from the cache while fresh, else a conditional GET.
+
+        `revalidate` sends the conditional GET even while the cache is fresh; `force_refresh`
+        downloads the whole document.
 
         When Maxroll cannot be reached or sends a broken document, a cached copy (however old)
         is used with a warning; without one, the error is raised.
@@ -184,7 +189,8 @@ class MaxrollGateway:
         url = self._config.item_data_url
         cached = await self._in_thread(self.documents.get, ITEM_DATA, url)
         ttl = self._cache_config.item_catalog_ttl_minutes * 60
-        if cached and not force_refresh and self._clock() - cached.fetched_at < ttl:
+        fresh = cached is not None and self._clock() - cached.fetched_at < ttl
+        if cached and fresh and not (force_refresh or revalidate):
             return await self._parse_catalog(cached.body)
         try:
             return await self._conditional(

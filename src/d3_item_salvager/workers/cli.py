@@ -1,31 +1,45 @@
-"""Command line: `python -m d3_item_salvager.workers COMMAND`."""
+"""Command line: `python -m d3_item_salvager.workers COMMAND`.
+
+Exit codes: 0 success, 1 the job failed, 2 bad usage or configuration.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import json
+import signal
+from enum import StrEnum
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
 from d3_item_salvager.config import AppConfig, load_config
-from d3_item_salvager.errors import ConfigError
+from d3_item_salvager.errors import ConfigError, IndexDatabaseError
+from d3_item_salvager.logging_setup import configure_logging, get_logger
+from d3_item_salvager.workers.runtime import WorkerRuntime
+from d3_item_salvager.workers.status import collect_status, render_status
+from d3_item_salvager.workers.tasks import TASKS
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+NEEDS_TOKEN = ("scrape_guides", "refresh_cache")
 
-app = typer.Typer(
-    name="d3-item-salvager-workers",
-    help="Background jobs that keep the d3-item-salvager index of Maxroll build guides fresh.",
-    no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
-)
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+_log = get_logger(__name__)
+
+
+class Job(StrEnum):
+    """Jobs an operator can run now."""
+
+    scrape_guides = "scrape-guides"
+    refresh_cache = "refresh-cache"
+    cleanup_logs = "cleanup-logs"
+
 
 ConfigOption = Annotated[
-    Path | None,
-    typer.Option("--config", help="TOML config file (default: $D3IS_CONFIG_FILE, if set)."),
+    Path | None, typer.Option("--config", help="TOML config file (default: $D3IS_CONFIG_FILE).")
 ]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
 @app.callback()
@@ -33,22 +47,91 @@ def _root() -> None:
     """Background jobs that keep the d3-item-salvager index of Maxroll build guides fresh."""
 
 
-def _load_or_exit(config_file: Path | None) -> AppConfig:
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(EXIT_USAGE)
+
+
+def _setup(config_file: Path | None, needs_token: tuple[str, ...] = ()) -> AppConfig:
+    """Load and check the config and start logging; exit 2 with one clear message on error."""
     try:
-        return load_config(config_file)
+        config = load_config(config_file)
+        for job_id in needs_token:
+            if config.scheduler.jobs.by_id()[job_id].enabled:
+                config.maxroll.require_bearer_token()
+        token = config.maxroll.bearer_token
+        configure_logging(config.logging, secrets=[token.get_secret_value()] if token else [])
     except ConfigError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(EXIT_USAGE) from None
+        raise _fail(str(exc)) from None
+    return config
+
+
+def _run_async(main: Any) -> Any:
+    try:
+        return asyncio.run(main)
+    except (ConfigError, IndexDatabaseError) as exc:
+        raise _fail(str(exc)) from None
 
 
 @app.command("run-scheduler")
 def run_scheduler(config_file: ConfigOption = None) -> None:
-    """Run the scheduler until SIGINT or SIGTERM."""
-    _load_or_exit(config_file)
-    typer.echo("error: the scheduler is not built yet", err=True)
-    raise typer.Exit(EXIT_FAILED)
+    """Run the scheduler until SIGINT or SIGTERM, then stop gracefully."""
+    config = _setup(config_file, NEEDS_TOKEN)
+
+    async def serve() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        async with WorkerRuntime(config):
+            _log.info("scheduler started; SIGINT or SIGTERM stops it")
+            await stop.wait()
+            _log.info("stop requested")
+
+    _run_async(serve())
+
+
+@app.command("run")
+def run_job(
+    job: Annotated[Job, typer.Argument(help="The job to run once, now.")],
+    force_refresh: Annotated[
+        bool, typer.Option("--force-refresh", help="scrape-guides: refetch every document.")
+    ] = False,
+    as_json: JsonOption = False,
+    config_file: ConfigOption = None,
+) -> None:
+    """Run one job now (recorded as a manual run) and print its summary."""
+    job_id = job.name
+    config = _setup(config_file, (job_id,) if job_id in NEEDS_TOKEN else ())
+
+    async def once() -> Any:
+        async with WorkerRuntime(config, run_scheduler=False):
+            kwargs: dict[str, Any] = {"trigger": "manual"}
+            if job_id == "scrape_guides":
+                kwargs["force_refresh"] = force_refresh
+            return await TASKS[job_id](**kwargs)
+
+    result = _run_async(once())
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), default=str))
+    else:
+        typer.echo(f"{job.value}: {result.outcome} in {result.duration_seconds:.1f}s")
+        if result.error:
+            typer.echo(f"  error: {result.error}")
+        for key, value in (result.summary or {}).items():
+            if key != "failures":
+                typer.echo(f"  {key}: {value}")
+    raise typer.Exit(EXIT_OK if result.succeeded else EXIT_FAILED)
+
+
+@app.command("status")
+def status(as_json: JsonOption = False, config_file: ConfigOption = None) -> None:
+    """Show every job: enabled, trigger, next run, last outcome and duration, lease holder."""
+    config = _setup(config_file)
+    report = _run_async(collect_status(config))
+    typer.echo(json.dumps(report, default=str) if as_json else render_status(report))
 
 
 def main() -> None:
     """Console entry point."""
-    app()
+    app(prog_name="python -m d3_item_salvager.workers")

@@ -1,0 +1,111 @@
+"""The scheduler lease: only one process runs the jobs of a job store at a time.
+
+A row in `scheduler_lease` names the holder and when its lease expires. The holder renews it
+every third of the lease period; a standby process takes it over once it has expired. Each
+statement is atomic in SQLite, so two processes racing for a free lease cannot both win.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from sqlalchemy import and_, delete, or_, select, update
+from sqlalchemy.dialects.sqlite import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from d3_item_salvager.workers.job_store_db import scheduler_lease
+
+LEASE_NAME = "scheduler"
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseHolder:
+    """Who holds the lease and until when (epoch seconds)."""
+
+    holder: str
+    acquired_at: float
+    expires_at: float
+
+
+class SchedulerLease:
+    """Acquire, renew and release the job store's lease for one worker identity."""
+
+    def __init__(
+        self,
+        engine: AsyncEngine,
+        holder: str,
+        lease_seconds: float,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._engine = engine
+        self.holder = holder
+        self.lease_seconds = lease_seconds
+        self._clock = clock
+
+    async def try_acquire(self) -> bool:
+        """Take the lease if it is free, expired or already ours; True when we hold it now."""
+        now = self._clock()
+        expires = now + self.lease_seconds
+        async with self._engine.begin() as connection:
+            taken = await connection.execute(
+                update(scheduler_lease)
+                .where(
+                    and_(
+                        scheduler_lease.c.name == LEASE_NAME,
+                        or_(
+                            scheduler_lease.c.holder == self.holder,
+                            scheduler_lease.c.expires_at < now,
+                        ),
+                    )
+                )
+                .values(holder=self.holder, acquired_at=now, expires_at=expires)
+            )
+            if taken.rowcount == 1:
+                return True
+            created = await connection.execute(
+                insert(scheduler_lease)
+                .values(name=LEASE_NAME, holder=self.holder, acquired_at=now, expires_at=expires)
+                .on_conflict_do_nothing()
+            )
+            return created.rowcount == 1
+
+    async def renew(self) -> bool:
+        """Extend our lease; False when another process holds it now."""
+        now = self._clock()
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                update(scheduler_lease)
+                .where(
+                    and_(
+                        scheduler_lease.c.name == LEASE_NAME,
+                        scheduler_lease.c.holder == self.holder,
+                    )
+                )
+                .values(expires_at=now + self.lease_seconds)
+            )
+        return result.rowcount == 1
+
+    async def release(self) -> None:
+        """Give the lease up so a standby takes over at once."""
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                delete(scheduler_lease).where(
+                    and_(
+                        scheduler_lease.c.name == LEASE_NAME,
+                        scheduler_lease.c.holder == self.holder,
+                    )
+                )
+            )
+
+    async def current(self) -> LeaseHolder | None:
+        """The current holder, if any (an expired lease is still reported, with its expiry)."""
+        async with self._engine.connect() as connection:
+            row = (
+                await connection.execute(
+                    select(scheduler_lease).where(scheduler_lease.c.name == LEASE_NAME)
+                )
+            ).first()
+        return LeaseHolder(row.holder, row.acquired_at, row.expires_at) if row else None

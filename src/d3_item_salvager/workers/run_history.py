@@ -1,0 +1,217 @@
+"""The `job_runs` table: one row per run, including missed, skipped and abandoned ones."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import and_, delete, func, select, update
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from d3_item_salvager.workers.job_store_db import job_runs
+
+Clock = Callable[[], datetime]
+
+
+def utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat() if moment is not None else None
+
+
+def worker_identity(nonce: str) -> str:
+    """`host:pid:nonce`: names this process in history rows and the lease."""
+    return f"{socket.gethostname()}:{os.getpid()}:{nonce}"
+
+
+def _process_alive(worker: str) -> bool:
+    host, _, rest = worker.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return True  # cannot tell for another host: assume it is still running
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@dataclass(frozen=True, slots=True)
+class RunRow:
+    """One row of `job_runs`."""
+
+    run_id: str
+    job_id: str
+    trigger: str
+    scheduled_for: str | None
+    started_at: str
+    finished_at: str | None
+    outcome: str | None
+    error: str | None
+    summary: dict[str, Any] | None
+    attempt: int
+    worker: str
+
+    @property
+    def duration_seconds(self) -> float | None:
+        if self.finished_at is None:
+            return None
+        started = datetime.fromisoformat(self.started_at)
+        return round((datetime.fromisoformat(self.finished_at) - started).total_seconds(), 3)
+
+
+def _row(row: Any) -> RunRow:
+    values = dict(row._mapping)
+    values["summary"] = json.loads(values["summary"]) if values["summary"] else None
+    return RunRow(**values)
+
+
+class RunHistory:
+    """Writes and reads `job_runs` through the job store's async engine."""
+
+    def __init__(self, engine: AsyncEngine, worker: str, *, clock: Clock = utc_now) -> None:
+        self._engine = engine
+        self.worker = worker
+        self._clock = clock
+
+    async def start(
+        self,
+        run_id: str,
+        job_id: str,
+        trigger: str,
+        scheduled_for: datetime | None,
+        attempt: int,
+    ) -> datetime:
+        """Record that a run started; returns the start time."""
+        started = self._clock()
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                job_runs.insert().values(
+                    run_id=run_id,
+                    job_id=job_id,
+                    trigger=trigger,
+                    scheduled_for=_iso(scheduled_for),
+                    started_at=_iso(started),
+                    attempt=attempt,
+                    worker=self.worker,
+                )
+            )
+        return started
+
+    async def finish(
+        self, run_id: str, outcome: str, error: str | None, summary: dict[str, Any] | None
+    ) -> None:
+        """Record how a run ended."""
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                update(job_runs)
+                .where(job_runs.c.run_id == run_id)
+                .values(
+                    finished_at=_iso(self._clock()),
+                    outcome=outcome,
+                    error=error,
+                    summary=json.dumps(summary, default=str) if summary is not None else None,
+                )
+            )
+
+    async def record(
+        self,
+        run_id: str,
+        job_id: str,
+        trigger: str,
+        outcome: str,
+        scheduled_for: datetime | None,
+        error: str | None = None,
+    ) -> None:
+        """A run that never started (missed, skipped): one finished row."""
+        now = _iso(self._clock())
+        async with self._engine.begin() as connection:
+            await connection.execute(
+                job_runs.insert().values(
+                    run_id=run_id,
+                    job_id=job_id,
+                    trigger=trigger,
+                    scheduled_for=_iso(scheduled_for),
+                    started_at=now,
+                    finished_at=now,
+                    outcome=outcome,
+                    error=error,
+                    attempt=0,
+                    worker=self.worker,
+                )
+            )
+
+    async def mark_abandoned(self) -> int:
+        """Close runs left unfinished by processes that died (not this one's, not live ones)."""
+        async with self._engine.begin() as connection:
+            rows = await connection.execute(
+                select(job_runs.c.run_id, job_runs.c.worker, job_runs.c.trigger).where(
+                    and_(job_runs.c.finished_at.is_(None), job_runs.c.worker != self.worker)
+                )
+            )
+            # Scheduled runs belong to the previous lease holder, which is gone if we hold the
+            # lease; manual runs are abandoned only when their process no longer exists.
+            dead = [
+                row.run_id
+                for row in rows
+                if row.trigger != "manual" or not _process_alive(row.worker)
+            ]
+            if dead:
+                await connection.execute(
+                    update(job_runs)
+                    .where(job_runs.c.run_id.in_(dead))
+                    .values(
+                        finished_at=_iso(self._clock()),
+                        outcome="abandoned",
+                        error="the process running it stopped before it finished",
+                    )
+                )
+        return len(dead)
+
+    async def runs(self, job_id: str | None = None) -> list[RunRow]:
+        """Every run, oldest first (optionally of one job)."""
+        query = select(job_runs).order_by(job_runs.c.started_at, job_runs.c.run_id)
+        if job_id is not None:
+            query = query.where(job_runs.c.job_id == job_id)
+        async with self._engine.connect() as connection:
+            return [_row(row) for row in await connection.execute(query)]
+
+    async def latest_finished(self) -> dict[str, RunRow]:
+        """The last finished run of each job."""
+        newest = (
+            select(job_runs.c.job_id, func.max(job_runs.c.finished_at).label("finished"))
+            .where(job_runs.c.finished_at.is_not(None))
+            .group_by(job_runs.c.job_id)
+            .subquery()
+        )
+        query = select(job_runs).join(
+            newest,
+            and_(
+                job_runs.c.job_id == newest.c.job_id,
+                job_runs.c.finished_at == newest.c.finished,
+            ),
+        )
+        async with self._engine.connect() as connection:
+            return {row.job_id: _row(row) for row in await connection.execute(query)}
+
+    async def prune(self, older_than: datetime) -> int:
+        """Delete finished runs that started before `older_than`."""
+        async with self._engine.begin() as connection:
+            result = await connection.execute(
+                delete(job_runs).where(
+                    and_(
+                        job_runs.c.started_at < _iso(older_than),
+                        job_runs.c.finished_at.is_not(None),
+                    )
+                )
+            )
+        return result.rowcount

@@ -1,0 +1,129 @@
+"""build_scheduler and register_jobs over a real SQLite job store."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.interval import IntervalTrigger
+
+from d3_item_salvager.config import AppConfig
+from d3_item_salvager.workers.scheduler import (
+    JOB_FUNCTIONS,
+    build_scheduler,
+    register_jobs,
+    stop_scheduler,
+)
+from tests.conftest import make_config
+
+Jobs = dict[str, dict[str, Any]]
+
+
+def config_with(tmp_path: Path, jobs: Jobs | None = None, **scheduler: Any) -> AppConfig:
+    return make_config(tmp_path, scheduler={"jobs": jobs or {}, **scheduler})
+
+
+@asynccontextmanager
+async def started(config: AppConfig) -> AsyncIterator[AsyncIOScheduler]:
+    """A paused scheduler on the config's job store, shut down after the block."""
+    scheduler = build_scheduler(config)
+    scheduler.start(paused=True)
+    try:
+        yield scheduler
+    finally:
+        await stop_scheduler(scheduler, None, 0)
+
+
+def stored(scheduler: AsyncIOScheduler) -> dict[str, Any]:
+    return {job.id: job for job in scheduler.get_jobs()}
+
+
+async def test_register_adds_enabled_jobs_with_ids_refs_and_intervals(tmp_path: Path) -> None:
+    """Each enabled job is stored under its config key, as a text reference, at its interval."""
+    config = config_with(tmp_path, {"refresh_cache": {"interval_minutes": 0.5}})
+    async with started(config) as scheduler:
+        report = register_jobs(scheduler, config)
+        jobs = stored(scheduler)
+    assert sorted(report.added) == sorted(jobs) == sorted(JOB_FUNCTIONS)
+    for job_id, job in jobs.items():
+        assert job.func_ref == JOB_FUNCTIONS[job_id]
+        assert isinstance(job.trigger, IntervalTrigger)
+        assert (job.kwargs, job.args) == ({}, ())
+        assert (job.coalesce, job.max_instances, job.misfire_grace_time) == (True, 1, 300)
+    assert jobs["scrape_guides"].trigger.interval == timedelta(minutes=360)
+    assert jobs["refresh_cache"].trigger.interval == timedelta(seconds=30)
+    assert jobs["cleanup_logs"].trigger.interval == timedelta(days=1)
+
+
+async def test_disabled_jobs_are_not_added_and_are_removed(tmp_path: Path) -> None:
+    """A job disabled in config is dropped from the store at the next registration."""
+    async with started(config_with(tmp_path)) as scheduler:
+        register_jobs(scheduler, config_with(tmp_path))
+    disabled = config_with(tmp_path, {"cleanup_logs": {"enabled": False}})
+    async with started(disabled) as scheduler:
+        report = register_jobs(scheduler, disabled)
+        assert sorted(stored(scheduler)) == ["refresh_cache", "scrape_guides"]
+    assert report.removed == ["cleanup_logs"]
+    assert sorted(report.unchanged) == ["refresh_cache", "scrape_guides"]
+
+
+async def test_restart_keeps_next_run_times_and_does_not_duplicate(tmp_path: Path) -> None:
+    """Registering again over an existing store changes nothing for unchanged jobs."""
+    config = config_with(tmp_path)
+    async with started(config) as scheduler:
+        register_jobs(scheduler, config)
+        before = {job_id: job.next_run_time for job_id, job in stored(scheduler).items()}
+    async with started(config) as scheduler:
+        report = register_jobs(scheduler, config)
+        after = {job_id: job.next_run_time for job_id, job in stored(scheduler).items()}
+        assert len(scheduler.get_jobs()) == 3
+    assert before == after
+    assert sorted(report.unchanged) == sorted(JOB_FUNCTIONS)
+    assert report.added == report.rescheduled == []
+
+
+async def test_changed_interval_reschedules_only_that_job(tmp_path: Path) -> None:
+    """A new interval gives that job a new next run time; the others keep theirs."""
+    async with started(config_with(tmp_path)) as scheduler:
+        register_jobs(scheduler, config_with(tmp_path))
+        before = {job_id: job.next_run_time for job_id, job in stored(scheduler).items()}
+    changed = config_with(tmp_path, {"scrape_guides": {"interval_minutes": 1}})
+    async with started(changed) as scheduler:
+        report = register_jobs(scheduler, changed)
+        jobs = stored(scheduler)
+    assert report.rescheduled == ["scrape_guides"]
+    assert jobs["scrape_guides"].trigger.interval == timedelta(minutes=1)
+    assert jobs["scrape_guides"].next_run_time < before["scrape_guides"]
+    assert jobs["refresh_cache"].next_run_time == before["refresh_cache"]
+
+
+async def test_builder_honours_custom_settings(tmp_path: Path) -> None:
+    """Timezone, misfire grace and the job-store path (folder created) come from config."""
+    store = tmp_path / "deep" / "folder" / "jobs.sqlite"
+    config = config_with(
+        tmp_path, timezone="Europe/Berlin", misfire_grace_seconds=42, job_store_path=store
+    )
+    async with started(config) as scheduler:
+        register_jobs(scheduler, config)
+        assert str(scheduler.timezone) == "Europe/Berlin"
+        job = scheduler.get_job("scrape_guides")
+        assert job.misfire_grace_time == 42
+        assert str(job.trigger.timezone) == "Europe/Berlin"
+    assert store.exists()
+
+
+async def test_changed_grace_is_applied_without_rescheduling(tmp_path: Path) -> None:
+    """A new misfire grace updates the stored job but keeps its next run time."""
+    async with started(config_with(tmp_path)) as scheduler:
+        register_jobs(scheduler, config_with(tmp_path))
+        before = scheduler.get_job("cleanup_logs").next_run_time
+    changed = config_with(tmp_path, misfire_grace_seconds=7)
+    async with started(changed) as scheduler:
+        register_jobs(scheduler, changed)
+        job = scheduler.get_job("cleanup_logs")
+        assert job.misfire_grace_time == 7
+        assert job.next_run_time == before

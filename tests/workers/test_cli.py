@@ -1,0 +1,170 @@
+"""The CLI as operators use it: real subprocesses against the fake Maxroll and real SQLite."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.fake_maxroll import FakeMaxroll
+from tests.index_expectations import expected_rows, stored_rows
+from tests.processes import WorkerProcess, run_cli, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def cli_config(tmp_path: Path, fake: FakeMaxroll, **jobs: dict[str, Any]) -> Path:
+    """A TOML config whose every file lives in tmp_path and whose Maxroll is the fake."""
+    return write_config(
+        tmp_path / "workers.toml",
+        {
+            "database": {"url": f"sqlite+aiosqlite:///{tmp_path / 'index.sqlite'}"},
+            "maxroll": {
+                **fake.config_values(),
+                "retry_initial_backoff_seconds": 0,
+                "retry_max_backoff_seconds": 0,
+            },
+            "cache": {"dir": str(tmp_path / "cache")},
+            "logging": {"dir": str(tmp_path / "logs")},
+            "scheduler": {
+                "job_store_path": str(tmp_path / "jobs.sqlite"),
+                "shutdown_timeout_seconds": 5,
+                "lease_seconds": 2,
+                "jobs": {
+                    "scrape_guides": {"enabled": False},
+                    "refresh_cache": {"enabled": False},
+                    "cleanup_logs": {"enabled": False},
+                    **jobs,
+                },
+            },
+        },
+    )
+
+
+def job_runs(tmp_path: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(tmp_path / "jobs.sqlite") as connection:
+        connection.row_factory = sqlite3.Row
+        return [dict(r) for r in connection.execute("SELECT * FROM job_runs ORDER BY started_at")]
+
+
+async def test_run_scheduler_fills_the_index_and_stops_on_sigterm(
+    tmp_path: Path, fake_maxroll: FakeMaxroll
+) -> None:
+    """A real run-scheduler process syncs on schedule, then SIGTERM stops it with exit 0."""
+    config = cli_config(tmp_path, fake_maxroll, scrape_guides={"interval_minutes": 0.01})
+    worker = await WorkerProcess.start("run-scheduler", "--config", str(config), cwd=tmp_path)
+    try:
+        await worker.wait_for(r"\[scrape_guides/\w+\] run finished outcome=success")
+        code = await worker.stop(signal.SIGTERM)
+    finally:
+        await worker.kill()
+    assert code == 0, "\n".join(worker.lines)
+    assert worker.count("scheduler stopped") == 1
+    assert stored_rows(tmp_path / "index.sqlite") == expected_rows(fake_maxroll.site)
+    runs = job_runs(tmp_path)
+    assert runs[0]["trigger"] == "scheduled"
+    assert runs[0]["outcome"] == "success"
+    assert all(run["outcome"] is not None for run in runs)
+    assert (tmp_path / "logs" / "workers.log").exists()
+
+
+async def test_run_json_prints_one_object_and_status_shows_it(
+    tmp_path: Path, fake_maxroll: FakeMaxroll
+) -> None:
+    """`run scrape-guides --json` prints exactly one JSON object; `status --json` reports it."""
+    config = cli_config(tmp_path, fake_maxroll)
+    code, stdout, stderr = await run_cli(
+        "run", "scrape-guides", "--json", "--config", str(config), cwd=tmp_path
+    )
+    assert code == 0, stderr
+    result = json.loads(stdout)
+    assert stdout.strip().count("\n") == 0
+    assert (result["job_id"], result["trigger"], result["outcome"]) == (
+        "scrape_guides",
+        "manual",
+        "success",
+    )
+    assert result["summary"]["guides_processed"] == len(fake_maxroll.site.guides)
+    assert "progress: 5/5 guides" in stderr
+    assert fake_maxroll.token not in stdout + stderr
+
+    code, stdout, stderr = await run_cli("status", "--json", "--config", str(config), cwd=tmp_path)
+    assert code == 0, stderr
+    status = json.loads(stdout)
+    jobs = {job["job_id"]: job for job in status["jobs"]}
+    assert jobs["scrape_guides"]["last_outcome"] == "success"
+    assert jobs["scrape_guides"]["last_duration_seconds"] >= 0
+    assert jobs["scrape_guides"]["enabled"] is False
+    assert jobs["refresh_cache"]["last_outcome"] is None
+    assert status["lease"] is None
+
+    code, stdout, _ = await run_cli("run", "scrape-guides", "--config", str(config), cwd=tmp_path)
+    assert code == 0
+    assert "scrape-guides: success" in stdout
+    assert f"guides_skipped: {len(fake_maxroll.site.guides)}" in stdout
+
+
+async def test_failed_run_exits_1(tmp_path: Path, fake_maxroll: FakeMaxroll) -> None:
+    """A run that fails (the search refuses the token) exits 1 with the error, token unshown."""
+    config = cli_config(tmp_path, fake_maxroll)
+    fake_maxroll.token = "another-token"
+    code, stdout, stderr = await run_cli(
+        "run", "scrape-guides", "--config", str(config), cwd=tmp_path
+    )
+    assert code == 1
+    assert "scrape-guides: failed" in stdout
+    assert "HTTP 401" in stdout
+    assert "test-token-123" not in stdout + stderr
+
+
+@pytest.mark.parametrize(
+    ("args", "env", "message"),
+    [
+        (["run", "scrape-guides"], {}, "maxroll.bearer_token is not set"),
+        (["run", "nothing"], {}, "Invalid value"),
+        (["status"], {"D3IS_SCHEDULER__TIMEZONE": "Nowhere/City"}, "scheduler.timezone"),
+        (["run-scheduler"], {"D3IS_MAXROLL__MAX_CONCURRENCY": "-1"}, "maxroll.max_concurrency"),
+        (["run", "cleanup-logs", "--config", "missing.toml"], {}, "does not exist"),
+    ],
+)
+async def test_bad_usage_or_config_exits_2_without_traceback(
+    tmp_path: Path, args: list[str], env: dict[str, str], message: str
+) -> None:
+    """Configuration and usage errors: one clear message, exit code 2, no traceback."""
+    code, _, stderr = await run_cli(*args, cwd=tmp_path, env=env)
+    assert code == 2
+    assert message in stderr
+    assert "Traceback" not in stderr
+
+
+async def test_two_schedulers_on_one_store_run_each_scheduled_run_once(
+    tmp_path: Path, fake_maxroll: FakeMaxroll
+) -> None:
+    """With two processes on one job store, one runs the jobs; no due time runs twice."""
+    config = cli_config(tmp_path, fake_maxroll, cleanup_logs={"interval_minutes": 0.005})
+    first = await WorkerProcess.start("run-scheduler", "--config", str(config), cwd=tmp_path)
+    second = await WorkerProcess.start("run-scheduler", "--config", str(config), cwd=tmp_path)
+    try:
+        await first.wait_for("scheduler started")
+        await second.wait_for("scheduler started")
+        pattern = r"\[cleanup_logs/\w+\] run finished"
+        # Wait on whichever runs the jobs: exactly one of them holds the lease.
+        leader = first if first.count("holding the scheduler lease") else second
+        await leader.wait_for(pattern, count=4)
+        codes = [await first.stop(), await second.stop()]
+    finally:
+        await first.kill()
+        await second.kill()
+    assert codes == [0, 0]
+    assert (
+        first.count("holding the scheduler lease") + second.count("holding the scheduler lease")
+        == 1
+    )
+    runs = [r for r in job_runs(tmp_path) if r["trigger"] == "scheduled"]
+    assert len(runs) >= 4
+    assert len({r["scheduled_for"] for r in runs}) == len(runs)
+    assert len({r["worker"] for r in runs}) == 1

@@ -1,0 +1,83 @@
+"""WorkerRuntime embedded in a host asyncio app, running real jobs on the host's loop."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from contextlib import AsyncExitStack
+from datetime import datetime
+from pathlib import Path
+
+import anyio
+from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
+
+from d3_item_salvager.workers.runtime import WorkerRuntime
+from tests.conftest import make_config
+from tests.fake_maxroll import FakeMaxroll
+from tests.index_expectations import expected_rows, stored_rows
+
+
+async def test_embedded_runtime_runs_jobs_while_the_host_keeps_ticking(
+    tmp_path: Path, fake_maxroll: FakeMaxroll
+) -> None:
+    """A scheduled scrape fills the index on the host's loop; the host's ticker never stops."""
+    fake_maxroll.latency = 0.02
+    config = make_config(
+        tmp_path,
+        maxroll=fake_maxroll.config_values(),
+        scheduler={
+            "jobs": {
+                "scrape_guides": {"interval_minutes": 0.01},
+                "refresh_cache": {"enabled": False},
+                "cleanup_logs": {"enabled": False},
+            }
+        },
+    )
+    ticks: list[float] = []
+
+    async def host_ticker() -> None:
+        while True:
+            ticks.append(time.time())
+            await asyncio.sleep(0.005)
+
+    ticker = asyncio.get_running_loop().create_task(host_ticker())
+    try:
+        async with WorkerRuntime(config) as runtime:
+            assert runtime.is_leader
+            with anyio.fail_after(60):
+                [run] = await runtime.runner.wait_for_runs("scrape_guides", 1)
+    finally:
+        ticker.cancel()
+
+    assert (run.trigger, run.outcome) == ("scheduled", "success")
+    database = config.database.sqlite_path
+    assert database is not None
+    assert stored_rows(database) == expected_rows(fake_maxroll.site)
+    with sqlite3.connect(config.scheduler.job_store_path) as connection:
+        [(started_at, finished_at)] = connection.execute(
+            "SELECT started_at, finished_at FROM job_runs"
+        )
+    started = datetime.fromisoformat(started_at).timestamp()
+    finished = datetime.fromisoformat(finished_at).timestamp()
+    # The host's ticker kept running while the sync ran on the same loop.
+    assert [tick for tick in ticks if started < tick < finished]
+
+
+async def test_second_runtime_on_the_same_store_stands_by_then_takes_over(
+    tmp_path: Path,
+) -> None:
+    """Only one runtime holds the lease; when it stops, the standby takes over."""
+    config = make_config(tmp_path, scheduler={"lease_seconds": 0.3})
+    async with AsyncExitStack() as stack:
+        first = await stack.enter_async_context(WorkerRuntime(config))
+        assert first.is_leader
+        second = await stack.enter_async_context(WorkerRuntime(config))
+        assert not second.is_leader
+        assert second.scheduler is not None
+        assert second.scheduler.state == STATE_PAUSED  # a standby runs nothing
+        await first.__aexit__(None, None, None)
+        with anyio.fail_after(10):
+            await second.became_leader.wait()
+        assert second.is_leader
+        assert second.scheduler.state == STATE_RUNNING

@@ -19,7 +19,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, TextIO
 
-from d3_item_salvager.config import LoggingConfig
+from d3_item_salvager.config import AppConfig, LoggingConfig
 from d3_item_salvager.errors import ConfigError
 
 LOGGER_NAME = "d3_item_salvager"
@@ -177,6 +177,13 @@ def configure_logging(
         logger.addHandler(handler)
         scheduler_logger.addHandler(handler)
     return logger
+
+
+def configure_app_logging(config: AppConfig, *, console: TextIO | None = None) -> logging.Logger:
+    """`configure_logging` for the whole app config: the bearer token is redacted by value."""
+    token = config.maxroll.bearer_token
+    secrets = [token.get_secret_value()] if token is not None else []
+    return configure_logging(config.logging, secrets=secrets, console=console)
 
 
 def live_log_files(config: LoggingConfig) -> set[Path]:

@@ -16,7 +16,7 @@ import typer
 
 from d3_item_salvager.config import AppConfig, load_config
 from d3_item_salvager.errors import ConfigError, IndexDatabaseError
-from d3_item_salvager.logging_setup import configure_logging, get_logger
+from d3_item_salvager.logging_setup import configure_app_logging, get_logger
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from d3_item_salvager.workers.status import collect_status, render_status
 from d3_item_salvager.workers.tasks import TASKS
@@ -59,8 +59,7 @@ def _setup(config_file: Path | None, needs_token: tuple[str, ...] = ()) -> AppCo
         for job_id in needs_token:
             if config.scheduler.jobs.by_id()[job_id].enabled:
                 config.maxroll.require_bearer_token()
-        token = config.maxroll.bearer_token
-        configure_logging(config.logging, secrets=[token.get_secret_value()] if token else [])
+        configure_app_logging(config)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     return config

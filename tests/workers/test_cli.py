@@ -153,9 +153,10 @@ async def test_two_schedulers_on_one_store_run_each_scheduled_run_once(
         await second.wait_for("scheduler started")
         pattern = r"\[cleanup_logs/\w+\] run finished"
         # Wait on whichever runs the jobs: exactly one of them holds the lease.
-        leader = first if first.count("holding the scheduler lease") else second
+        leader, standby = (first, second) if first.count("holding") else (second, first)
         await leader.wait_for(pattern, count=4)
-        codes = [await first.stop(), await second.stop()]
+        # Stop the standby first: stopping the leader first hands it the lease, as designed.
+        codes = [await standby.stop(), await leader.stop()]
     finally:
         await first.kill()
         await second.kill()

@@ -19,9 +19,11 @@ from sqlalchemy import (
     inspect,
     select,
 )
+from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from d3_item_salvager.data.sqlite import create_tables
 from d3_item_salvager.errors import IndexDatabaseError
 
 SCHEMA_VERSION = 1
@@ -88,31 +90,39 @@ Index("ix_builds_guide_id", builds.c.guide_id)
 async def ensure_schema(engine: AsyncEngine) -> None:
     """Create the tables on a new database; refuse one whose schema version is unknown.
 
+    Several processes may start on a new file at once: whoever loses the race to create a table
+    or the version row simply tries again and finds them there.
+
     Raises:
         IndexDatabaseError: the database has a version this program does not know, or cannot
             be opened.
     """
     try:
-        async with engine.begin() as connection:
-            has_meta = await connection.run_sync(
-                lambda sync: inspect(sync).has_table(schema_meta.name)
+        stored = await _stored_version(engine)
+        if stored not in (None, str(SCHEMA_VERSION)):
+            raise IndexDatabaseError(
+                f"index database schema version {stored} is not supported by this program "
+                f"(it knows version {SCHEMA_VERSION}); use a matching release or a new file"
             )
-            stored = None
-            if has_meta:
-                stored = (
-                    await connection.execute(
-                        select(schema_meta.c.value).where(schema_meta.c.key == "schema_version")
-                    )
-                ).scalar_one_or_none()
-            if stored not in (None, str(SCHEMA_VERSION)):
-                raise IndexDatabaseError(
-                    f"index database schema version {stored} is not supported by this program "
-                    f"(it knows version {SCHEMA_VERSION}); use a matching release or a new file"
-                )
-            await connection.run_sync(metadata.create_all)
-            if stored is None:
-                await connection.execute(
-                    schema_meta.insert().values(key="schema_version", value=str(SCHEMA_VERSION))
-                )
+        await create_tables(engine, metadata)
+        async with engine.begin() as connection:
+            await connection.execute(
+                insert(schema_meta)
+                .values(key="schema_version", value=str(SCHEMA_VERSION))
+                .on_conflict_do_nothing()
+            )
     except DBAPIError as exc:
         raise IndexDatabaseError(f"cannot open the index database: {exc.orig}") from None
+
+
+async def _stored_version(engine: AsyncEngine) -> str | None:
+    async with engine.connect() as connection:
+        has_meta = await connection.run_sync(lambda sync: inspect(sync).has_table(schema_meta.name))
+        if not has_meta:
+            return None
+        version: str | None = (
+            await connection.execute(
+                select(schema_meta.c.value).where(schema_meta.c.key == "schema_version")
+            )
+        ).scalar_one_or_none()
+        return version

@@ -15,7 +15,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from d3_item_salvager.config import SchedulerConfig
-from d3_item_salvager.data.engine import create_sqlite_engine, sqlite_pragmas
+from d3_item_salvager.data.sqlite import create_sqlite_engine, create_tables, sqlite_pragmas
 from d3_item_salvager.errors import ConfigError
 
 BUSY_TIMEOUT_SECONDS = 30.0
@@ -78,8 +78,7 @@ async def job_store_engine_resource(config: SchedulerConfig) -> AsyncIterator[As
     engine = create_sqlite_engine(url, busy_timeout_seconds=BUSY_TIMEOUT_SECONDS)
     try:
         try:
-            async with engine.begin() as connection:
-                await connection.run_sync(metadata.create_all)
+            await create_tables(engine, metadata)
         except DBAPIError as exc:
             raise ConfigError(
                 f"scheduler.job_store_path = {str(config.job_store_path)!r}: cannot use the job "

@@ -33,6 +33,7 @@ from d3_item_salvager.workers.scheduler import (
     SchedulerRetryPlanner,
     build_scheduler,
     register_jobs,
+    start_paused,
     stop_scheduler,
 )
 
@@ -97,7 +98,7 @@ class WorkerRuntime:
         # The scheduler starts paused: only the lease holder registers and runs jobs.
         scheduler = self.scheduler = build_scheduler(self.config, self.runner)
         try:
-            scheduler.start(paused=True)
+            start_paused(scheduler)
         except DBAPIError as exc:
             raise ConfigError(
                 f"scheduler.job_store_path = {str(self.config.scheduler.job_store_path)!r}: "

@@ -1,0 +1,54 @@
+"""SQLite engines shared by the index and the job store: pragmas, creation, schema races."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import MetaData, event
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+
+def sqlite_pragmas(busy_timeout_seconds: float) -> Any:
+    """A connect-event listener that sets the pragmas every SQLite connection needs."""
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        # WAL lets readers (status, other tools) work while a sync writes; the busy timeout makes
+        # a writer wait for a lock instead of failing at once.
+        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_seconds * 1000)}")
+        cursor.execute("PRAGMA journal_mode = WAL")
+        cursor.execute("PRAGMA foreign_keys = ON")
+        cursor.execute("PRAGMA synchronous = NORMAL")
+        cursor.close()
+
+    return on_connect
+
+
+def lost_schema_race(error: DBAPIError) -> bool:
+    """True when another process created the same table or row first (retrying is safe)."""
+    text = str(error.orig).lower()
+    return "already exists" in text or "unique constraint failed" in text
+
+
+async def create_tables(engine: AsyncEngine, metadata: MetaData, attempts: int = 5) -> None:
+    """create_all, tolerating another process creating the same tables at the same moment."""
+    for attempt in range(attempts):
+        try:
+            async with engine.begin() as connection:
+                await connection.run_sync(metadata.create_all)
+            return
+        except DBAPIError as exc:
+            if attempt == attempts - 1 or not lost_schema_race(exc):
+                raise
+
+
+def create_sqlite_engine(url: str, *, busy_timeout_seconds: float) -> AsyncEngine:
+    """An AsyncEngine on an aiosqlite URL, with the pragmas every connection needs."""
+    engine = create_async_engine(
+        url,
+        connect_args={"timeout": busy_timeout_seconds},
+        pool_pre_ping=False,
+    )
+    event.listen(engine.sync_engine, "connect", sqlite_pragmas(busy_timeout_seconds))
+    return engine

@@ -167,7 +167,6 @@ class _Handler(BaseHTTPRequestHandler):
         with fake.lock:
             fake.in_flight += 1
             fake.max_in_flight = max(fake.max_in_flight, fake.in_flight)
-        status = 0
         try:
             if fake.latency:
                 time.sleep(fake.latency)
@@ -176,6 +175,7 @@ class _Handler(BaseHTTPRequestHandler):
                 time.sleep(fault.delay)
             if fault and fault.reset:
                 status = -1
+                self._record(path, headers, status)
                 self.connection.setsockopt(
                     socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00"
                 )
@@ -189,6 +189,8 @@ class _Handler(BaseHTTPRequestHandler):
                     extra["retry-after"] = fault.retry_after
             elif fault and fault.body is not None:
                 body = fault.body
+            # Recorded before answering, so a client that has its answer sees the record.
+            self._record(path, headers, status)
             self.send_response(status)
             for key, value in extra.items():
                 self.send_header(key, value)
@@ -202,7 +204,11 @@ class _Handler(BaseHTTPRequestHandler):
         finally:
             with fake.lock:
                 fake.in_flight -= 1
-                fake.requests.append(RecordedRequest(self.command, path, headers, status))
+
+    def _record(self, path: str, headers: dict[str, str], status: int) -> None:
+        fake = self.server.fake
+        with fake.lock:
+            fake.requests.append(RecordedRequest(self.command, path, headers, status))
 
     do_GET = _handle
     do_POST = _handle

@@ -46,17 +46,23 @@ async def test_embedded_runtime_runs_jobs_while_the_host_keeps_ticking(
         async with WorkerRuntime(config) as runtime:
             assert runtime.is_leader
             with anyio.fail_after(60):
-                [run] = await runtime.runner.wait_for_runs("scrape_guides", 1)
+                # On a busy machine the next tick may come while the first sync still runs:
+                # that run is recorded as skipped, so wait for the success itself.
+                runs = await runtime.runner.wait_for(
+                    lambda runs: any(r.outcome == "success" for r in runs)
+                )
     finally:
         ticker.cancel()
 
-    assert (run.trigger, run.outcome) == ("scheduled", "success")
+    [run] = [r for r in runs if r.outcome == "success"]
+    assert run.trigger == "scheduled"
+    assert {r.outcome for r in runs} <= {"success", "skipped"}
     database = config.database.sqlite_path
     assert database is not None
     assert stored_rows(database) == expected_rows(fake_maxroll.site)
     with sqlite3.connect(config.scheduler.job_store_path) as connection:
         [(started_at, finished_at)] = connection.execute(
-            "SELECT started_at, finished_at FROM job_runs"
+            "SELECT started_at, finished_at FROM job_runs WHERE run_id = ?", (run.run_id,)
         )
     started = datetime.fromisoformat(started_at).timestamp()
     finished = datetime.fromisoformat(finished_at).timestamp()

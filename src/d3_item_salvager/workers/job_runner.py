@@ -246,10 +246,15 @@ class JobRunner:
         """Runs this process finished (or recorded as not run), oldest first."""
         return [r for r in self._waiters.finished if job_id is None or r.job_id == job_id]
 
+    async def wait_for(self, done: Callable[[list[RunResult]], bool]) -> list[RunResult]:
+        """Wait until `done(finished runs)` holds (wrap in a timeout); returns the runs."""
+        async with self._waiters.changed:
+            await self._waiters.changed.wait_for(lambda: done(self.finished_runs()))
+        return self.finished_runs()
+
     async def wait_for_runs(self, job_id: str, count: int) -> list[RunResult]:
         """Wait until this process has finished `count` runs of `job_id` (wrap in a timeout)."""
-        async with self._waiters.changed:
-            await self._waiters.changed.wait_for(lambda: len(self.finished_runs(job_id)) >= count)
+        await self.wait_for(lambda runs: sum(r.job_id == job_id for r in runs) >= count)
         return self.finished_runs(job_id)
 
     @property

@@ -188,7 +188,7 @@ class _Handler(BaseHTTPRequestHandler):
                 if fault.retry_after is not None:
                     extra["retry-after"] = fault.retry_after
             elif fault and fault.body is not None:
-                body = fault.body
+                status, body = 200, fault.body  # a replaced body is a fresh 200, never a 304
             # Recorded before answering, so a client that has its answer sees the record.
             self._record(path, headers, status)
             self.send_response(status)
@@ -241,3 +241,56 @@ def serve(site: Site, **options: Any) -> Iterator[FakeMaxroll]:
         server.shutdown()
         server.server_close()
         thread.join(timeout=5)
+
+
+TRANSIENT_FAULTS = (
+    Fault(status=429, retry_after="0"),
+    Fault(status=500),
+    Fault(status=502),
+    Fault(status=503, retry_after="0"),
+    Fault(reset=True),
+    Fault(truncate=True),
+)
+
+
+class RandomTransientFaults:
+    """A fault hook: each request fails transiently with probability `rate`.
+
+    Decisions come from a seeded hash of (path, attempt number), so a run is reproducible
+    whatever order the requests arrive in; at most `max_in_a_row` consecutive faults hit one path,
+    so a client with more retry attempts than that always gets through.
+    """
+
+    def __init__(self, rate: float, *, seed: int = 1, max_in_a_row: int = 3) -> None:
+        self.rate = rate
+        self.seed = seed
+        self.max_in_a_row = max_in_a_row
+        self.attempts: dict[str, int] = {}
+        self.in_a_row: dict[str, int] = {}
+        self.injected: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def __call__(self, method: str, path: str) -> Fault | None:
+        with self._lock:
+            attempt = self.attempts.get(path, 0)
+            self.attempts[path] = attempt + 1
+            digest = hashlib.sha256(f"{self.seed}:{method}:{path}:{attempt}".encode()).digest()
+            draw = int.from_bytes(digest[:8], "big") / 2**64
+            if draw >= self.rate or self.in_a_row.get(path, 0) >= self.max_in_a_row:
+                self.in_a_row[path] = 0
+                return None
+            self.in_a_row[path] = self.in_a_row.get(path, 0) + 1
+            fault = TRANSIENT_FAULTS[digest[8] % len(TRANSIENT_FAULTS)]
+            kind = (
+                f"HTTP {fault.status}"
+                if fault.status
+                else "reset"
+                if fault.reset
+                else "truncated body"
+            )
+            self.injected[kind] = self.injected.get(kind, 0) + 1
+            return fault
+
+    @property
+    def total(self) -> int:
+        return sum(self.injected.values())

@@ -1,8 +1,10 @@
 """The job-store database: APScheduler's jobs table, plus run history and the scheduler lease.
 
-APScheduler's SQLAlchemyJobStore is synchronous, so it gets its own small engine; the run history
-and the lease are written through an async (aiosqlite) engine on the same file. Both use WAL and a
-busy timeout, so several processes (a scheduler, a `run` command, `status`) share the file.
+APScheduler's SQLAlchemyJobStore is synchronous and runs on the event loop. The run history and
+the lease use a second synchronous engine on the same file, always through whole transactions run
+in a worker thread. Never an async (aiosqlite) transaction here: one that spans an await would hold
+the write lock while the loop is blocked inside the job store waiting for that very lock. Both
+engines use WAL and a busy timeout, so several processes share the file.
 """
 
 from __future__ import annotations
@@ -10,12 +12,12 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-from sqlalchemy import Column, Float, Integer, MetaData, Table, Text, event
+import anyio.to_thread
+from sqlalchemy import Column, Engine, Float, Integer, MetaData, Table, Text, create_engine, event
 from sqlalchemy.exc import DBAPIError
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from d3_item_salvager.config import SchedulerConfig
-from d3_item_salvager.data.sqlite import create_sqlite_engine, create_tables, sqlite_pragmas
+from d3_item_salvager.data.sqlite import lost_schema_race, sqlite_pragmas
 from d3_item_salvager.errors import ConfigError
 
 BUSY_TIMEOUT_SECONDS = 30.0
@@ -72,18 +74,33 @@ def install_sqlite_pragmas(sync_engine: object) -> None:
     event.listen(sync_engine, "connect", sqlite_pragmas(BUSY_TIMEOUT_SECONDS))
 
 
-async def job_store_engine_resource(config: SchedulerConfig) -> AsyncIterator[AsyncEngine]:
-    """Container resource: the async engine for run history and the lease."""
-    url = f"sqlite+aiosqlite:///{job_store_file(config)}"
-    engine = create_sqlite_engine(url, busy_timeout_seconds=BUSY_TIMEOUT_SECONDS)
-    try:
+def _open_job_store(config: SchedulerConfig) -> Engine:
+    engine = create_engine(
+        f"sqlite:///{job_store_file(config)}",
+        connect_args={"timeout": BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
+    )
+    install_sqlite_pragmas(engine)
+    for attempt in range(5):
         try:
-            await create_tables(engine, metadata)
+            metadata.create_all(engine)
+            return engine
         except DBAPIError as exc:
-            raise ConfigError(
-                f"scheduler.job_store_path = {str(config.job_store_path)!r}: cannot use the job "
-                f"store ({exc.orig}); move the file aside to start with an empty one"
-            ) from None
+            if attempt == 4 or not lost_schema_race(exc):
+                engine.dispose()
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def job_store_engine_resource(config: SchedulerConfig) -> AsyncIterator[Engine]:
+    """Container resource: the engine for run history and the lease (use it from threads)."""
+    try:
+        engine = await anyio.to_thread.run_sync(_open_job_store, config)
+    except DBAPIError as exc:
+        raise ConfigError(
+            f"scheduler.job_store_path = {str(config.job_store_path)!r}: cannot use the job "
+            f"store ({exc.orig}); move the file aside to start with an empty one"
+        ) from None
+    try:
         yield engine
     finally:
-        await engine.dispose()
+        engine.dispose()

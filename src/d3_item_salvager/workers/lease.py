@@ -11,9 +11,9 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from sqlalchemy import and_, delete, or_, select, update
+import anyio.to_thread
+from sqlalchemy import Connection, Engine, and_, delete, or_, select, update
 from sqlalchemy.dialects.sqlite import insert
-from sqlalchemy.ext.asyncio import AsyncEngine
 
 from d3_item_salvager.workers.job_store_db import scheduler_lease
 
@@ -30,11 +30,14 @@ class LeaseHolder:
 
 
 class SchedulerLease:
-    """Acquire, renew and release the job store's lease for one worker identity."""
+    """Acquire, renew and release the job store's lease for one worker identity.
+
+    Each call is one short transaction run in a worker thread (see job_store_db for why).
+    """
 
     def __init__(
         self,
-        engine: AsyncEngine,
+        engine: Engine,
         holder: str,
         lease_seconds: float,
         *,
@@ -45,12 +48,20 @@ class SchedulerLease:
         self.lease_seconds = lease_seconds
         self._clock = clock
 
+    async def _transaction(self, work: Callable[[Connection], bool]) -> bool:
+        def run() -> bool:
+            with self._engine.begin() as connection:
+                return work(connection)
+
+        return await anyio.to_thread.run_sync(run)
+
     async def try_acquire(self) -> bool:
         """Take the lease if it is free, expired or already ours; True when we hold it now."""
         now = self._clock()
         expires = now + self.lease_seconds
-        async with self._engine.begin() as connection:
-            taken = await connection.execute(
+
+        def acquire(connection: Connection) -> bool:
+            taken = connection.execute(
                 update(scheduler_lease)
                 .where(
                     and_(
@@ -65,47 +76,43 @@ class SchedulerLease:
             )
             if taken.rowcount == 1:
                 return True
-            created = await connection.execute(
+            created = connection.execute(
                 insert(scheduler_lease)
                 .values(name=LEASE_NAME, holder=self.holder, acquired_at=now, expires_at=expires)
                 .on_conflict_do_nothing()
             )
-            return created.rowcount == 1
+            return bool(created.rowcount == 1)
+
+        return await self._transaction(acquire)
 
     async def renew(self) -> bool:
         """Extend our lease; False when another process holds it now."""
-        now = self._clock()
-        async with self._engine.begin() as connection:
-            result = await connection.execute(
-                update(scheduler_lease)
-                .where(
-                    and_(
-                        scheduler_lease.c.name == LEASE_NAME,
-                        scheduler_lease.c.holder == self.holder,
-                    )
-                )
-                .values(expires_at=now + self.lease_seconds)
+        statement = (
+            update(scheduler_lease)
+            .where(
+                and_(scheduler_lease.c.name == LEASE_NAME, scheduler_lease.c.holder == self.holder)
             )
-        return result.rowcount == 1
+            .values(expires_at=self._clock() + self.lease_seconds)
+        )
+        return await self._transaction(
+            lambda connection: connection.execute(statement).rowcount == 1
+        )
 
     async def release(self) -> None:
         """Give the lease up so a standby takes over at once."""
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                delete(scheduler_lease).where(
-                    and_(
-                        scheduler_lease.c.name == LEASE_NAME,
-                        scheduler_lease.c.holder == self.holder,
-                    )
-                )
-            )
+        statement = delete(scheduler_lease).where(
+            and_(scheduler_lease.c.name == LEASE_NAME, scheduler_lease.c.holder == self.holder)
+        )
+        await self._transaction(lambda connection: connection.execute(statement).rowcount >= 0)
 
     async def current(self) -> LeaseHolder | None:
         """The current holder, if any (an expired lease is still reported, with its expiry)."""
-        async with self._engine.connect() as connection:
-            row = (
-                await connection.execute(
+
+        def read() -> LeaseHolder | None:
+            with self._engine.connect() as connection:
+                row = connection.execute(
                     select(scheduler_lease).where(scheduler_lease.c.name == LEASE_NAME)
-                )
-            ).first()
-        return LeaseHolder(row.holder, row.acquired_at, row.expires_at) if row else None
+                ).first()
+            return LeaseHolder(row.holder, row.acquired_at, row.expires_at) if row else None
+
+        return await anyio.to_thread.run_sync(read)

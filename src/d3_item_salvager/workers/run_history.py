@@ -8,10 +8,10 @@ import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import and_, delete, func, select, update
-from sqlalchemy.ext.asyncio import AsyncEngine
+import anyio.to_thread
+from sqlalchemy import Connection, Engine, and_, delete, func, select, update
 
 from d3_item_salvager.workers.job_store_db import job_runs
 
@@ -75,13 +75,30 @@ def _row(row: Any) -> RunRow:
     return RunRow(**values)
 
 
-class RunHistory:
-    """Writes and reads `job_runs` through the job store's async engine."""
+T = TypeVar("T")
 
-    def __init__(self, engine: AsyncEngine, worker: str, *, clock: Clock = utc_now) -> None:
+
+class RunHistory:
+    """Writes and reads `job_runs`; each call is one transaction run in a worker thread."""
+
+    def __init__(self, engine: Engine, worker: str, *, clock: Clock = utc_now) -> None:
         self._engine = engine
         self.worker = worker
         self._clock = clock
+
+    async def _write(self, work: Callable[[Connection], T]) -> T:
+        def transaction() -> T:
+            with self._engine.begin() as connection:
+                return work(connection)
+
+        return await anyio.to_thread.run_sync(transaction)
+
+    async def _read(self, work: Callable[[Connection], T]) -> T:
+        def read() -> T:
+            with self._engine.connect() as connection:
+                return work(connection)
+
+        return await anyio.to_thread.run_sync(read)
 
     async def start(
         self,
@@ -93,35 +110,33 @@ class RunHistory:
     ) -> datetime:
         """Record that a run started; returns the start time."""
         started = self._clock()
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                job_runs.insert().values(
-                    run_id=run_id,
-                    job_id=job_id,
-                    trigger=trigger,
-                    scheduled_for=_iso(scheduled_for),
-                    started_at=_iso(started),
-                    attempt=attempt,
-                    worker=self.worker,
-                )
-            )
+        statement = job_runs.insert().values(
+            run_id=run_id,
+            job_id=job_id,
+            trigger=trigger,
+            scheduled_for=_iso(scheduled_for),
+            started_at=_iso(started),
+            attempt=attempt,
+            worker=self.worker,
+        )
+        await self._write(lambda connection: connection.execute(statement))
         return started
 
     async def finish(
         self, run_id: str, outcome: str, error: str | None, summary: dict[str, Any] | None
     ) -> None:
         """Record how a run ended."""
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                update(job_runs)
-                .where(job_runs.c.run_id == run_id)
-                .values(
-                    finished_at=_iso(self._clock()),
-                    outcome=outcome,
-                    error=error,
-                    summary=json.dumps(summary, default=str) if summary is not None else None,
-                )
+        statement = (
+            update(job_runs)
+            .where(job_runs.c.run_id == run_id)
+            .values(
+                finished_at=_iso(self._clock()),
+                outcome=outcome,
+                error=error,
+                summary=json.dumps(summary, default=str) if summary is not None else None,
             )
+        )
+        await self._write(lambda connection: connection.execute(statement))
 
     async def record(
         self,
@@ -134,26 +149,26 @@ class RunHistory:
     ) -> None:
         """A run that never started (missed, skipped): one finished row."""
         now = _iso(self._clock())
-        async with self._engine.begin() as connection:
-            await connection.execute(
-                job_runs.insert().values(
-                    run_id=run_id,
-                    job_id=job_id,
-                    trigger=trigger,
-                    scheduled_for=_iso(scheduled_for),
-                    started_at=now,
-                    finished_at=now,
-                    outcome=outcome,
-                    error=error,
-                    attempt=0,
-                    worker=self.worker,
-                )
-            )
+        statement = job_runs.insert().values(
+            run_id=run_id,
+            job_id=job_id,
+            trigger=trigger,
+            scheduled_for=_iso(scheduled_for),
+            started_at=now,
+            finished_at=now,
+            outcome=outcome,
+            error=error,
+            attempt=0,
+            worker=self.worker,
+        )
+        await self._write(lambda connection: connection.execute(statement))
 
     async def mark_abandoned(self) -> int:
         """Close runs left unfinished by processes that died (not this one's, not live ones)."""
-        async with self._engine.begin() as connection:
-            rows = await connection.execute(
+        now = _iso(self._clock())
+
+        def mark(connection: Connection) -> int:
+            rows = connection.execute(
                 select(job_runs.c.run_id, job_runs.c.worker, job_runs.c.trigger).where(
                     and_(job_runs.c.finished_at.is_(None), job_runs.c.worker != self.worker)
                 )
@@ -166,24 +181,25 @@ class RunHistory:
                 if row.trigger != "manual" or not _process_alive(row.worker)
             ]
             if dead:
-                await connection.execute(
+                connection.execute(
                     update(job_runs)
                     .where(job_runs.c.run_id.in_(dead))
                     .values(
-                        finished_at=_iso(self._clock()),
+                        finished_at=now,
                         outcome="abandoned",
                         error="the process running it stopped before it finished",
                     )
                 )
-        return len(dead)
+            return len(dead)
+
+        return await self._write(mark)
 
     async def runs(self, job_id: str | None = None) -> list[RunRow]:
         """Every run, oldest first (optionally of one job)."""
         query = select(job_runs).order_by(job_runs.c.started_at, job_runs.c.run_id)
         if job_id is not None:
-            query = query.where(job_runs.c.job_id == job_id)
-        async with self._engine.connect() as connection:
-            return [_row(row) for row in await connection.execute(query)]
+            query = query.where(job_runs.c.job_id.__eq__(job_id))
+        return await self._read(lambda connection: [_row(r) for r in connection.execute(query)])
 
     async def latest_finished(self) -> dict[str, RunRow]:
         """The last finished run of each job."""
@@ -200,18 +216,16 @@ class RunHistory:
                 job_runs.c.finished_at == newest.c.finished,
             ),
         )
-        async with self._engine.connect() as connection:
-            return {row.job_id: _row(row) for row in await connection.execute(query)}
+        return await self._read(
+            lambda connection: {row.job_id: _row(row) for row in connection.execute(query)}
+        )
 
     async def prune(self, older_than: datetime) -> int:
         """Delete finished runs that started before `older_than`."""
-        async with self._engine.begin() as connection:
-            result = await connection.execute(
-                delete(job_runs).where(
-                    and_(
-                        job_runs.c.started_at < _iso(older_than),
-                        job_runs.c.finished_at.is_not(None),
-                    )
-                )
+        statement = delete(job_runs).where(
+            and_(
+                job_runs.c.started_at < _iso(older_than),
+                job_runs.c.finished_at.is_not(None),
             )
-        return result.rowcount
+        )
+        return await self._write(lambda connection: connection.execute(statement).rowcount)

@@ -1,0 +1,97 @@
+"""Hostile documents: nothing they contain sends a request elsewhere or writes outside our dirs."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from d3_item_salvager.config import AppConfig
+from d3_item_salvager.container import open_container, resolve
+from d3_item_salvager.services.build_guides import BuildGuideService
+from tests.conftest import make_config
+from tests.fake_maxroll import GUIDE_PREFIX, PROFILE_PREFIX, serve
+from tests.fake_site import Guide, build_site
+
+EVIL_PERMALINKS = [
+    "https://maxroll.gg/d3/guides/../../admin",
+    "https://maxroll.gg/d3/guides/%2e%2e%2fadmin",
+    "https://maxroll.gg/d3/guides/x@evil.example",
+    "https://maxroll.gg/d3/guides//evil.example/x",
+    "https://maxroll.gg/d3/guides/x/../../../../etc/passwd",
+    "https://maxroll.gg/d3/guides/..%2f..%2fcache",
+]
+
+
+def files_under(root: Path) -> set[Path]:
+    return {Path(folder) / name for folder, _, names in os.walk(root) for name in names}
+
+
+async def test_crafted_permalinks_and_planner_ids_are_refused(tmp_path: Path) -> None:
+    """Evil permalinks fail their guide without a request; evil planner ids are never fetched."""
+    site = build_site(3)
+    template = site.guides[0]
+    for number, permalink in enumerate(EVIL_PERMALINKS):
+        evil = Guide(
+            guide_id=9000 + number,
+            slug="unused",
+            title="Evil",
+            class_name="monk",
+            modified_unix=1,
+            variant_planners=template.variant_planners,
+            core_planner=template.core_planner,
+            follower_planners=[],
+            altar_planner=template.altar_planner,
+        )
+        hit = evil.hit() | {"permalink": permalink}
+        site.other_hits.append(hit)
+    # A page whose Variants planner ids try to climb out of the profile URL.
+    site.guides[1].variant_planners = [
+        "../../../admin",
+        "1%2f..%2f2",
+        site.guides[1].variant_planners[0],
+    ]
+    config_root = tmp_path / "root"
+    with serve(site) as fake:
+        config = make_config(config_root, maxroll=fake.config_values())
+        async with open_container(config) as container:
+            service: BuildGuideService = await resolve(container.build_guide_service)
+            summary = await service.prepare_database()
+        paths = fake.paths()
+
+    evil_urls = {failure.url for failure in summary.failures}
+    assert len(summary.failures) == len(EVIL_PERMALINKS)
+    assert all("refusing permalink" in failure.error for failure in summary.failures)
+    assert evil_urls == {p.rstrip("/") for p in EVIL_PERMALINKS}
+    assert summary.guides_processed == 3
+    guide_requests = [p for p in paths if p.startswith(GUIDE_PREFIX)]
+    assert sorted(guide_requests) == sorted(GUIDE_PREFIX + g.slug for g in site.guides)
+    for path in paths:
+        assert ".." not in path
+        assert "%" not in path
+        assert "@" not in path
+        if path.startswith(PROFILE_PREFIX):
+            assert path.removeprefix(PROFILE_PREFIX).isdigit()
+    # Everything written lives in the cache folder, the log folder or the two databases.
+    allowed = (config.cache.dir, config.logging.dir)
+    for path in files_under(tmp_path):
+        assert any(path.is_relative_to(folder) for folder in allowed) or path.name.startswith(
+            ("index.sqlite", "scheduler.sqlite")
+        ), path
+
+
+async def test_huge_documents_are_refused(live_config: AppConfig, tmp_path: Path) -> None:
+    """A profile over max_response_bytes fails its guide; nothing of it is cached."""
+    site = build_site(2)
+    big = site.planners[site.guides[0].variant_planners[0]]
+    big.profiles[0]["padding"] = "x" * 300_000
+    with serve(site) as fake:
+        config = make_config(
+            tmp_path / "huge", maxroll=fake.config_values() | {"max_response_bytes": 200_000}
+        )
+        async with open_container(config) as container:
+            service: BuildGuideService = await resolve(container.build_guide_service)
+            summary = await service.prepare_database()
+    assert summary.guides_failed == 1
+    assert "over the 200000-byte limit" in summary.failures[0].error
+    cached = files_under(config.cache.dir / "documents" / "profiles")
+    assert all(path.stat().st_size < 200_000 for path in cached)

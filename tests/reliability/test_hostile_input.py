@@ -74,9 +74,8 @@ async def test_crafted_permalinks_and_planner_ids_are_refused(tmp_path: Path) ->
     # Everything written lives in the cache folder, the log folder or the two databases.
     allowed = (config.cache.dir, config.logging.dir)
     for written in files_under(tmp_path):
-        assert any(path.is_relative_to(folder) for folder in allowed) or path.name.startswith(
-            ("index.sqlite", "scheduler.sqlite")
-        ), written
+        inside = any(written.is_relative_to(folder) for folder in allowed)
+        assert inside or written.name.startswith(("index.sqlite", "scheduler.sqlite")), written
 
 
 async def test_huge_documents_are_refused(live_config: AppConfig, tmp_path: Path) -> None:

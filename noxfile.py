@@ -28,7 +28,7 @@ def lint(session: nox.Session) -> None:
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package, relaxed on tests."""
     session.install("-e", ".[test]", "mypy>=1.11", "nox>=2024.4")
-    session.run("mypy", "src", "tests", "noxfile.py")
+    session.run("mypy", "src", "tests", "benchmarks", "scripts", "noxfile.py")
 
 
 @nox.session

@@ -24,6 +24,7 @@ SEARCH_PATH = "/indexes/wp_posts_1/search"
 PROFILE_PREFIX = "/profiles/load/d3/"
 ITEM_DATA_PATH = "/d3planner/data.json"
 GUIDE_PREFIX = "/d3/guides/"
+CONTROL_TOUCH = "/_control/touch/"
 
 
 @dataclass(frozen=True)
@@ -115,6 +116,10 @@ class FakeMaxroll:
         self, method: str, path: str, headers: dict[str, str], body: bytes
     ) -> tuple[int, dict[str, str], bytes]:
         """Status, headers and body for a request (no faults)."""
+        if method == "POST" and path.startswith(CONTROL_TOUCH):
+            # Benchmarks drive a fake in another process: mark a guide as modified.
+            self.site.guides[int(path.removeprefix(CONTROL_TOUCH))].modified_unix += 1
+            return 204, {}, b""
         if method == "POST" and path == SEARCH_PATH:
             if headers.get("authorization") != f"Bearer {self.token}":
                 return 401, {}, b'{"message":"invalid token"}'
@@ -154,6 +159,9 @@ class FakeMaxroll:
 class _Handler(BaseHTTPRequestHandler):
     server: _Server
     protocol_version = "HTTP/1.1"
+    # Headers and body go out in separate writes; with Nagle's algorithm on, the body would wait
+    # for the client's delayed ACK (about 40 ms) on every keep-alive request.
+    disable_nagle_algorithm = True
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silence the default stderr access log."""

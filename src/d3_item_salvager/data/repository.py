@@ -89,8 +89,7 @@ class IndexRepository:
                 changes.guide_created = await self._upsert_guide(connection, guide, synced_at)
                 changes.items_upserted = await self._upsert_items(connection, catalog.values())
                 build_ids = await self._sync_builds(connection, guide.guide_id, wanted, changes)
-                for key, build in wanted.items():
-                    await self._sync_usages(connection, build_ids[key], build, changes)
+                await self._sync_usages(connection, build_ids, wanted, changes)
         except DBAPIError as exc:
             raise IndexDatabaseError(f"writing guide {guide.url} failed: {exc.orig}") from None
         return changes
@@ -156,30 +155,25 @@ class IndexRepository:
         if not wanted:
             return 0
         stored = {
-            row.id: row
+            row.id: (row.name, row.slot, row.quality, row.set_name)
             for row in await connection.execute(select(items).where(items.c.id.in_(list(wanted))))
         }
-        changed = 0
+        new_rows = []
+        changed_rows = []
         for item_id, record in wanted.items():
-            row = stored.get(item_id)
-            values = {
-                "name": record.name,
-                "slot": record.slot,
-                "quality": record.quality,
-                "set_name": record.set_name,
-            }
-            if row is None:
-                await connection.execute(items.insert().values(id=item_id, **values))
-                changed += 1
-            elif record.quality != PLACEHOLDER_QUALITY and (
-                (row.name, row.slot, row.quality, row.set_name) != tuple(values.values())
-            ):
+            values = (record.name, record.slot, record.quality, record.set_name)
+            row = {"id": item_id, "name": values[0], "slot": values[1], "quality": values[2],
+                   "set_name": values[3]}  # fmt: skip
+            if item_id not in stored:
+                new_rows.append(row)
+            elif record.quality != PLACEHOLDER_QUALITY and stored[item_id] != values:
                 # A placeholder never overwrites a real catalog record.
-                await connection.execute(
-                    update(items).where(items.c.id == item_id).values(**values)
-                )
-                changed += 1
-        return changed
+                changed_rows.append(row)
+        if new_rows:
+            await connection.execute(items.insert(), new_rows)
+        for row in changed_rows:
+            await connection.execute(update(items).where(items.c.id == row["id"]).values(**row))
+        return len(new_rows) + len(changed_rows)
 
     @staticmethod
     async def _sync_builds(
@@ -195,55 +189,72 @@ class IndexRepository:
             await connection.execute(delete(item_usages).where(item_usages.c.build_id.in_(gone)))
             await connection.execute(delete(builds).where(builds.c.id.in_(gone)))
             changes.builds_removed += len(gone)
-        ids: dict[tuple[str, int], int] = {}
+        new = [
+            {
+                "guide_id": guide_id,
+                "planner_id": build.planner_id,
+                "profile_index": build.profile_index,
+                "name": build.name,
+                "class_name": build.class_name,
+            }
+            for key, build in wanted.items()
+            if key not in stored
+        ]
+        if new:
+            await connection.execute(builds.insert(), new)
+            changes.builds_created += len(new)
         for key, build in wanted.items():
             row = stored.get(key)
-            if row is None:
-                result = await connection.execute(
-                    builds.insert().values(
-                        guide_id=guide_id,
-                        planner_id=build.planner_id,
-                        profile_index=build.profile_index,
-                        name=build.name,
-                        class_name=build.class_name,
-                    )
-                )
-                primary_key = result.inserted_primary_key
-                if primary_key is None:  # pragma: no cover - SQLite always reports it
-                    raise IndexDatabaseError(f"no id returned for build {key}")
-                ids[key] = int(primary_key[0])
-                changes.builds_created += 1
-                continue
-            ids[key] = row.id
-            if (row.name, row.class_name) != (build.name, build.class_name):
+            if row is not None and (row.name, row.class_name) != (build.name, build.class_name):
                 await connection.execute(
                     update(builds)
                     .where(builds.c.id == row.id)
                     .values(name=build.name, class_name=build.class_name)
                 )
                 changes.builds_updated += 1
-        return ids
+        if not new:
+            return {key: row.id for key, row in stored.items() if key in wanted}
+        ids = await connection.execute(
+            select(builds.c.id, builds.c.planner_id, builds.c.profile_index).where(
+                builds.c.guide_id == guide_id
+            )
+        )
+        return {(row.planner_id, row.profile_index): row.id for row in ids}
 
     @staticmethod
     async def _sync_usages(
-        connection: AsyncConnection, build_id: int, build: BuildRecord, changes: GuideChanges
+        connection: AsyncConnection,
+        build_ids: Mapping[tuple[str, int], int],
+        wanted_builds: Mapping[tuple[str, int], BuildRecord],
+        changes: GuideChanges,
     ) -> None:
+        """Diff all usages of the guide's builds in one read, one delete and one insert."""
         rows = await connection.execute(
-            select(item_usages).where(item_usages.c.build_id == build_id)
+            select(
+                item_usages.c.id,
+                item_usages.c.build_id,
+                item_usages.c.item_id,
+                item_usages.c.slot,
+                item_usages.c.context,
+            ).where(item_usages.c.build_id.in_(list(build_ids.values())))
         )
-        stored = {(row.item_id, row.slot, row.context): row.id for row in rows}
-        wanted = {(u.item_id, u.slot, u.context) for u in build.usages}
+        stored = {(row.build_id, row.item_id, row.slot, row.context): row.id for row in rows}
+        wanted = {
+            (build_ids[key], usage.item_id, usage.slot, usage.context)
+            for key, build in wanted_builds.items()
+            for usage in build.usages
+        }
         gone = [usage_id for key, usage_id in stored.items() if key not in wanted]
         if gone:
             await connection.execute(delete(item_usages).where(item_usages.c.id.in_(gone)))
             changes.usages_removed += len(gone)
-        new = [key for key in wanted if key not in stored]
+        new = sorted(key for key in wanted if key not in stored)
         if new:
             await connection.execute(
                 item_usages.insert(),
                 [
                     {"build_id": build_id, "item_id": item_id, "slot": slot, "context": context}
-                    for item_id, slot, context in sorted(new)
+                    for build_id, item_id, slot, context in new
                 ],
             )
             changes.usages_created += len(new)

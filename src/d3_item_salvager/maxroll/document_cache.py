@@ -2,9 +2,11 @@
 
 Each entry is two files under the cache folder: `<key>.body` and `<key>.meta.json` (URL, ETag,
 Last-Modified, fetch time, size and SHA-256 of the body). Both are written atomically (temporary
-file, fsync, rename), body first, so a crash leaves either the old entry or the new one. An entry
-whose body does not match its checksum, or whose metadata is unreadable, is treated as missing and
-removed. Keys are hashes of the URL, so no response can choose where a file is written.
+file, then rename), body first, so a crashed process leaves either the old entry or the new one.
+There is no fsync: after a power loss a file may come back empty or torn, and the checksum catches
+that; an entry whose body does not match its checksum, or whose metadata is unreadable, is treated
+as missing and removed. (An fsync per document cost more than the whole sync's parsing.) Keys are
+hashes of the URL, so no response can choose where a file is written.
 """
 
 from __future__ import annotations
@@ -41,8 +43,6 @@ def write_atomically(path: Path, data: bytes) -> None:
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
-            stream.flush()
-            os.fsync(stream.fileno())
         os.replace(temporary, path)
     except OSError as exc:
         with contextlib.suppress(OSError):

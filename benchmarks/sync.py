@@ -1,0 +1,176 @@
+"""Sync throughput, request economy, loop lag, CPU split and peak memory of a full sync.
+
+python -m benchmarks.sync [--guides 200] [--latency 0.05] [--concurrency 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import resource
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import d3_item_salvager.maxroll.gateway as gateway_module
+from benchmarks._common import config_for, percentile, realistic_site_options
+from benchmarks._server import fake_maxroll_process
+from d3_item_salvager.container import resolve
+from d3_item_salvager.data.repository import IndexRepository
+from d3_item_salvager.services.build_guides import BuildGuideService, SyncSummary
+from d3_item_salvager.workers.runtime import WorkerRuntime
+
+
+async def sync_once(config: Any, force: bool = False) -> tuple[SyncSummary, float]:
+    """One sync through the embedded runtime, as a host app would run it."""
+    async with WorkerRuntime(config, run_scheduler=False) as runtime:
+        service: BuildGuideService = await resolve(runtime.container.build_guide_service)
+        started = time.perf_counter()
+        summary = await service.prepare_database(force)
+        return summary, time.perf_counter() - started
+
+
+async def with_lag_probe(work: Callable[[], Any]) -> tuple[Any, list[float]]:
+    """Run `work` while a ticker asks for 5 ms sleeps; collect how late each wake-up was."""
+    lags: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def ticker() -> None:
+        while True:
+            before = loop.time()
+            await asyncio.sleep(0.005)
+            lags.append(loop.time() - before - 0.005)
+
+    probe = loop.create_task(ticker())
+    try:
+        result = await work()
+    finally:
+        probe.cancel()
+    return result, lags
+
+
+class Timers:
+    """Wall time spent inside wrapped functions (parsers run in threads, so summed wall time)."""
+
+    def __init__(self) -> None:
+        self.seconds: dict[str, float] = {}
+
+    def wrap(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return function(*args, **kwargs)
+            finally:
+                self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+        return timed
+
+    def wrap_async(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
+        async def timed(*args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return await function(*args, **kwargs)
+            finally:
+                self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+
+        return timed
+
+
+async def main(guides: int, latency: float, concurrency: int) -> None:
+    options = realistic_site_options(guides)
+    print(f"site: {guides} guides, 2 Variants planners x 4 profiles each, data.json ~2.1 MB")
+    print(
+        f"fake Maxroll in a child process, {latency * 1e3:.0f} ms per request, concurrency {concurrency}"
+    )
+
+    # 1. Full sync at the given latency, with a host ticker on the same loop.
+    with fake_maxroll_process(options, latency) as fake, tempfile.TemporaryDirectory() as folder:
+        config = config_for(fake.config_values, Path(folder), concurrency)
+        (summary, wall), lags = await with_lag_probe(lambda: sync_once(config))
+        log = fake.log(reset=True)
+        requests = log["requests"]
+        limit = requests * latency / concurrency
+        print(
+            f"full sync: {wall:.2f} s wall, {requests} requests, {summary.bytes_received / 1e6:.1f} MB received"
+        )
+        print(
+            f"  limit = requests x latency / concurrency = {limit:.2f} s; wall / limit = {wall / limit:.3f}"
+        )
+        print(
+            f"  processed {summary.guides_processed}, failed {summary.guides_failed}, builds {summary.builds_created}, usages {summary.usages_created}"
+        )
+        documents = [p for p in log["paths"] if not p.startswith("/indexes")]
+        print(f"  documents fetched twice: {len(documents) - len(set(documents))}")
+        print(
+            f"  host loop lag (5 ms ticker): p50 {percentile(lags, 0.5) * 1e3:.2f} ms, p99 {percentile(lags, 0.99) * 1e3:.2f} ms, max {max(lags) * 1e3:.2f} ms over {len(lags)} ticks"
+        )
+
+        # 2. Incremental sync of the unchanged site.
+        summary, wall = await sync_once(config)
+        log = fake.log(reset=True)
+        searches = sum(p.startswith("/indexes") for p in log["paths"])
+        print(
+            f"incremental sync (unchanged): {wall:.2f} s, {log['requests']} requests ({searches} search pages, {log['statuses'].count(304)} answered 304), {summary.bytes_received / 1e3:.0f} kB"
+        )
+
+        # 3. One guide changed: its page and profiles are asked conditionally.
+        fake.touch_guide(0)
+        fake.log(reset=True)
+        summary, wall = await sync_once(config)
+        log = fake.log(reset=True)
+        print(
+            f"incremental sync (1 guide changed): {log['requests']} requests, {log['statuses'].count(304)} answered 304, {summary.bytes_received / 1e3:.0f} kB"
+        )
+
+    # 4. Zero latency: CPU per guide and where it goes.
+    timers = Timers()
+    originals: dict[str, Callable[..., Any]] = {
+        name: getattr(gateway_module, name)
+        for name in (
+            "parse_guide_planners",
+            "parse_planner_profile",
+            "parse_item_catalog",
+            "parse_search_page",
+        )
+    }
+    for name, function in originals.items():
+        setattr(gateway_module, name, timers.wrap(name, function))
+    original_write = IndexRepository.write_guide
+    IndexRepository.write_guide = timers.wrap_async("write_guide", original_write)  # type: ignore[method-assign]
+    try:
+        with fake_maxroll_process(options, 0.0) as fake, tempfile.TemporaryDirectory() as folder:
+            config = config_for(fake.config_values, Path(folder), concurrency)
+            cpu_before = time.process_time()
+            summary, wall = await sync_once(config)
+            cpu = time.process_time() - cpu_before
+    finally:
+        for name, function in originals.items():
+            setattr(gateway_module, name, function)
+        IndexRepository.write_guide = original_write  # type: ignore[method-assign]
+    parse = sum(v for k, v in timers.seconds.items() if k.startswith("parse"))
+    database = timers.seconds.get("write_guide", 0.0)
+    split = ", ".join(
+        f"{name.removeprefix('parse_')} {seconds:.2f}"
+        for name, seconds in timers.seconds.items()
+        if name.startswith("parse")
+    )
+    print(
+        f"zero-latency sync: {wall:.2f} s wall, {cpu:.2f} s CPU, {cpu / guides * 1e3:.1f} ms CPU per guide"
+    )
+    print(f"  wall time in parsers {parse:.2f} s ({split}); in database writes {database:.2f} s")
+    print(
+        f"  parse share {parse / (parse + database):.0%}, database share {database / (parse + database):.0%}"
+    )
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"peak RSS of the benchmark process (two full syncs of {guides} guides): {peak:.0f} MB")
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--guides", type=int, default=200)
+    parser.add_argument("--latency", type=float, default=0.05)
+    parser.add_argument("--concurrency", type=int, default=4)
+    arguments = parser.parse_args()
+    asyncio.run(main(arguments.guides, arguments.latency, arguments.concurrency))

@@ -17,9 +17,9 @@ import typer
 from d3_item_salvager.config import AppConfig, load_config
 from d3_item_salvager.errors import ConfigError, IndexDatabaseError
 from d3_item_salvager.logging_setup import configure_app_logging, get_logger
-from d3_item_salvager.workers.runtime import WorkerRuntime
-from d3_item_salvager.workers.status import collect_status, render_status
-from d3_item_salvager.workers.tasks import TASKS
+
+# The runtime, the tasks and status pull in SQLAlchemy, httpx and APScheduler: each command imports
+# them when it runs, so `--help` and usage errors answer at once.
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 NEEDS_TOKEN = ("scrape_guides", "refresh_cache")
@@ -76,6 +76,7 @@ def _run_async(main: Any) -> Any:
 def run_scheduler(config_file: ConfigOption = None) -> None:
     """Run the scheduler until SIGINT or SIGTERM, then stop gracefully."""
     config = _setup(config_file, NEEDS_TOKEN)
+    from d3_item_salvager.workers.runtime import WorkerRuntime
 
     async def serve() -> None:
         stop = asyncio.Event()
@@ -102,6 +103,8 @@ def run_job(
     """Run one job now (recorded as a manual run) and print its summary."""
     job_id = job.name
     config = _setup(config_file, (job_id,) if job_id in NEEDS_TOKEN else ())
+    from d3_item_salvager.workers.runtime import WorkerRuntime
+    from d3_item_salvager.workers.tasks import TASKS
 
     async def once() -> Any:
         async with WorkerRuntime(config, run_scheduler=False):
@@ -127,6 +130,8 @@ def run_job(
 def status(as_json: JsonOption = False, config_file: ConfigOption = None) -> None:
     """Show every job: enabled, trigger, next run, last outcome and duration, lease holder."""
     config = _setup(config_file)
+    from d3_item_salvager.workers.status import collect_status, render_status
+
     report = _run_async(collect_status(config))
     typer.echo(json.dumps(report, default=str) if as_json else render_status(report))
 

@@ -211,6 +211,19 @@ class SchedulerConfig(_Section):
         return value
 
 
+class MetricsConfig(_Section):
+    """Prometheus metrics over HTTP; off unless a port is set."""
+
+    port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    host: str = "127.0.0.1"
+
+
+class HealthConfig(_Section):
+    """What `status --check` counts as healthy."""
+
+    overdue_margin_minutes: PositiveFloat = 15.0
+
+
 class AppConfig(BaseSettings):
     """Every setting of the application; see the README for each one."""
 
@@ -226,6 +239,8 @@ class AppConfig(BaseSettings):
     cache: CacheConfig = CacheConfig()
     logging: LoggingConfig = LoggingConfig()
     scheduler: SchedulerConfig = SchedulerConfig()
+    metrics: MetricsConfig = MetricsConfig()
+    health: HealthConfig = HealthConfig()
 
     @classmethod
     def settings_customise_sources(

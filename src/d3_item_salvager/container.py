@@ -28,6 +28,7 @@ from d3_item_salvager.services.cache_refresh import CacheRefreshService
 from d3_item_salvager.services.log_housekeeping import LogHousekeepingService
 from d3_item_salvager.workers.job_runner import JobRunner
 from d3_item_salvager.workers.job_store_db import job_store_engine_resource
+from d3_item_salvager.workers.metrics import WorkerMetrics
 from d3_item_salvager.workers.run_history import RunHistory, worker_identity
 
 
@@ -51,7 +52,13 @@ class Container(containers.DeclarativeContainer):
     thread_limiter = providers.Singleton(
         anyio.CapacityLimiter, config.provided.scheduler.max_workers
     )
-    maxroll_client = providers.Singleton(MaxrollClient, http_client, config.provided.maxroll)
+    metrics = providers.Singleton(WorkerMetrics)
+    maxroll_client = providers.Singleton(
+        MaxrollClient,
+        http_client,
+        config.provided.maxroll,
+        on_response=metrics.provided.maxroll_response,
+    )
     maxroll_gateway = providers.Singleton(
         MaxrollGateway,
         maxroll_client,
@@ -76,7 +83,7 @@ class Container(containers.DeclarativeContainer):
     log_housekeeping_service = providers.Factory(
         LogHousekeepingService, config.provided.logging, thread_limiter
     )
-    job_runner = providers.Singleton(JobRunner, run_history, config)
+    job_runner = providers.Singleton(JobRunner, run_history, config, metrics)
 
 
 def build_container(config: AppConfig) -> Container:

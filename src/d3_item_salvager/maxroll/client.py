@@ -111,6 +111,7 @@ class MaxrollClient:
         http: the process's shared client (the container owns and closes it).
         config: endpoints, token, concurrency, retry and size settings.
         sleep: how to wait between retries; tests pass a recorder instead of real sleeping.
+        on_response: called with the status code of every response (metrics).
     """
 
     def __init__(
@@ -119,10 +120,12 @@ class MaxrollClient:
         config: MaxrollConfig,
         *,
         sleep: Sleep = anyio.sleep,
+        on_response: Callable[[int], None] | None = None,
     ) -> None:
         self._http = http
         self._config = config
         self._sleep = sleep
+        self._on_response = on_response
         self._slots = anyio.Semaphore(config.max_concurrency)
         self.stats = RequestStats()
 
@@ -236,6 +239,8 @@ class MaxrollClient:
 
     def _count_status(self, status: int) -> None:
         self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
+        if self._on_response is not None:
+            self._on_response(status)
 
     @staticmethod
     def _raise_for_status(url: str, response: httpx.Response) -> None:

@@ -127,13 +127,35 @@ def run_job(
 
 
 @app.command("status")
-def status(as_json: JsonOption = False, config_file: ConfigOption = None) -> None:
+def status(
+    as_json: JsonOption = False,
+    check: Annotated[
+        bool,
+        typer.Option(
+            "--check",
+            help="Health check: exit 1 with one line per problem when an enabled job's last run "
+            "failed or it is overdue by more than health.overdue_margin_minutes.",
+        ),
+    ] = False,
+    config_file: ConfigOption = None,
+) -> None:
     """Show every job: enabled, trigger, next run, last outcome and duration, lease holder."""
     config = _setup(config_file)
-    from d3_item_salvager.workers.status import collect_status, render_status
+    from d3_item_salvager.workers.status import collect_status, health_problems, render_status
 
     report = _run_async(collect_status(config))
-    typer.echo(json.dumps(report, default=str) if as_json else render_status(report))
+    if not check:
+        typer.echo(json.dumps(report, default=str) if as_json else render_status(report))
+        return
+    problems = health_problems(report, config.health.overdue_margin_minutes)
+    if as_json:
+        typer.echo(json.dumps({"healthy": not problems, "problems": problems}))
+    elif problems:
+        typer.echo("\n".join(problems))
+    else:
+        enabled = sum(job["enabled"] for job in report["jobs"])
+        typer.echo(f"ok: {enabled} enabled job(s) healthy")
+    raise typer.Exit(EXIT_FAILED if problems else EXIT_OK)
 
 
 def main() -> None:

@@ -7,6 +7,7 @@ APScheduler 3 has no timeouts and no retries, so they live here. Every task goes
 from __future__ import annotations
 
 import asyncio
+import time
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
@@ -19,6 +20,7 @@ import anyio
 from d3_item_salvager.config import AppConfig, JobConfig
 from d3_item_salvager.errors import D3ItemSalvagerError, TransientFetchError
 from d3_item_salvager.logging_setup import get_logger, log_context
+from d3_item_salvager.workers.metrics import WorkerMetrics
 from d3_item_salvager.workers.run_history import RunHistory, utc_now
 
 _log = get_logger(__name__)
@@ -81,9 +83,12 @@ class _Waiters:
 class JobRunner:
     """Runs job bodies with the same bookkeeping; one instance per process."""
 
-    def __init__(self, history: RunHistory, config: AppConfig) -> None:
+    def __init__(
+        self, history: RunHistory, config: AppConfig, metrics: WorkerMetrics | None = None
+    ) -> None:
         self.history = history
         self._config = config
+        self._metrics = metrics
         self.retry_planner: RetryPlanner | None = None
         self._submitted: dict[str, deque[datetime]] = defaultdict(deque)
         self._busy: set[str] = set()
@@ -238,6 +243,8 @@ class JobRunner:
     # Waiting (shutdown and tests)
 
     async def _announce(self, result: RunResult) -> None:
+        if self._metrics is not None:
+            self._metrics.run_finished(result, time.time())
         async with self._waiters.changed:
             self._waiters.finished.append(result)
             self._waiters.changed.notify_all()

@@ -15,12 +15,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+from collections.abc import Coroutine
 from contextlib import AsyncExitStack
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 import anyio
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from prometheus_client import start_wsgi_server
 from sqlalchemy.exc import DBAPIError
 
 from d3_item_salvager.config import AppConfig
@@ -30,6 +32,7 @@ from d3_item_salvager.logging_setup import get_logger
 from d3_item_salvager.workers import tasks
 from d3_item_salvager.workers.job_runner import JobRunner
 from d3_item_salvager.workers.lease import SchedulerLease
+from d3_item_salvager.workers.metrics import WorkerMetrics
 from d3_item_salvager.workers.scheduler import (
     SchedulerRetryPlanner,
     build_scheduler,
@@ -39,6 +42,8 @@ from d3_item_salvager.workers.scheduler import (
 )
 
 _log = get_logger(__name__)
+
+LAG_PROBE_SECONDS = 0.5
 
 
 class WorkerRuntime:
@@ -64,6 +69,8 @@ class WorkerRuntime:
         self.is_leader = False
         self.became_leader = asyncio.Event()
         self._runner: JobRunner | None = None
+        self.metrics: WorkerMetrics | None = None
+        self.metrics_url: str | None = None
         self._stack = AsyncExitStack()
         self._lease_task: asyncio.Task[None] | None = None
 
@@ -98,6 +105,9 @@ class WorkerRuntime:
         container.wire(modules=[tasks])
         self._stack.callback(container.unwire)
         self._runner = await resolve(container.job_runner)
+        self.metrics = container.metrics()
+        self._serve_metrics()
+        self._background_task(self._measure_loop_lag())
         if self.freeze_gc:
             gc.freeze()
         if not self.run_scheduler:
@@ -120,6 +130,47 @@ class WorkerRuntime:
         await self._lease_round()  # take the lease at once when it is free
         self._lease_task = asyncio.get_running_loop().create_task(self._hold_lease())
 
+    def _serve_metrics(self) -> None:
+        settings = self.config.metrics
+        if settings.port is None or self.metrics is None:
+            return
+        try:
+            server, thread = start_wsgi_server(
+                settings.port, addr=settings.host, registry=self.metrics.registry
+            )
+        except OSError as exc:
+            raise ConfigError(
+                f"metrics.port = {settings.port}: cannot listen on {settings.host} ({exc.strerror})"
+            ) from None
+        self.metrics_url = f"http://{settings.host}:{server.server_port}/metrics"
+        _log.info("serving metrics", extra={"url": self.metrics_url})
+
+        def stop() -> None:
+            server.shutdown()
+            server.server_close()
+            thread.join(5)
+
+        self._stack.callback(stop)
+
+    def _background_task(self, coroutine: Coroutine[Any, Any, None]) -> None:
+        """A task owned by the runtime: cancelled and awaited on exit."""
+        task = asyncio.get_running_loop().create_task(coroutine)
+
+        async def cancel() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+
+        self._stack.push_async_callback(cancel)
+
+    async def _measure_loop_lag(self) -> None:
+        assert self.metrics is not None
+        loop = asyncio.get_running_loop()
+        while True:
+            asked = loop.time()
+            await asyncio.sleep(LAG_PROBE_SECONDS)
+            self.metrics.loop_lag.observe(max(loop.time() - asked - LAG_PROBE_SECONDS, 0.0))
+
     async def _shutdown_resources(self) -> None:
         result = self.container.shutdown_resources()
         if result is not None:
@@ -139,8 +190,14 @@ class WorkerRuntime:
         if self.is_leader:
             with contextlib.suppress(DBAPIError):
                 await self.lease.release()
-            self.is_leader = False
+            self._set_leader(False)
         _log.info("scheduler stopped")
+
+    def _set_leader(self, leading: bool) -> None:
+        self.is_leader = leading
+        if self.metrics is not None:
+            self.metrics.lease_held.set(1 if leading else 0)
+            self.metrics.bind_scheduler(self.scheduler if leading else None)
 
     async def _hold_lease(self) -> None:
         assert self.lease is not None
@@ -155,7 +212,7 @@ class WorkerRuntime:
             if self.is_leader:
                 if not await self.lease.renew():
                     self.scheduler.pause()
-                    self.is_leader = False
+                    self._set_leader(False)
                     self.became_leader.clear()
                     _log.warning("lost the scheduler lease; standing by")
             elif await self.lease.try_acquire():
@@ -170,6 +227,6 @@ class WorkerRuntime:
         register_jobs(self.scheduler, self.config)
         self.runner.retry_planner = SchedulerRetryPlanner(self.scheduler, self.config)
         self.scheduler.resume()
-        self.is_leader = True
+        self._set_leader(True)
         self.became_leader.set()
         _log.info("holding the scheduler lease; running jobs", extra={"abandoned_runs": abandoned})

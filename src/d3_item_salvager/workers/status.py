@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import anyio.to_thread
@@ -70,6 +70,29 @@ async def collect_status(config: AppConfig) -> dict[str, Any]:
             "live": holder.expires_at > time.time(),
         }
     return {"jobs": jobs, "lease": lease_report}
+
+
+def health_problems(
+    report: dict[str, Any], margin_minutes: float, now: datetime | None = None
+) -> list[str]:
+    """One line per problem: an enabled job that is unscheduled, overdue, or whose last run failed."""
+    now = now or datetime.now(UTC)
+    margin = timedelta(minutes=margin_minutes)
+    problems = []
+    for job in report["jobs"]:
+        if not job["enabled"]:
+            continue
+        job_id = job["job_id"]
+        due = job["next_run_time"]
+        if due is None:
+            problems.append(f"{job_id}: not scheduled (no scheduler has registered it)")
+        elif datetime.fromisoformat(due) < now - margin:
+            problems.append(f"{job_id}: overdue, was due at {due}")
+        outcome = job["last_outcome"]
+        if outcome not in (None, "success", "skipped"):
+            error = f": {job['last_error']}" if job["last_error"] else ""
+            problems.append(f"{job_id}: last run {outcome}{error}")
+    return problems
 
 
 def render_status(report: dict[str, Any]) -> str:

@@ -1,0 +1,109 @@
+"""Prometheus metrics of one worker process, in a registry of its own (no global state).
+
+`run-scheduler` and the embedded runtime serve them as Prometheus text on loopback when
+`metrics.port` is set; a host app may instead read `runtime.metrics.registry` and expose it itself.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.registry import Collector
+
+if TYPE_CHECKING:
+    from apscheduler.schedulers.asyncio import AsyncIOScheduler
+
+    from d3_item_salvager.workers.job_runner import RunResult
+
+PREFIX = "d3is"
+
+
+class _NextRunCollector(Collector):
+    """Reads each job's next run time from the scheduler at scrape time."""
+
+    def __init__(self) -> None:
+        self.scheduler: AsyncIOScheduler | None = None
+
+    def collect(self) -> Iterator[Metric]:
+        family = GaugeMetricFamily(
+            f"{PREFIX}_job_next_run_timestamp_seconds",
+            "When each job runs next (Unix time); absent while this process is a standby.",
+            labels=["job"],
+        )
+        scheduler = self.scheduler
+        if scheduler is not None and scheduler.running:
+            for job in scheduler.get_jobs():
+                if job.next_run_time is not None:
+                    family.add_metric([job.id], job.next_run_time.timestamp())
+        yield family
+
+
+class WorkerMetrics:
+    """Counters, gauges and histograms updated by the runner, the client and the runtime."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        registry = self.registry
+        self.runs = Counter(
+            f"{PREFIX}_job_runs", "Job runs by job, trigger and outcome.",
+            ["job", "trigger", "outcome"], registry=registry,
+        )  # fmt: skip
+        self.duration = Histogram(
+            f"{PREFIX}_job_run_duration_seconds", "Duration of job runs that started.",
+            ["job"], registry=registry,
+            buckets=(0.1, 0.5, 1, 5, 15, 60, 300, 900, 1800, 3600, 7200),
+        )  # fmt: skip
+        self.last_success = Gauge(
+            f"{PREFIX}_job_last_success_timestamp_seconds", "When each job last succeeded.",
+            ["job"], registry=registry,
+        )  # fmt: skip
+        self.retries = Counter(
+            f"{PREFIX}_job_retries_scheduled", "Retry runs scheduled after transient failures.",
+            ["job"], registry=registry,
+        )  # fmt: skip
+        self.misfires = Counter(
+            f"{PREFIX}_job_misfires", "Runs missed beyond the misfire grace time.",
+            ["job"], registry=registry,
+        )  # fmt: skip
+        self.skipped = Counter(
+            f"{PREFIX}_job_skipped_overlaps", "Runs skipped because the job was still running.",
+            ["job"], registry=registry,
+        )  # fmt: skip
+        self.maxroll_requests = Counter(
+            f"{PREFIX}_maxroll_requests", "HTTP responses from Maxroll by status code.",
+            ["status"], registry=registry,
+        )  # fmt: skip
+        self.lease_held = Gauge(
+            f"{PREFIX}_scheduler_lease_held", "1 while this process holds the scheduler lease.",
+            registry=registry,
+        )  # fmt: skip
+        self.loop_lag = Histogram(
+            f"{PREFIX}_event_loop_lag_seconds", "How late the event loop wakes a 0.5 s timer.",
+            registry=registry, buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+        )  # fmt: skip
+        self._next_runs = _NextRunCollector()
+        registry.register(self._next_runs)
+
+    def bind_scheduler(self, scheduler: AsyncIOScheduler | None) -> None:
+        """Report next run times from this scheduler (None to stop)."""
+        self._next_runs.scheduler = scheduler
+
+    def run_finished(self, result: RunResult, finished_at: float) -> None:
+        self.runs.labels(result.job_id, result.trigger, result.outcome).inc()
+        if result.outcome == "missed":
+            self.misfires.labels(result.job_id).inc()
+        elif result.outcome == "skipped":
+            self.skipped.labels(result.job_id).inc()
+        else:
+            self.duration.labels(result.job_id).observe(result.duration_seconds)
+        if result.outcome == "success":
+            self.last_success.labels(result.job_id).set(finished_at)
+
+    def retry_scheduled(self, job_id: str) -> None:
+        self.retries.labels(job_id).inc()
+
+    def maxroll_response(self, status: int) -> None:
+        self.maxroll_requests.labels(str(status)).inc()

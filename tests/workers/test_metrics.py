@@ -1,0 +1,144 @@
+"""Prometheus metrics over loopback HTTP, and `status --check` as a health check."""
+
+from __future__ import annotations
+
+import socket
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from d3_item_salvager.config import AppConfig, load_config
+from d3_item_salvager.errors import ConfigError
+from d3_item_salvager.workers import tasks
+from d3_item_salvager.workers.runtime import WorkerRuntime
+from d3_item_salvager.workers.status import health_problems
+from tests.conftest import make_config
+from tests.fake_maxroll import FakeMaxroll
+from tests.processes import run_cli
+from tests.workers.test_cli import cli_config
+
+
+def samples(text: str) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    return {
+        (sample.name, tuple(sorted(sample.labels.items()))): sample.value
+        for family in text_string_to_metric_families(text)
+        for sample in family.samples
+    }
+
+
+@pytest.fixture
+def metrics_config(tmp_path: Path, fake_maxroll: FakeMaxroll) -> AppConfig:
+    """A config with metrics on a free loopback port."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    return make_config(tmp_path, maxroll=fake_maxroll.config_values(), metrics={"port": port})
+
+
+async def test_runtime_serves_prometheus_text(metrics_config: AppConfig) -> None:
+    """After a manual scrape, /metrics reports the run, Maxroll statuses, lease and next runs."""
+    async with WorkerRuntime(metrics_config) as runtime:
+        result = await tasks.scrape_guides_task(trigger="manual")
+        assert runtime.metrics_url is not None
+        async with httpx.AsyncClient() as client:
+            response = await client.get(runtime.metrics_url)
+    assert result.outcome == "success"
+    assert response.status_code == 200
+    values = samples(response.text)
+    run = (
+        "d3is_job_runs_total",
+        (("job", "scrape_guides"), ("outcome", "success"), ("trigger", "manual")),
+    )
+    assert values[run] == 1
+    assert values[("d3is_maxroll_requests_total", (("status", "200"),))] > 0
+    assert values[("d3is_scheduler_lease_held", ())] == 1
+    assert values[("d3is_job_run_duration_seconds_count", (("job", "scrape_guides"),))] == 1
+    assert values[("d3is_job_last_success_timestamp_seconds", (("job", "scrape_guides"),))] > 0
+    next_runs = {labels for name, labels in values if name == "d3is_job_next_run_timestamp_seconds"}
+    assert next_runs == {
+        (("job", job),) for job in ("scrape_guides", "refresh_cache", "cleanup_logs")
+    }
+    assert values[("d3is_event_loop_lag_seconds_count", ())] >= 0
+    assert "test-token-123" not in response.text
+
+
+async def test_metrics_port_in_use_is_a_config_error(metrics_config: AppConfig) -> None:
+    """Two runtimes on one metrics port: the second gives a clear error naming metrics.port."""
+    async with WorkerRuntime(metrics_config, run_scheduler=False):
+        with pytest.raises(ConfigError, match="metrics.port"):
+            async with WorkerRuntime(metrics_config, run_scheduler=False):
+                pass
+
+
+def report(next_run: str | None, outcome: str | None, enabled: bool = True) -> dict[str, object]:
+    return {
+        "jobs": [
+            {
+                "job_id": "scrape_guides",
+                "enabled": enabled,
+                "next_run_time": next_run,
+                "last_outcome": outcome,
+                "last_error": "boom" if outcome == "failed" else None,
+            }
+        ]
+    }
+
+
+@pytest.mark.parametrize(
+    ("next_run_minutes", "outcome", "enabled", "expected"),
+    [
+        (30, "success", True, []),
+        (30, None, True, []),
+        (30, "skipped", True, []),
+        (-5, "success", True, []),
+        (-30, "success", True, ["scrape_guides: overdue"]),
+        (None, None, True, ["scrape_guides: not scheduled"]),
+        (30, "failed", True, ["scrape_guides: last run failed: boom"]),
+        (30, "timeout", True, ["scrape_guides: last run timeout"]),
+        (None, "failed", False, []),
+    ],
+)
+def test_health_problems(
+    next_run_minutes: int | None, outcome: str | None, enabled: bool, expected: list[str]
+) -> None:
+    """Overdue beyond the margin, unscheduled and failed jobs are problems; disabled ones never."""
+    now = datetime(2026, 1, 1, tzinfo=UTC)
+    due = (
+        None
+        if next_run_minutes is None
+        else (now + timedelta(minutes=next_run_minutes)).isoformat()
+    )
+    problems = health_problems(report(due, outcome, enabled), 15, now)
+    assert [p[: len(e)] for p, e in zip(problems, expected, strict=True)] == expected
+
+
+async def test_status_check_exit_codes(tmp_path: Path, fake_maxroll: FakeMaxroll) -> None:
+    """`status --check` fails before jobs are scheduled and after a failed run, passes when fine."""
+    config = cli_config(tmp_path, fake_maxroll, cleanup_logs={"interval_minutes": 60})
+    code, stdout, _ = await run_cli("status", "--check", "--config", str(config), cwd=tmp_path)
+    assert (code, stdout.strip()) == (
+        1,
+        "cleanup_logs: not scheduled (no scheduler has registered it)",
+    )
+
+    async with WorkerRuntime(load_config(config)) as runtime:
+        assert runtime.is_leader
+    code, stdout, _ = await run_cli("status", "--check", "--config", str(config), cwd=tmp_path)
+    assert (code, stdout.strip()) == (0, "ok: 1 enabled job(s) healthy")
+
+    with sqlite3.connect(tmp_path / "jobs.sqlite") as connection:
+        connection.execute(
+            "INSERT INTO job_runs (run_id, job_id, trigger, started_at, finished_at, outcome, error,"
+            " attempt, worker) VALUES ('r', 'cleanup_logs', 'manual', '2026-01-01T00:00:00+00:00',"
+            " '2026-01-01T00:00:01+00:00', 'failed', 'disk full', 0, 'w')"
+        )
+    code, stdout, _ = await run_cli(
+        "status", "--check", "--json", "--config", str(config), cwd=tmp_path
+    )
+    assert code == 1
+    assert '"healthy": false' in stdout
+    assert "cleanup_logs: last run failed: disk full" in stdout

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from pathlib import Path
+from typing import Any
 
 from tests.fake_site import META_SLOTS, TYPE_FOR_SLOT, Guide, Site
 
@@ -69,16 +70,21 @@ def expected_rows(site: Site) -> dict[str, set[tuple[object, ...]]]:
 def stored_rows(database: Path) -> dict[str, set[tuple[object, ...]]]:
     """The same shape, read from the SQLite file."""
     with sqlite3.connect(database) as connection:
-        return {
-            "guides": set(connection.execute(
-                "SELECT id, url, title, class_name, modified_unix FROM guides")),
-            "builds": set(connection.execute(
-                "SELECT guide_id, planner_id, profile_index, name, class_name FROM builds")),
-            "item_usages": set(connection.execute(
-                "SELECT b.guide_id, b.planner_id, b.profile_index, u.item_id, u.slot, u.context "
-                "FROM item_usages u JOIN builds b ON b.id = u.build_id")),
-            "items": set(connection.execute("SELECT id, name, slot, quality, set_name FROM items")),
-        }  # fmt: skip
+        return rows_from(connection)
+
+
+def rows_from(connection: Any) -> dict[str, set[tuple[object, ...]]]:
+    """The same shape, read through any DB-API connection (SQLite or PostgreSQL)."""
+    return {
+        "guides": set(connection.execute(
+            "SELECT id, url, title, class_name, modified_unix FROM guides")),
+        "builds": set(connection.execute(
+            "SELECT guide_id, planner_id, profile_index, name, class_name FROM builds")),
+        "item_usages": set(connection.execute(
+            "SELECT b.guide_id, b.planner_id, b.profile_index, u.item_id, u.slot, u.context "
+            "FROM item_usages u JOIN builds b ON b.id = u.build_id")),
+        "items": set(connection.execute("SELECT id, name, slot, quality, set_name FROM items")),
+    }  # fmt: skip
 
 
 def dump_tables(database: Path) -> str:

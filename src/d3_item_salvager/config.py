@@ -23,6 +23,8 @@ ENV_PREFIX = "D3IS_"
 CONFIG_FILE_ENV = "D3IS_CONFIG_FILE"
 
 _SQLITE_PREFIX = "sqlite+aiosqlite://"
+_POSTGRES_ASYNC_PREFIX = "postgresql+asyncpg://"
+_JOB_STORE_PREFIXES = ("sqlite:///", "postgresql+psycopg://")
 
 PositiveFloat = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
@@ -50,13 +52,17 @@ class DatabaseConfig(_Section):
     def _known_driver(cls, value: str) -> str:
         # Checked by hand rather than with SQLAlchemy's make_url: importing SQLAlchemy here would
         # add a quarter of a second to every CLI start, `--help` included.
-        if not value.startswith(_SQLITE_PREFIX):
-            raise ValueError(f"only {_SQLITE_PREFIX}/PATH URLs are supported")
+        if not value.startswith((_SQLITE_PREFIX, _POSTGRES_ASYNC_PREFIX)):
+            raise ValueError(
+                f"must be {_SQLITE_PREFIX}/PATH or {_POSTGRES_ASYNC_PREFIX}USER@HOST/DATABASE"
+            )
         return value
 
     @property
     def sqlite_path(self) -> Path | None:
-        """The database file, or None for an in-memory database."""
+        """The database file; None for PostgreSQL or an in-memory database."""
+        if not self.url.startswith(_SQLITE_PREFIX):
+            return None
         database = self.url.removeprefix(_SQLITE_PREFIX).removeprefix("/").split("?", 1)[0]
         if not database or database == ":memory:":
             return None
@@ -193,6 +199,7 @@ class SchedulerConfig(_Section):
     """The APScheduler instance and its SQLite job store."""
 
     job_store_path: Path = Path("cache/scheduler.sqlite")
+    job_store_url: str | None = None
     max_workers: PositiveInt = 5
     misfire_grace_seconds: PositiveInt = 300
     timezone: str = "UTC"
@@ -200,6 +207,13 @@ class SchedulerConfig(_Section):
     lease_seconds: PositiveFloat = 30.0
     run_history_retention_days: PositiveFloat = 90
     jobs: JobsConfig = JobsConfig()
+
+    @field_validator("job_store_url")
+    @classmethod
+    def _sync_driver(cls, value: str | None) -> str | None:
+        if value is not None and not value.startswith(_JOB_STORE_PREFIXES):
+            raise ValueError("must be a sqlite:///PATH or postgresql+psycopg://... URL")
+        return value
 
     @field_validator("timezone")
     @classmethod

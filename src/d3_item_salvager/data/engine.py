@@ -1,10 +1,10 @@
-"""The index database engine: one per process, schema ensured on open."""
+"""The index database engine (SQLite or PostgreSQL): one per process, schema ensured on open."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from d3_item_salvager.config import DatabaseConfig
 from d3_item_salvager.data.schema import ensure_schema
@@ -13,10 +13,13 @@ from d3_item_salvager.data.sqlite import create_sqlite_engine
 
 async def index_engine_resource(config: DatabaseConfig) -> AsyncIterator[AsyncEngine]:
     """Container resource: one engine per process, schema ensured, disposed on shutdown."""
-    path = config.sqlite_path
-    if path is not None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-    engine = create_sqlite_engine(config.url, busy_timeout_seconds=config.busy_timeout_seconds)
+    if config.url.startswith("sqlite"):
+        path = config.sqlite_path
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        engine = create_sqlite_engine(config.url, busy_timeout_seconds=config.busy_timeout_seconds)
+    else:
+        engine = create_async_engine(config.url, pool_pre_ping=True)
     try:
         await ensure_schema(engine)
         yield engine

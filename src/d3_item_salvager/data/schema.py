@@ -19,11 +19,10 @@ from sqlalchemy import (
     inspect,
     select,
 )
-from sqlalchemy.dialects.sqlite import insert
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from d3_item_salvager.data.sqlite import create_tables
+from d3_item_salvager.data.sqlite import create_tables, insert_ignoring_conflicts
 from d3_item_salvager.errors import IndexDatabaseError
 
 SCHEMA_VERSION = 1
@@ -107,12 +106,14 @@ async def ensure_schema(engine: AsyncEngine) -> None:
         await create_tables(engine, metadata)
         async with engine.begin() as connection:
             await connection.execute(
-                insert(schema_meta)
-                .values(key="schema_version", value=str(SCHEMA_VERSION))
-                .on_conflict_do_nothing()
+                insert_ignoring_conflicts(schema_meta, engine.dialect.name).values(
+                    key="schema_version", value=str(SCHEMA_VERSION)
+                )
             )
     except DBAPIError as exc:
         raise IndexDatabaseError(f"cannot open the index database: {exc.orig}") from None
+    except OSError as exc:  # a server that cannot be reached (PostgreSQL)
+        raise IndexDatabaseError(f"cannot reach the index database: {exc}") from None
 
 
 async def _stored_version(engine: AsyncEngine) -> str | None:

@@ -1,12 +1,18 @@
-"""SQLite engines shared by the index and the job store: pragmas, creation, schema races."""
+"""Engines shared by the index and the job store: SQLite pragmas, creation, schema races.
+
+Despite the name, the helpers at the end serve PostgreSQL too: inserts that ignore conflicts and
+the detection of a lost race to create the same table.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import MetaData, event
+from sqlalchemy import MetaData, Table, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+from sqlalchemy.sql.dml import Insert
 
 
 def sqlite_pragmas(busy_timeout_seconds: float) -> Any:
@@ -28,7 +34,17 @@ def sqlite_pragmas(busy_timeout_seconds: float) -> Any:
 def lost_schema_race(error: DBAPIError) -> bool:
     """True when another process created the same table or row first (retrying is safe)."""
     text = str(error.orig).lower()
-    return "already exists" in text or "unique constraint failed" in text
+    return any(
+        marker in text
+        for marker in ("already exists", "unique constraint failed", "duplicate key value")
+    )
+
+
+def insert_ignoring_conflicts(table: Table, dialect_name: str) -> Insert:
+    """INSERT ... ON CONFLICT DO NOTHING for SQLite or PostgreSQL."""
+    if dialect_name == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()
 
 
 async def create_tables(engine: AsyncEngine, metadata: MetaData, attempts: int = 5) -> None:

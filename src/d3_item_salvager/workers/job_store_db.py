@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio.to_thread
 from sqlalchemy import Column, Engine, Float, Integer, MetaData, Table, Text, create_engine, event
@@ -65,20 +66,28 @@ def job_store_file(config: SchedulerConfig) -> Path:
 
 
 def sync_job_store_url(config: SchedulerConfig) -> str:
-    """The URL APScheduler's SQLAlchemyJobStore uses."""
+    """The synchronous URL of the job store: `job_store_url`, else the SQLite file at the path."""
+    if config.job_store_url is not None:
+        return config.job_store_url
     return f"sqlite:///{job_store_file(config)}"
 
 
-def install_sqlite_pragmas(sync_engine: object) -> None:
-    """WAL and busy timeout for APScheduler's own (sync) engine."""
-    event.listen(sync_engine, "connect", sqlite_pragmas(BUSY_TIMEOUT_SECONDS))
+def engine_options(url: str) -> dict[str, Any]:
+    """create_engine options for the job store's URL."""
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": BUSY_TIMEOUT_SECONDS, "check_same_thread": False}}
+    return {"pool_pre_ping": True}
+
+
+def install_sqlite_pragmas(sync_engine: Engine) -> None:
+    """WAL and busy timeout on a SQLite job-store engine (nothing for PostgreSQL)."""
+    if sync_engine.dialect.name == "sqlite":
+        event.listen(sync_engine, "connect", sqlite_pragmas(BUSY_TIMEOUT_SECONDS))
 
 
 def _open_job_store(config: SchedulerConfig) -> Engine:
-    engine = create_engine(
-        f"sqlite:///{job_store_file(config)}",
-        connect_args={"timeout": BUSY_TIMEOUT_SECONDS, "check_same_thread": False},
-    )
+    url = sync_job_store_url(config)
+    engine = create_engine(url, **engine_options(url))
     install_sqlite_pragmas(engine)
     for attempt in range(5):
         try:
@@ -96,6 +105,10 @@ async def job_store_engine_resource(config: SchedulerConfig) -> AsyncIterator[En
     try:
         engine = await anyio.to_thread.run_sync(_open_job_store, config)
     except DBAPIError as exc:
+        if config.job_store_url is not None:
+            raise ConfigError(
+                f"scheduler.job_store_url: cannot use the job store ({exc.orig})"
+            ) from None
         raise ConfigError(
             f"scheduler.job_store_path = {str(config.job_store_path)!r}: cannot use the job "
             f"store ({exc.orig}); move the file aside to start with an empty one"

@@ -1,8 +1,10 @@
 """The scheduler lease: only one process runs the jobs of a job store at a time.
 
 A row in `scheduler_lease` names the holder and when its lease expires. The holder renews it
-every third of the lease period; a standby process takes it over once it has expired. Each
-statement is atomic in SQLite, so two processes racing for a free lease cannot both win.
+every third of the lease period; a standby process takes it over once it has expired. Taking it is
+one conditional UPDATE (which row-locks on PostgreSQL and write-locks on SQLite) or one INSERT that
+ignores conflicts, so two processes racing for a free lease cannot both win, on one host or
+several. Expiry uses each host's wall clock: hosts sharing a PostgreSQL job store need NTP.
 """
 
 from __future__ import annotations
@@ -13,8 +15,8 @@ from dataclasses import dataclass
 
 import anyio.to_thread
 from sqlalchemy import Connection, Engine, and_, delete, or_, select, update
-from sqlalchemy.dialects.sqlite import insert
 
+from d3_item_salvager.data.sqlite import insert_ignoring_conflicts
 from d3_item_salvager.workers.job_store_db import scheduler_lease
 
 LEASE_NAME = "scheduler"
@@ -76,12 +78,13 @@ class SchedulerLease:
             )
             if taken.rowcount == 1:
                 return True
+            # RETURNING rather than rowcount: psycopg reports -1 for INSERT ... ON CONFLICT.
             created = connection.execute(
-                insert(scheduler_lease)
+                insert_ignoring_conflicts(scheduler_lease, connection.dialect.name)
                 .values(name=LEASE_NAME, holder=self.holder, acquired_at=now, expires_at=expires)
-                .on_conflict_do_nothing()
+                .returning(scheduler_lease.c.holder)
             )
-            return bool(created.rowcount == 1)
+            return created.first() is not None
 
         return await self._transaction(acquire)
 

@@ -33,7 +33,11 @@ from d3_item_salvager.config import AppConfig
 from d3_item_salvager.data.sqlite import lost_schema_race
 from d3_item_salvager.logging_setup import get_logger
 from d3_item_salvager.workers.job_runner import JobRunner, base_job_id, retry_job_id
-from d3_item_salvager.workers.job_store_db import install_sqlite_pragmas, sync_job_store_url
+from d3_item_salvager.workers.job_store_db import (
+    engine_options,
+    install_sqlite_pragmas,
+    sync_job_store_url,
+)
 
 _log = get_logger(__name__)
 
@@ -62,10 +66,8 @@ def build_scheduler(config: AppConfig, runner: JobRunner | None = None) -> Async
     missed runs and runs skipped because the previous one was still going.
     """
     settings = config.scheduler
-    job_store = SQLAlchemyJobStore(
-        url=sync_job_store_url(settings),
-        engine_options={"connect_args": {"timeout": 30}},
-    )
+    url = sync_job_store_url(settings)
+    job_store = SQLAlchemyJobStore(url=url, engine_options=engine_options(url))
     install_sqlite_pragmas(job_store.engine)
     scheduler = AsyncIOScheduler(
         jobstores={"default": job_store},

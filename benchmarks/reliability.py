@@ -1,6 +1,6 @@
 """Reliability figures: syncs under injected faults, and lease takeover after a SIGKILL.
 
-    python -m benchmarks.reliability [--guides 50] [--rate 0.3] [--seeds 3]
+python -m benchmarks.reliability [--guides 50] [--rate 0.3] [--seeds 3]
 """
 
 from __future__ import annotations
@@ -12,14 +12,15 @@ import tempfile
 import time
 from pathlib import Path
 
-from d3_item_salvager.container import resolve
-from d3_item_salvager.services.build_guides import BuildGuideService, SyncSummary
-from d3_item_salvager.workers.runtime import WorkerRuntime
 from tests.conftest import make_config
 from tests.fake_maxroll import GUIDE_PREFIX, PROFILE_PREFIX, Fault, RandomTransientFaults, serve
 from tests.fake_site import build_site
 from tests.index_expectations import expected_rows, stored_rows
 from tests.processes import WorkerProcess, write_config
+
+from d3_item_salvager.container import resolve
+from d3_item_salvager.services.build_guides import BuildGuideService, SyncSummary
+from d3_item_salvager.workers.runtime import WorkerRuntime
 
 
 async def sync(config: object) -> SyncSummary:

@@ -1,0 +1,18 @@
+"""Every benchmark in one go: `python -m benchmarks` (takes a few minutes)."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+SCRIPTS = (
+    "benchmarks.sync",
+    "benchmarks.scheduler",
+    "benchmarks.startup",
+    "benchmarks.reliability",
+)
+
+if __name__ == "__main__":
+    for module in SCRIPTS:
+        print(f"\n== python -m {module}", flush=True)
+        subprocess.run([sys.executable, "-m", module], check=True)

@@ -1,3 +1,8 @@
 """The index database: schema, engine and repository."""
 
 from __future__ import annotations
+
+from d3_item_salvager.data.repository import GuideChanges, IndexRepository, StoredGuide
+from d3_item_salvager.data.schema import SCHEMA_VERSION, ensure_schema
+
+__all__ = ["SCHEMA_VERSION", "GuideChanges", "IndexRepository", "StoredGuide", "ensure_schema"]

@@ -1,3 +1,22 @@
-"""The background-jobs application: tasks, scheduler, runtime and CLI."""
+"""The background-jobs application: tasks, scheduler, runtime and CLI.
+
+`WorkerRuntime` is imported on first use, so `python -m d3_item_salvager.workers --help` does not
+pay for SQLAlchemy, httpx and APScheduler.
+"""
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from d3_item_salvager.workers.runtime import WorkerRuntime
+
+__all__ = ["WorkerRuntime"]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "WorkerRuntime":
+        from d3_item_salvager.workers.runtime import WorkerRuntime
+
+        return WorkerRuntime
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

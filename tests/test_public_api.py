@@ -33,4 +33,4 @@ def test_all_lists_every_public_import(name: str) -> None:
         if not key.startswith("_")
         and getattr(value, "__module__", "").startswith("d3_item_salvager")
     }
-    assert public == set(module.__all__) - {"SCHEMA_VERSION"}
+    assert public == set(module.__all__)

@@ -3,6 +3,6 @@
 from __future__ import annotations
 
 from d3_item_salvager.data.repository import GuideChanges, IndexRepository, StoredGuide
-from d3_item_salvager.data.schema import SCHEMA_VERSION, ensure_schema
+from d3_item_salvager.data.schema import ensure_schema
 
-__all__ = ["SCHEMA_VERSION", "GuideChanges", "IndexRepository", "StoredGuide", "ensure_schema"]
+__all__ = ["GuideChanges", "IndexRepository", "StoredGuide", "ensure_schema"]

@@ -33,7 +33,7 @@ def cli_config(tmp_path: Path, fake: FakeMaxroll, **jobs: dict[str, Any]) -> Pat
             "scheduler": {
                 "job_store_path": str(tmp_path / "jobs.sqlite"),
                 "shutdown_timeout_seconds": 5,
-                "lease_seconds": 2,
+                "lease_seconds": 4,
                 "jobs": {
                     "scrape_guides": {"enabled": False},
                     "refresh_cache": {"enabled": False},

@@ -1,7 +1,8 @@
 """The scheduler lease: only one process runs the jobs of a job store at a time.
 
-A row in `scheduler_lease` names the holder and when its lease expires. The holder renews it
-every third of the lease period; a standby process takes it over once it has expired. Taking it is
+A row in `scheduler_lease` names the holder and when its lease expires. With a lease period L, the
+holder renews it every L/4 for L/2 (so two renewals may fail in a row before it is lost), and a
+standby checks every L/4: after the holder dies, one takes over within 3/4 L, inside the period. Taking it is
 one conditional UPDATE (which row-locks on PostgreSQL and write-locks on SQLite) or one INSERT that
 ignores conflicts, so two processes racing for a free lease cannot both win, on one host or
 several. Expiry uses each host's wall clock: hosts sharing a PostgreSQL job store need NTP.
@@ -50,6 +51,15 @@ class SchedulerLease:
         self.lease_seconds = lease_seconds
         self._clock = clock
 
+    @property
+    def check_interval(self) -> float:
+        """How often the holder renews and a standby tries to take over."""
+        return self.lease_seconds / 4
+
+    @property
+    def _ttl(self) -> float:
+        return self.lease_seconds / 2
+
     async def _transaction(self, work: Callable[[Connection], bool]) -> bool:
         def run() -> bool:
             with self._engine.begin() as connection:
@@ -60,7 +70,7 @@ class SchedulerLease:
     async def try_acquire(self) -> bool:
         """Take the lease if it is free, expired or already ours; True when we hold it now."""
         now = self._clock()
-        expires = now + self.lease_seconds
+        expires = now + self._ttl
 
         def acquire(connection: Connection) -> bool:
             taken = connection.execute(
@@ -95,7 +105,7 @@ class SchedulerLease:
             .where(
                 and_(scheduler_lease.c.name == LEASE_NAME, scheduler_lease.c.holder == self.holder)
             )
-            .values(expires_at=self._clock() + self.lease_seconds)
+            .values(expires_at=self._clock() + self._ttl)
         )
         return await self._transaction(
             lambda connection: connection.execute(statement).rowcount == 1

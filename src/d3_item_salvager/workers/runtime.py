@@ -202,7 +202,7 @@ class WorkerRuntime:
     async def _hold_lease(self) -> None:
         assert self.lease is not None
         while True:
-            await anyio.sleep(self.lease.lease_seconds / 3)
+            await anyio.sleep(self.lease.check_interval)
             await self._lease_round()
 
     async def _lease_round(self) -> None:

@@ -1,0 +1,41 @@
+"""SchedulerLease on a real SQLite job store, with a clock the test moves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from d3_item_salvager.container import open_container, resolve
+from d3_item_salvager.workers.lease import SchedulerLease
+from tests.conftest import make_config
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 1_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_lease_is_exclusive_expires_and_is_taken_over(tmp_path: Path) -> None:
+    """One holder at a time; renewals keep it; once expired a standby takes it; release frees it."""
+    clock = Clock()
+    async with open_container(make_config(tmp_path)) as container:
+        engine = await resolve(container.job_store_engine)
+        first = SchedulerLease(engine, "first", 8, clock=clock)
+        second = SchedulerLease(engine, "second", 8, clock=clock)
+        assert (first.check_interval, await first.try_acquire()) == (2, True)
+        assert await second.try_acquire() is False
+        clock.now += 3
+        assert await first.renew() is True  # held until 1003 + 4
+        clock.now += 3.9
+        assert await second.try_acquire() is False
+        clock.now += 0.2  # first missed two renewals: its lease has expired
+        assert await second.try_acquire() is True
+        assert await first.renew() is False
+        holder = await first.current()
+        assert holder is not None
+        assert (holder.holder, holder.expires_at) == ("second", clock.now + 4)
+        await second.release()
+        assert await first.current() is None
+        assert await first.try_acquire() is True

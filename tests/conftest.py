@@ -43,7 +43,11 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> AppConfig:
         "database": {"url": f"sqlite+aiosqlite:///{tmp_path / 'index.sqlite'}"},
         "cache": {"dir": tmp_path / "cache"},
         "logging": {"dir": tmp_path / "logs"},
-        "scheduler": {"job_store_path": tmp_path / "scheduler.sqlite"},
+        # Tests decide when jobs run: new jobs wait for their interval, as on a restart.
+        "scheduler": {
+            "job_store_path": tmp_path / "scheduler.sqlite",
+            "run_new_jobs_at_once": False,
+        },
         "maxroll": {
             "retry_initial_backoff_seconds": 0,
             "retry_max_backoff_seconds": 0,

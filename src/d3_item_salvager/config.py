@@ -205,6 +205,7 @@ class SchedulerConfig(_Section):
     timezone: str = "UTC"
     shutdown_timeout_seconds: Annotated[float, Field(ge=0)] = 30.0
     lease_seconds: PositiveFloat = 30.0
+    run_new_jobs_at_once: bool = True
     run_history_retention_days: PositiveFloat = 90
     jobs: JobsConfig = JobsConfig()
 

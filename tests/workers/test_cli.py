@@ -34,6 +34,7 @@ def cli_config(tmp_path: Path, fake: FakeMaxroll, **jobs: dict[str, Any]) -> Pat
                 "job_store_path": str(tmp_path / "jobs.sqlite"),
                 "shutdown_timeout_seconds": 5,
                 "lease_seconds": 4,
+                "run_new_jobs_at_once": False,
                 "jobs": {
                     "scrape_guides": {"enabled": False},
                     "refresh_cache": {"enabled": False},

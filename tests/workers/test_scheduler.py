@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -127,3 +127,17 @@ async def test_changed_grace_is_applied_without_rescheduling(tmp_path: Path) -> 
         job = scheduler.get_job("cleanup_logs")
         assert job.misfire_grace_time == 7
         assert job.next_run_time == before
+
+
+async def test_new_jobs_run_at_once_when_configured(tmp_path: Path) -> None:
+    """With run_new_jobs_at_once, a job new to the store is due now; a restart keeps its time."""
+    config = config_with(tmp_path, run_new_jobs_at_once=True)
+    before = datetime.now(UTC)
+    async with started(config) as scheduler:
+        register_jobs(scheduler, config)
+        due = {job.id: job.next_run_time for job in scheduler.get_jobs()}
+    assert all(before <= moment <= datetime.now(UTC) for moment in due.values())
+    async with started(config) as scheduler:
+        register_jobs(scheduler, config)
+        again = {job.id: job.next_run_time for job in scheduler.get_jobs()}
+    assert again == due

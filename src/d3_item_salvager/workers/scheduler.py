@@ -143,8 +143,20 @@ def register_jobs(scheduler: AsyncIOScheduler, config: AppConfig) -> Registratio
             continue
         trigger = _interval_trigger(config, job.interval_minutes)
         if existing is None:
+            # A job new to this store (a fresh install, or just enabled) runs at once when so
+            # configured, rather than one whole interval later; restarts keep the stored time.
+            first_run = (
+                {"next_run_time": datetime.now(UTC)}
+                if config.scheduler.run_new_jobs_at_once
+                else {}
+            )
             scheduler.add_job(
-                JOB_FUNCTIONS[job_id], trigger, id=job_id, name=job_id, replace_existing=True
+                JOB_FUNCTIONS[job_id],
+                trigger,
+                id=job_id,
+                name=job_id,
+                replace_existing=True,
+                **first_run,
             )
             report.added.append(job_id)
         elif existing.func_ref != JOB_FUNCTIONS[job_id] or not _same_trigger(

@@ -65,6 +65,7 @@ class FakeMaxroll:
     in_flight: int = 0
     max_in_flight: int = 0
     base_url: str = ""
+    estimated_total: int | None = None  # what estimatedTotalHits says; default: a bit high
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # Set-up from tests
@@ -132,7 +133,9 @@ class FakeMaxroll:
                 "processingTimeMs": 1,
                 "limit": limit,
                 "offset": offset,
-                "estimatedTotalHits": len(hits) + 7,  # an estimate, never exact
+                "estimatedTotalHits": (
+                    len(hits) + 7 if self.estimated_total is None else self.estimated_total
+                ),
                 "facetDistribution": {},
                 "facetStats": {},
             }

@@ -13,7 +13,16 @@ from d3_item_salvager.errors import ParseError, TransientFetchError
 from d3_item_salvager.maxroll.client import MaxrollClient
 from d3_item_salvager.maxroll.gateway import MaxrollGateway
 from d3_item_salvager.maxroll.http import build_http_client
-from tests.fake_maxroll import GUIDE_PREFIX, ITEM_DATA_PATH, PROFILE_PREFIX, FakeMaxroll, Fault
+from tests.conftest import make_config
+from tests.fake_maxroll import (
+    GUIDE_PREFIX,
+    ITEM_DATA_PATH,
+    PROFILE_PREFIX,
+    FakeMaxroll,
+    Fault,
+    serve,
+)
+from tests.fake_site import build_site
 
 
 class FakeClock:
@@ -55,8 +64,6 @@ async def test_search_follows_pages_until_a_short_one(
 
 async def test_search_page_cap(tmp_path: Path, fake_maxroll: FakeMaxroll) -> None:
     """With search_max_pages=1 only the first page is read."""
-    from tests.conftest import make_config
-
     config = make_config(
         tmp_path,
         maxroll=fake_maxroll.config_values() | {"search_page_size": 2, "search_max_pages": 1},
@@ -158,3 +165,30 @@ async def test_guide_list_cache_round_trip_and_corruption(
     gateway.guide_list_cache.path.write_text('{"fetched_at": 1, "guides": [{"x"', encoding="utf-8")
     assert await gateway.cached_guide_list(max_age_seconds=None) is None
     assert not gateway.guide_list_cache.path.exists()
+
+
+@pytest.mark.parametrize(("estimate", "max_pages"), [(10, 100), (1000, 20), (None, 100)])
+async def test_search_pages_whatever_the_estimate_says(
+    tmp_path: Path, estimate: int | None, max_pages: int
+) -> None:
+    """Too low, too high or missing estimatedTotalHits: every guide is listed, once, in order."""
+    site = build_site(30)
+    with serve(site, estimated_total=estimate) as fake:
+        if estimate is None:
+            fake.estimated_total = 0  # an unusable estimate: pages are read one by one
+        config = make_config(
+            tmp_path,
+            maxroll=fake.config_values() | {"search_page_size": 7, "search_max_pages": max_pages},
+        )
+        async with build_http_client(config.maxroll) as http:
+            gateway = MaxrollGateway(
+                MaxrollClient(http, config.maxroll),
+                config.maxroll,
+                config.cache,
+                anyio.CapacityLimiter(2),
+            )
+            guides = await gateway.search_guides()
+        pages = fake.count("/indexes")
+    assert [g.url for g in guides] == [g.permalink for g in site.guides]
+    expected_pages = {10: 9, 1000: 20, None: 9}[estimate]  # 60 hits, 7 a page
+    assert pages == expected_pages

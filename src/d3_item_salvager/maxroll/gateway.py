@@ -62,26 +62,48 @@ class MaxrollGateway:
     # Guide list
 
     async def search_guides(self) -> list[GuideRecord]:
-        """Every D3 build guide from the search API, following pages to a short or empty one."""
+        """Every D3 build guide from the search API.
+
+        The first page's `estimatedTotalHits` says how many more pages to ask for at once (the
+        client's concurrency cap still applies); since it is only an estimate, pages are then read
+        one by one until a short or empty page, or the page cap.
+        """
         limit = self._config.search_page_size
-        guides: dict[str, GuideRecord] = {}
-        for page_number in range(self._config.search_max_pages):
-            body = await self.client.search_page(offset=page_number * limit, limit=limit)
-            page: SearchPage = await self._in_thread(
-                parse_search_page, body, f"guide search page at offset {page_number * limit}"
-            )
-            for problem in page.rejected:
-                _log.warning("search hit refused", extra={"problem": problem})
-            for guide in page.guides:
-                guides.setdefault(guide.url, guide)
-            if page.hit_count < limit:
-                break
-        else:
+        max_pages = self._config.search_max_pages
+        pages = [await self._search_page(0)]
+        if pages[0].hit_count >= limit and pages[0].estimated_total:
+            expected = min(-(-pages[0].estimated_total // limit), max_pages)
+            async with anyio.create_task_group() as group:
+                results: dict[int, SearchPage] = {}
+
+                async def fetch(number: int) -> None:
+                    results[number] = await self._search_page(number)
+
+                for number in range(1, expected):
+                    group.start_soon(fetch, number)
+            pages.extend(results[number] for number in sorted(results))
+        while pages[-1].hit_count >= limit and len(pages) < max_pages:
+            pages.append(await self._search_page(len(pages)))
+        if pages[-1].hit_count >= limit:
             _log.warning(
                 "search page cap reached; later guides were not listed",
-                extra={"max_pages": self._config.search_max_pages},
+                extra={"max_pages": max_pages},
             )
+        guides: dict[str, GuideRecord] = {}
+        for page in pages:
+            for guide in page.guides:
+                guides.setdefault(guide.url, guide)
         return list(guides.values())
+
+    async def _search_page(self, number: int) -> SearchPage:
+        offset = number * self._config.search_page_size
+        body = await self.client.search_page(offset=offset, limit=self._config.search_page_size)
+        page: SearchPage = await self._in_thread(
+            parse_search_page, body, f"guide search page at offset {offset}"
+        )
+        for problem in page.rejected:
+            _log.warning("search hit refused", extra={"problem": problem})
+        return page
 
     async def refresh_guide_list(self) -> list[GuideRecord]:
         """Read the list from the API and store it in the cache."""

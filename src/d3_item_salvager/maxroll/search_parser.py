@@ -18,6 +18,7 @@ class SearchPage:
     guides: tuple[GuideRecord, ...]
     hit_count: int
     rejected: tuple[str, ...] = ()
+    estimated_total: int | None = None
 
 
 def class_from_taxonomies(taxonomies: object) -> str | None:
@@ -80,4 +81,10 @@ def parse_search_page(body: bytes | str, document: str = "guide search page") ->
             rejected.append(f"hit {position} ({hit.get('permalink')}): {exc}")
             continue
         guides.setdefault(guide.url, guide)
-    return SearchPage(guides=tuple(guides.values()), hit_count=len(hits), rejected=tuple(rejected))
+    estimate = payload.get("estimatedTotalHits")
+    return SearchPage(
+        guides=tuple(guides.values()),
+        hit_count=len(hits),
+        rejected=tuple(rejected),
+        estimated_total=estimate if isinstance(estimate, int) and estimate >= 0 else None,
+    )

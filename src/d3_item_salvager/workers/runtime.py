@@ -110,6 +110,7 @@ class WorkerRuntime:
         self._background_task(self._measure_loop_lag())
         if self.freeze_gc:
             gc.freeze()
+            self._stack.callback(gc.unfreeze)  # hand the objects back to the collector on exit
         if not self.run_scheduler:
             self._stack.push_async_callback(self.runner.stop, 0)
             return
@@ -119,10 +120,13 @@ class WorkerRuntime:
         try:
             start_paused(scheduler)
         except DBAPIError as exc:
-            raise ConfigError(
-                f"scheduler.job_store_path = {str(self.config.scheduler.job_store_path)!r}: "
-                f"cannot load the job store ({exc.orig})"
-            ) from None
+            settings = self.config.scheduler
+            setting = (
+                "scheduler.job_store_url"
+                if settings.job_store_url
+                else f"scheduler.job_store_path = {str(settings.job_store_path)!r}"
+            )
+            raise ConfigError(f"{setting}: cannot load the job store ({exc.orig})") from None
         engine = await resolve(container.job_store_engine)
         worker = await resolve(container.worker_id)
         self.lease = SchedulerLease(engine, worker, self.config.scheduler.lease_seconds)

@@ -35,7 +35,7 @@ def pg_config(
 async def test_sync_is_exact_and_idempotent_on_postgres(
     tmp_path: Path, fake_maxroll: FakeMaxroll, postgres: PostgresDatabase
 ) -> None:
-    """First sync fills every row; the second changes nothing; a changed guide re-syncs alone."""
+    """Exact first sync, no-op second, a changed guide re-synced alone, a vanished one removed."""
     config = pg_config(tmp_path, fake_maxroll, postgres)
     async with WorkerRuntime(config, run_scheduler=False) as runtime:
         service: BuildGuideService = await resolve(runtime.container.build_guide_service)
@@ -46,13 +46,18 @@ async def test_sync_is_exact_and_idempotent_on_postgres(
         touch_guide(fake_maxroll.site.guides[0])
         fake_maxroll.reset_log()
         third = await service.prepare_database()
-    assert first.guides_processed == len(fake_maxroll.site.guides)
+        fake_maxroll.site.guides.pop()
+        fourth = await service.prepare_database()
+    assert fourth.guides_removed == 1
+    assert first.guides_processed == len(fake_maxroll.site.guides) + 1
     assert (second.guides_processed, second.builds_created, second.usages_created) == (0, 0, 0)
     assert third.guides_processed == 1
     assert fake_maxroll.count(GUIDE_PREFIX) == 1
     with postgres.connect() as connection:
-        assert rows_from(connection) == expected_rows(fake_maxroll.site)
+        stored, expected = rows_from(connection), expected_rows(fake_maxroll.site)
         [(version,)] = connection.execute("SELECT value FROM schema_meta")
+    for table in ("guides", "builds", "item_usages"):
+        assert stored[table] == expected[table]
     assert version == "1"
 
 

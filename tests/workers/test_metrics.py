@@ -18,7 +18,7 @@ from d3_item_salvager.workers.runtime import WorkerRuntime
 from d3_item_salvager.workers.status import health_problems
 from tests.conftest import make_config
 from tests.fake_maxroll import FakeMaxroll
-from tests.processes import run_cli
+from tests.processes import WorkerProcess, run_cli
 from tests.workers.test_cli import cli_config
 
 
@@ -142,3 +142,26 @@ async def test_status_check_exit_codes(tmp_path: Path, fake_maxroll: FakeMaxroll
     assert code == 1
     assert '"healthy": false' in stdout
     assert "cleanup_logs: last run failed: disk full" in stdout
+
+
+@pytest.mark.slow
+async def test_run_scheduler_serves_metrics(tmp_path: Path, fake_maxroll: FakeMaxroll) -> None:
+    """A real run-scheduler process with metrics.port set answers Prometheus scrapes."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    config = cli_config(tmp_path, fake_maxroll, cleanup_logs={"interval_minutes": 60})
+    with config.open("a", encoding="utf-8") as handle:
+        handle.write(f"\n[metrics]\nport = {port}\n")
+    worker = await WorkerProcess.start("run-scheduler", "--config", str(config), cwd=tmp_path)
+    try:
+        await worker.wait_for("serving metrics")
+        await worker.wait_for("scheduler started")
+        async with httpx.AsyncClient() as client:
+            response = await client.get(f"http://127.0.0.1:{port}/metrics")
+        assert await worker.stop() == 0
+    finally:
+        await worker.kill()
+    values = samples(response.text)
+    assert values[("d3is_scheduler_lease_held", ())] == 1
+    assert (("d3is_job_next_run_timestamp_seconds", (("job", "cleanup_logs"),))) in values

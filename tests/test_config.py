@@ -149,3 +149,12 @@ def test_missing_token_is_a_clear_error_and_token_never_echoed(
         load_config().maxroll.require_bearer_token()
     monkeypatch.setenv("D3IS_MAXROLL__BEARER_TOKEN", "s3cret-value")
     assert "s3cret-value" not in repr(load_config())
+
+
+def test_database_password_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A bad database URL is shown with its password masked."""
+    monkeypatch.setenv("D3IS_DATABASE__URL", "postgresql://app:hunter2@db/idx")
+    with pytest.raises(ConfigError) as caught:
+        load_config()
+    assert "hunter2" not in str(caught.value)
+    assert "postgresql://app:***@db/idx" in str(caught.value)

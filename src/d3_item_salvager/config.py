@@ -8,6 +8,7 @@ module that reads `os.environ`.
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -282,6 +283,9 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
 
 
+_URL_PASSWORD = re.compile(r"(://[^/:@]*:)[^/@]*@")
+
+
 def _describe(error: Any) -> str:
     where = ".".join(str(part) for part in error["loc"])
     message = error["msg"].removeprefix("Value error, ")
@@ -289,7 +293,10 @@ def _describe(error: Any) -> str:
         return f"{where}: unknown setting"
     if "bearer_token" in where:
         return f"{where}: {message}"  # never echo a secret
-    return f"{where} = {error['input']!r}: {message}"
+    shown = repr(error["input"])
+    if where.endswith("url"):
+        shown = _URL_PASSWORD.sub(r"\1***@", shown)  # a database password stays out of errors
+    return f"{where} = {shown}: {message}"
 
 
 def load_config(config_file: Path | None = None) -> AppConfig:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
@@ -40,13 +41,25 @@ def clock() -> FakeClock:
     return FakeClock()
 
 
+@asynccontextmanager
+async def open_gateway(
+    config: AppConfig, clock: FakeClock | None = None
+) -> AsyncIterator[MaxrollGateway]:
+    """A gateway on its own client for `config`, closed after the block."""
+    async with build_http_client(config.maxroll) as http:
+        yield MaxrollGateway(
+            MaxrollClient(http, config.maxroll),
+            config.maxroll,
+            config.cache,
+            anyio.CapacityLimiter(2),
+            clock=clock or FakeClock(),
+        )
+
+
 @pytest.fixture
 async def gateway(live_config: AppConfig, clock: FakeClock) -> AsyncIterator[MaxrollGateway]:
-    async with build_http_client(live_config.maxroll) as http:
-        client = MaxrollClient(http, live_config.maxroll)
-        yield MaxrollGateway(
-            client, live_config.maxroll, live_config.cache, anyio.CapacityLimiter(2), clock=clock
-        )
+    async with open_gateway(live_config, clock) as gateway:
+        yield gateway
 
 
 async def test_search_follows_pages_until_a_short_one(
@@ -68,13 +81,7 @@ async def test_search_page_cap(tmp_path: Path, fake_maxroll: FakeMaxroll) -> Non
         tmp_path,
         maxroll=fake_maxroll.config_values() | {"search_page_size": 2, "search_max_pages": 1},
     )
-    async with build_http_client(config.maxroll) as http:
-        gateway = MaxrollGateway(
-            MaxrollClient(http, config.maxroll),
-            config.maxroll,
-            config.cache,
-            anyio.CapacityLimiter(1),
-        )
+    async with open_gateway(config) as gateway:
         guides = await gateway.search_guides()
     assert len(guides) == 1
     assert fake_maxroll.count("/indexes") == 1
@@ -180,13 +187,7 @@ async def test_search_pages_whatever_the_estimate_says(
             tmp_path,
             maxroll=fake.config_values() | {"search_page_size": 7, "search_max_pages": max_pages},
         )
-        async with build_http_client(config.maxroll) as http:
-            gateway = MaxrollGateway(
-                MaxrollClient(http, config.maxroll),
-                config.maxroll,
-                config.cache,
-                anyio.CapacityLimiter(2),
-            )
+        async with open_gateway(config) as gateway:
             guides = await gateway.search_guides()
         pages = fake.count("/indexes")
     assert [g.url for g in guides] == [g.permalink for g in site.guides]

@@ -104,10 +104,15 @@ class DocumentCache:
         write_atomically(meta_path, json.dumps(meta).encode())
 
     def touch(self, namespace: str, url: str, fetched_at: float) -> None:
-        """Mark a cached document as confirmed fresh (after a 304)."""
-        cached = self.get(namespace, url)
-        if cached is not None:
-            self.put(namespace, url, cached.body, cached.validators, fetched_at)
+        """Mark a cached document as confirmed fresh (after a 304): only its metadata is rewritten."""
+        _body_path, meta_path = self._paths(namespace, url)
+        try:
+            meta = json.loads(meta_path.read_bytes())
+        except (OSError, ValueError):
+            return  # nothing sound to renew; the next read discards and refetches it
+        if isinstance(meta, dict):
+            meta["fetched_at"] = fetched_at
+            write_atomically(meta_path, json.dumps(meta).encode())
 
     def _discard(self, namespace: str, url: str, why: str) -> None:
         _log.warning("discarding corrupt cache entry", extra={"url": url, "reason": why})

@@ -15,6 +15,7 @@ from d3_item_salvager.container import Container, open_container
 from d3_item_salvager.logging_setup import LOGGER_NAME
 from tests.fake_maxroll import FakeMaxroll, serve
 from tests.fake_site import Site, build_site
+from tests.postgres_server import postgres  # noqa: F401 - a fixture, shared by every test folder
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ from d3_item_salvager.workers.runtime import WorkerRuntime
 from tests.conftest import make_config
 from tests.fake_maxroll import GUIDE_PREFIX, FakeMaxroll
 from tests.index_expectations import expected_rows, rows_from, touch_guide
-from tests.postgres.conftest import PostgresDatabase
+from tests.postgres_server import PostgresDatabase
 from tests.processes import WorkerProcess, write_config
 
 

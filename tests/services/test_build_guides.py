@@ -1,8 +1,8 @@
-"""BuildGuideService against the fake Maxroll and a real SQLite file."""
+"""BuildGuideService against the fake Maxroll, on a real SQLite file and on PostgreSQL."""
 
 from __future__ import annotations
 
-import sqlite3
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,13 +13,45 @@ from d3_item_salvager.errors import ConfigError
 from d3_item_salvager.services.build_guides import BuildGuideService
 from tests.conftest import make_config
 from tests.fake_maxroll import GUIDE_PREFIX, ITEM_DATA_PATH, PROFILE_PREFIX, FakeMaxroll, Fault
-from tests.index_expectations import dump_tables, expected_rows, stored_rows, touch_guide
+from tests.index_expectations import expected_rows, touch_guide
+from tests.index_reader import IndexReader
+
+BOOM_TRIGGER = {
+    "sqlite": [
+        (
+            "CREATE TRIGGER boom BEFORE INSERT ON item_usages WHEN NEW.item_id = 'Boom_Item' "
+            "BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+        )
+    ],
+    "postgresql": [
+        (
+            "CREATE FUNCTION boom() RETURNS trigger AS $$ BEGIN "
+            "RAISE EXCEPTION 'injected failure'; END $$ LANGUAGE plpgsql"
+        ),
+        (
+            "CREATE TRIGGER boom BEFORE INSERT ON item_usages FOR EACH ROW "
+            "WHEN (NEW.item_id = 'Boom_Item') EXECUTE FUNCTION boom()"
+        ),
+    ],
+}
 
 
-def database_path(config: AppConfig) -> Path:
-    path = config.database.sqlite_path
-    assert path is not None
-    return path
+@pytest.fixture(params=["sqlite", "postgresql"])
+def live_config(
+    request: pytest.FixtureRequest, tmp_path: Path, fake_maxroll: FakeMaxroll
+) -> AppConfig:
+    """The fake Maxroll's config, with the index on SQLite or on PostgreSQL."""
+    database = {}
+    if request.param == "postgresql":
+        database = {"url": request.getfixturevalue("postgres").asyncpg_url}
+    return make_config(tmp_path, maxroll=fake_maxroll.config_values(), database=database)
+
+
+@pytest.fixture
+def index(live_config: AppConfig) -> Iterator[IndexReader]:
+    reader = IndexReader(live_config)
+    yield reader
+    reader.close()
 
 
 @pytest.fixture
@@ -29,13 +61,13 @@ async def service(live_container: Container) -> BuildGuideService:
 
 
 async def test_first_sync_fills_the_index_exactly(
-    service: BuildGuideService, fake_maxroll: FakeMaxroll, live_config: AppConfig
+    service: BuildGuideService, fake_maxroll: FakeMaxroll, index: IndexReader
 ) -> None:
     """Every guide, build, usage and item row is what the site implies, and nothing else."""
     summary = await service.prepare_database()
     site = fake_maxroll.site
     expected = expected_rows(site)
-    assert stored_rows(database_path(live_config)) == expected
+    assert index.rows() == expected
     assert summary.guides_seen == summary.guides_processed == len(site.guides)
     assert (summary.guides_skipped, summary.guides_failed, summary.guides_removed) == (0, 0, 0)
     assert summary.builds_created == len(expected["builds"])
@@ -49,14 +81,14 @@ async def test_first_sync_fills_the_index_exactly(
 
 
 async def test_second_sync_is_a_no_op_without_page_or_profile_requests(
-    service: BuildGuideService, fake_maxroll: FakeMaxroll, live_config: AppConfig
+    service: BuildGuideService, fake_maxroll: FakeMaxroll, index: IndexReader
 ) -> None:
     """Unchanged guides are skipped: only the search is asked, and no row changes."""
     await service.prepare_database()
-    before = dump_tables(database_path(live_config))
+    before = index.dump()
     fake_maxroll.reset_log()
     summary = await service.prepare_database()
-    assert dump_tables(database_path(live_config)) == before
+    assert index.dump() == before
     assert fake_maxroll.count(GUIDE_PREFIX) == fake_maxroll.count(PROFILE_PREFIX) == 0
     assert fake_maxroll.count(ITEM_DATA_PATH) == 0
     assert set(fake_maxroll.paths()) == {"/indexes/wp_posts_1/search"}
@@ -70,7 +102,7 @@ async def test_second_sync_is_a_no_op_without_page_or_profile_requests(
 
 
 async def test_changed_guide_is_resynced_alone(
-    service: BuildGuideService, fake_maxroll: FakeMaxroll, live_config: AppConfig
+    service: BuildGuideService, fake_maxroll: FakeMaxroll, index: IndexReader
 ) -> None:
     """A new modified time re-reads that guide only; a changed profile updates its rows."""
     await service.prepare_database()
@@ -89,11 +121,14 @@ async def test_changed_guide_is_resynced_alone(
     )
     assert (summary.guides_processed, summary.guides_skipped) == (1, len(site.guides) - 1)
     assert (summary.builds_updated, summary.builds_removed) == (1, 1)
-    assert stored_rows(database_path(live_config)) == expected_rows(site)
+    assert index.rows() == expected_rows(site)
 
 
 async def test_vanished_guide_is_removed_with_its_builds(
-    service: BuildGuideService, fake_maxroll: FakeMaxroll, live_config: AppConfig
+    service: BuildGuideService,
+    fake_maxroll: FakeMaxroll,
+    live_config: AppConfig,
+    index: IndexReader,
 ) -> None:
     """A guide no longer listed is deleted with its builds and usages, and reported."""
     await service.prepare_database()
@@ -101,43 +136,35 @@ async def test_vanished_guide_is_removed_with_its_builds(
     summary = await service.prepare_database()
     assert summary.guides_removed == 1
     assert summary.builds_removed > 0
-    stored, expected = stored_rows(database_path(live_config)), expected_rows(fake_maxroll.site)
+    stored, expected = index.rows(), expected_rows(fake_maxroll.site)
     for table in ("guides", "builds", "item_usages"):
         assert stored[table] == expected[table]
     assert stored["items"] >= expected["items"]  # item records outlive the guides using them
-    with sqlite3.connect(database_path(live_config)) as connection:
-        assert (
-            connection.execute("SELECT 1 FROM guides WHERE id = ?", (gone.guide_id,)).fetchall()
-            == []
-        )
+    assert index.query("SELECT 1 FROM guides WHERE id = :id", id=gone.guide_id) == []
 
 
 async def test_shared_planner_is_fetched_once(
-    service: BuildGuideService, fake_maxroll: FakeMaxroll, live_config: AppConfig
+    service: BuildGuideService, fake_maxroll: FakeMaxroll, index: IndexReader
 ) -> None:
     """Two guides recommending the same planner cause one profile request."""
     first, second = fake_maxroll.site.guides[:2]
     second.variant_planners = [first.variant_planners[0], *second.variant_planners]
     await service.prepare_database()
     assert fake_maxroll.count(PROFILE_PREFIX + first.variant_planners[0]) == 1
-    assert stored_rows(database_path(live_config)) == expected_rows(fake_maxroll.site)
+    assert index.rows() == expected_rows(fake_maxroll.site)
 
 
 async def test_failure_mid_guide_rolls_back_that_guide_only(
-    service: BuildGuideService, fake_maxroll: FakeMaxroll, live_config: AppConfig
+    service: BuildGuideService, fake_maxroll: FakeMaxroll, index: IndexReader
 ) -> None:
     """A write that fails half-way leaves the guide's previous rows; other guides still sync."""
     await service.prepare_database()
     site = fake_maxroll.site
-    before = stored_rows(database_path(live_config))
+    before = index.rows()
     bad, good = site.guides[1], site.guides[3]
-    with sqlite3.connect(database_path(live_config)) as connection:
-        # A real mid-transaction failure: the guide row and builds are written, then a usage
-        # insert aborts.
-        connection.execute(
-            "CREATE TRIGGER boom BEFORE INSERT ON item_usages "
-            "WHEN NEW.item_id = 'Boom_Item' BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
-        )
+    # A real mid-transaction failure: the guide row and builds are written, then a usage
+    # insert aborts.
+    index.execute(*BOOM_TRIGGER[index.dialect])
     for guide in (bad, good):
         touch_guide(guide)
         site.planners[guide.variant_planners[0]].profiles.append(
@@ -150,7 +177,7 @@ async def test_failure_mid_guide_rolls_back_that_guide_only(
     assert summary.failures[0].url == bad.permalink
     assert "injected failure" in summary.failures[0].error
     assert summary.guides_processed == 1
-    after = stored_rows(database_path(live_config))
+    after = index.rows()
     for table in after:
         bad_before = {row for row in before[table] if row[0] in (bad.guide_id, bad.permalink)}
         bad_after = {row for row in after[table] if row[0] in (bad.guide_id, bad.permalink)}
@@ -159,19 +186,19 @@ async def test_failure_mid_guide_rolls_back_that_guide_only(
 
 
 async def test_permanent_fetch_failure_keeps_previous_rows(
-    service: BuildGuideService, fake_maxroll: FakeMaxroll, live_config: AppConfig
+    service: BuildGuideService, fake_maxroll: FakeMaxroll, index: IndexReader
 ) -> None:
     """A guide whose planner is gone (404) fails alone and keeps what it had; retried next run."""
     await service.prepare_database()
     site = fake_maxroll.site
-    before = stored_rows(database_path(live_config))
+    before = index.rows()
     guide = site.guides[0]
     touch_guide(guide)
     site.planners.pop(guide.variant_planners[1])
     summary = await service.prepare_database()
     assert (summary.guides_failed, summary.guides_processed) == (1, 0)
     assert not summary.has_transient_failures
-    assert stored_rows(database_path(live_config))["builds"] == before["builds"]
+    assert index.rows()["builds"] == before["builds"]
     fake_maxroll.reset_log()
     again = await service.prepare_database()
     assert again.guides_failed == 1  # not marked synced: tried again, still failing
@@ -179,7 +206,7 @@ async def test_permanent_fetch_failure_keeps_previous_rows(
 
 
 async def test_unknown_item_ids_become_placeholders(
-    service: BuildGuideService, fake_maxroll: FakeMaxroll, live_config: AppConfig
+    service: BuildGuideService, fake_maxroll: FakeMaxroll, index: IndexReader
 ) -> None:
     """An id missing from the catalog is kept as a usage of a placeholder item and counted."""
     site = fake_maxroll.site
@@ -188,40 +215,37 @@ async def test_unknown_item_ids_become_placeholders(
     }
     summary = await service.prepare_database()
     assert summary.unknown_items == 1
-    with sqlite3.connect(database_path(live_config)) as connection:
-        item = connection.execute("SELECT * FROM items WHERE id = 'Mystery_Item_p9'").fetchone()
-        usages = connection.execute(
-            "SELECT slot, context FROM item_usages WHERE item_id = 'Mystery_Item_p9'"
-        ).fetchall()
+    [item] = index.query("SELECT * FROM items WHERE id = 'Mystery_Item_p9'")
+    usages = index.query("SELECT slot, context FROM item_usages WHERE item_id = 'Mystery_Item_p9'")
     assert item == ("Mystery_Item_p9", "Mystery_Item_p9", None, "unknown", None)
     assert usages == [("neck", "main")]
 
 
 async def test_search_outage_falls_back_to_the_cached_list(
-    service: BuildGuideService, fake_maxroll: FakeMaxroll, live_config: AppConfig
+    service: BuildGuideService, fake_maxroll: FakeMaxroll, index: IndexReader
 ) -> None:
     """With the search API down, the last cached list is used and nothing is removed."""
     await service.prepare_database()
-    before = dump_tables(database_path(live_config))
+    before = index.dump()
     fake_maxroll.fail("/indexes/wp_posts_1/search", *[Fault(status=503)] * 10)
     summary = await service.prepare_database()
     assert summary.guide_list_source == "cache"
     assert summary.guides_skipped == len(fake_maxroll.site.guides)
-    assert dump_tables(database_path(live_config)) == before
+    assert index.dump() == before
 
 
 async def test_force_refresh_refetches_everything_unconditionally(
-    service: BuildGuideService, fake_maxroll: FakeMaxroll, live_config: AppConfig
+    service: BuildGuideService, fake_maxroll: FakeMaxroll, index: IndexReader
 ) -> None:
     """force_refresh reads every page and profile again, with full downloads, changing nothing."""
     await service.prepare_database()
-    before = stored_rows(database_path(live_config))
+    before = index.rows()
     fake_maxroll.reset_log()
     summary = await service.prepare_database(force_refresh=True)
     assert fake_maxroll.count(GUIDE_PREFIX, status=200) == len(fake_maxroll.site.guides)
     assert fake_maxroll.count(PROFILE_PREFIX, status=304) == 0
     assert summary.builds_created == summary.usages_created == 0
-    assert stored_rows(database_path(live_config)) == before
+    assert index.rows() == before
 
 
 async def test_fetch_guides_uses_the_fresh_cache(

@@ -1,5 +1,7 @@
 """PostgreSQL for the tests: a fresh database per test on the server named by TEST_POSTGRES_URL.
 
+The `postgres` fixture is registered in tests/conftest.py.
+
 `.ci/run` starts a throw-away server and sets the variable. Elsewhere these tests skip and say how
 to enable them.
 """

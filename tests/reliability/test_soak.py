@@ -25,7 +25,11 @@ def resources() -> tuple[int, int, int]:
 
 @pytest.mark.slow
 async def test_thousand_scheduled_runs_leave_resources_flat(tmp_path: Path) -> None:
-    """After warm-up: open files stay equal, threads within the pool's churn, RSS under 10 MB."""
+    """After warm-up, 700 more runs leave open files, threads and RSS within small fixed bounds.
+
+    Connection and thread pools may still open a few more under a busy machine; a leak of even
+    one file or thread per run would exceed the bounds hundreds of times over.
+    """
     config = make_config(
         tmp_path,
         scheduler={
@@ -45,7 +49,6 @@ async def test_thousand_scheduled_runs_leave_resources_flat(tmp_path: Path) -> N
     outcomes = {run.outcome for run in runs}
     assert outcomes <= {"success", "skipped"}
     assert sum(run.outcome == "success" for run in runs) >= RUNS // 2
-    assert fds_after <= fds_before
-    # anyio's worker threads come and go (idle ones expire); a leak would grow without bound.
-    assert threads_after <= threads_before + 2
+    assert fds_after <= fds_before + 6  # two more pooled SQLite connections (db, -wal, -shm)
+    assert threads_after <= threads_before + 2  # anyio worker threads come and go
     assert rss_after - rss_before < 10 * 1024 * 1024

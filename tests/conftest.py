@@ -15,6 +15,7 @@ from d3_item_salvager.container import Container, open_container
 from d3_item_salvager.logging_setup import LOGGER_NAME
 from tests.fake_maxroll import FakeMaxroll, serve
 from tests.fake_site import Site, build_site
+from tests.index_reader import IndexReader
 from tests.postgres_server import postgres  # noqa: F401 - a fixture, shared by every test folder
 
 
@@ -97,3 +98,25 @@ async def live_container(live_config: AppConfig) -> AsyncIterator[Container]:
     """A container wired to the fake Maxroll, resources open."""
     async with open_container(live_config) as container:
         yield container
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def any_backend_config(
+    request: pytest.FixtureRequest, tmp_path: Path, fake_maxroll: FakeMaxroll
+) -> AppConfig:
+    """The fake Maxroll's config with the index on SQLite, then on PostgreSQL (when available).
+
+    A test module opts in with `live_config = any_backend_config` style overrides.
+    """
+    database: dict[str, Any] = {}
+    if request.param == "postgresql":
+        database = {"url": request.getfixturevalue("postgres").asyncpg_url}
+    return make_config(tmp_path, maxroll=fake_maxroll.config_values(), database=database)
+
+
+@pytest.fixture
+def index(any_backend_config: AppConfig) -> Iterator[IndexReader]:
+    """Reads the index of `any_backend_config`, whichever database it is."""
+    reader = IndexReader(any_backend_config)
+    yield reader
+    reader.close()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import sqlite3
 from pathlib import Path
 
 import pytest
@@ -21,6 +20,7 @@ from tests.fake_maxroll import (
 )
 from tests.fake_site import build_site
 from tests.index_expectations import expected_rows, stored_rows, touch_guide
+from tests.index_reader import IndexReader
 
 
 async def sync(config: AppConfig, force_refresh: bool = False) -> SyncSummary:
@@ -67,12 +67,17 @@ async def test_thirty_percent_transient_faults_give_the_clean_index(tmp_path: Pa
     ],
 )
 async def test_permanent_faults_fail_one_guide_and_keep_its_rows(
-    live_config: AppConfig, fake_maxroll: FakeMaxroll, where: str, fault: Fault, error: str
+    any_backend_config: AppConfig,
+    index: IndexReader,
+    fake_maxroll: FakeMaxroll,
+    where: str,
+    fault: Fault,
+    error: str,
 ) -> None:
     """The broken guide is reported failed with the reason and keeps its rows; others sync."""
-    await sync(live_config)
+    await sync(any_backend_config)
     site = fake_maxroll.site
-    before = stored_rows(index_file(live_config))
+    before = index.rows()
     broken, fine = site.guides[1], site.guides[2]
     touch_guide(broken)
     touch_guide(fine)
@@ -83,19 +88,18 @@ async def test_permanent_faults_fail_one_guide_and_keep_its_rows(
         else PROFILE_PREFIX + broken.variant_planners[0]
     )
     fake_maxroll.fail(path, fault)
-    summary = await sync(live_config)
+    summary = await sync(any_backend_config)
     assert (summary.guides_failed, summary.guides_processed) == (1, 1)
     assert summary.failures[0].url == broken.permalink
     assert error in summary.failures[0].error
     assert not summary.has_transient_failures
-    after = stored_rows(index_file(live_config))
+    after = index.rows()
     assert {b for b in after["builds"] if b[0] == broken.guide_id} == {
         b for b in before["builds"] if b[0] == broken.guide_id
     }
-    with sqlite3.connect(index_file(live_config)) as connection:
-        [(modified,)] = connection.execute(
-            "SELECT modified_unix FROM guides WHERE id = ?", (broken.guide_id,)
-        )
+    [(modified,)] = index.query(
+        "SELECT modified_unix FROM guides WHERE id = :id", id=broken.guide_id
+    )
     assert modified == broken.modified_unix - 100  # still the last good sync's time
     assert (fine.guide_id, fine.variant_planners[0], 0, "Renamed", fine.class_name) in after[
         "builds"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,22 +35,10 @@ BOOM_TRIGGER = {
 }
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def live_config(
-    request: pytest.FixtureRequest, tmp_path: Path, fake_maxroll: FakeMaxroll
-) -> AppConfig:
-    """The fake Maxroll's config, with the index on SQLite or on PostgreSQL."""
-    database = {}
-    if request.param == "postgresql":
-        database = {"url": request.getfixturevalue("postgres").asyncpg_url}
-    return make_config(tmp_path, maxroll=fake_maxroll.config_values(), database=database)
-
-
 @pytest.fixture
-def index(live_config: AppConfig) -> Iterator[IndexReader]:
-    reader = IndexReader(live_config)
-    yield reader
-    reader.close()
+def live_config(any_backend_config: AppConfig) -> AppConfig:
+    """Every test here runs with the index on SQLite and on PostgreSQL."""
+    return any_backend_config
 
 
 @pytest.fixture

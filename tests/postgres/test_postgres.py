@@ -65,7 +65,8 @@ async def test_run_history_and_lease_on_postgres(
     tmp_path: Path, fake_maxroll: FakeMaxroll, postgres: PostgresDatabase
 ) -> None:
     """Runs are recorded in the PostgreSQL job store; one runtime leads, the other takes over."""
-    config = pg_config(tmp_path, fake_maxroll, postgres, lease_seconds=0.3)
+    # Long enough that a busy machine never lets the lease lapse; a clean stop releases it.
+    config = pg_config(tmp_path, fake_maxroll, postgres, lease_seconds=2)
     async with AsyncExitStack() as stack:
         first = await stack.enter_async_context(WorkerRuntime(config))
         second = await stack.enter_async_context(WorkerRuntime(config))

@@ -74,7 +74,8 @@ async def test_second_runtime_on_the_same_store_stands_by_then_takes_over(
     tmp_path: Path,
 ) -> None:
     """Only one runtime holds the lease; when it stops, the standby takes over."""
-    config = make_config(tmp_path, scheduler={"lease_seconds": 0.3})
+    # Long enough that a busy machine never lets the lease lapse; a clean stop releases it.
+    config = make_config(tmp_path, scheduler={"lease_seconds": 2})
     async with AsyncExitStack() as stack:
         first = await stack.enter_async_context(WorkerRuntime(config))
         assert first.is_leader

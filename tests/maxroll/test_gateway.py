@@ -193,3 +193,17 @@ async def test_search_pages_whatever_the_estimate_says(
     assert [g.url for g in guides] == [g.permalink for g in site.guides]
     expected_pages = {10: 9, 1000: 20, None: 9}[estimate]  # 60 hits, 7 a page
     assert pages == expected_pages
+
+
+async def test_failed_guide_list_refresh_keeps_the_cached_list(
+    gateway: MaxrollGateway, fake_maxroll: FakeMaxroll, live_config: AppConfig
+) -> None:
+    """A refresh that fails raises and leaves the previous cached list untouched."""
+    guides = await gateway.refresh_guide_list()
+    before = gateway.guide_list_cache.path.read_bytes()
+    attempts = live_config.maxroll.retry_attempts
+    fake_maxroll.fail("/indexes/wp_posts_1/search", *[Fault(status=503)] * attempts)
+    with pytest.raises(TransientFetchError):
+        await gateway.refresh_guide_list()
+    assert gateway.guide_list_cache.path.read_bytes() == before
+    assert await gateway.cached_guide_list(max_age_seconds=None) == guides

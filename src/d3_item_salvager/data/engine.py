@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from d3_item_salvager.config import DatabaseConfig
+from d3_item_salvager.data.dialects import create_sqlite_engine
 from d3_item_salvager.data.schema import ensure_schema
-from d3_item_salvager.data.sqlite import create_sqlite_engine
 
 
 async def index_engine_resource(config: DatabaseConfig) -> AsyncIterator[AsyncEngine]:

@@ -22,7 +22,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from d3_item_salvager.data.sqlite import create_tables, insert_ignoring_conflicts
+from d3_item_salvager.data.dialects import create_tables, insert_ignoring_conflicts
 from d3_item_salvager.errors import IndexDatabaseError
 
 SCHEMA_VERSION = 1

@@ -18,7 +18,7 @@ from sqlalchemy import Column, Engine, Float, Integer, MetaData, Table, Text, cr
 from sqlalchemy.exc import DBAPIError
 
 from d3_item_salvager.config import SchedulerConfig
-from d3_item_salvager.data.sqlite import lost_schema_race, sqlite_pragmas
+from d3_item_salvager.data.dialects import retry_schema_race, sqlite_pragmas
 from d3_item_salvager.errors import ConfigError
 
 BUSY_TIMEOUT_SECONDS = 30.0
@@ -89,15 +89,12 @@ def _open_job_store(config: SchedulerConfig) -> Engine:
     url = sync_job_store_url(config)
     engine = create_engine(url, **engine_options(url))
     install_sqlite_pragmas(engine)
-    for attempt in range(5):
-        try:
-            metadata.create_all(engine)
-            return engine
-        except DBAPIError as exc:
-            if attempt == 4 or not lost_schema_race(exc):
-                engine.dispose()
-                raise
-    raise AssertionError("unreachable")  # pragma: no cover
+    try:
+        retry_schema_race(lambda: metadata.create_all(engine))
+    except DBAPIError:
+        engine.dispose()
+        raise
+    return engine
 
 
 async def job_store_engine_resource(config: SchedulerConfig) -> AsyncIterator[Engine]:

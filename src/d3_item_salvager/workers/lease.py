@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import anyio.to_thread
 from sqlalchemy import Connection, Engine, and_, delete, or_, select, update
 
-from d3_item_salvager.data.sqlite import insert_ignoring_conflicts
+from d3_item_salvager.data.dialects import insert_ignoring_conflicts
 from d3_item_salvager.workers.job_store_db import scheduler_lease
 
 LEASE_NAME = "scheduler"

@@ -27,10 +27,9 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy.exc import DBAPIError
 
 from d3_item_salvager.config import AppConfig
-from d3_item_salvager.data.sqlite import lost_schema_race
+from d3_item_salvager.data.dialects import retry_schema_race
 from d3_item_salvager.logging_setup import get_logger
 from d3_item_salvager.workers.job_runner import JobRunner, base_job_id, retry_job_id
 from d3_item_salvager.workers.job_store_db import (
@@ -86,15 +85,9 @@ def build_scheduler(config: AppConfig, runner: JobRunner | None = None) -> Async
     return scheduler
 
 
-def start_paused(scheduler: AsyncIOScheduler, attempts: int = 5) -> None:
+def start_paused(scheduler: AsyncIOScheduler) -> None:
     """Start the scheduler paused; tolerates another process creating the jobs table meanwhile."""
-    for attempt in range(attempts):
-        try:
-            scheduler.start(paused=True)
-            return
-        except DBAPIError as exc:
-            if attempt == attempts - 1 or not lost_schema_race(exc):
-                raise
+    retry_schema_race(lambda: scheduler.start(paused=True))
 
 
 def _history_listener(runner: JobRunner) -> Any:

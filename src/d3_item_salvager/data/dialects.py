@@ -1,18 +1,21 @@
-"""Engines shared by the index and the job store: SQLite pragmas, creation, schema races.
+"""Database helpers shared by the index and the job store, for SQLite and PostgreSQL.
 
-Despite the name, the helpers at the end serve PostgreSQL too: inserts that ignore conflicts and
-the detection of a lost race to create the same table.
+SQLite engines with their pragmas, inserts that ignore conflicts, and tolerance of the race when
+several processes create the same tables at once.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from sqlalchemy import MetaData, Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import Insert
+
+T = TypeVar("T")
 
 
 def sqlite_pragmas(busy_timeout_seconds: float) -> Any:
@@ -38,6 +41,17 @@ def lost_schema_race(error: DBAPIError) -> bool:
         marker in text
         for marker in ("already exists", "unique constraint failed", "duplicate key value")
     )
+
+
+def retry_schema_race(action: Callable[[], T], attempts: int = 5) -> T:
+    """Run a synchronous schema-creating `action`, again if another process won the race."""
+    for attempt in range(attempts):
+        try:
+            return action()
+        except DBAPIError as exc:
+            if attempt == attempts - 1 or not lost_schema_race(exc):
+                raise
+    raise AssertionError("unreachable")  # pragma: no cover
 
 
 def insert_ignoring_conflicts(table: Table, dialect_name: str) -> Insert:

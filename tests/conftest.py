@@ -13,8 +13,8 @@ import pytest
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.container import Container, open_container
 from d3_item_salvager.logging_setup import LOGGER_NAME
-from tests.fake_maxroll import FakeMaxroll, serve
-from tests.fake_site import Site, build_site
+from d3_item_salvager.testing.fake_maxroll import FakeMaxroll, serve
+from d3_item_salvager.testing.fake_site import Site, build_site
 from tests.index_reader import IndexReader
 from tests.postgres_server import postgres  # noqa: F401 - a fixture, shared by every test folder
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
-from tests.fake_site import Site
+from d3_item_salvager.testing.fake_site import Site
 
 SEARCH_PATH = "/indexes/wp_posts_1/search"
 PROFILE_PREFIX = "/profiles/load/d3/"

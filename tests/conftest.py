@@ -62,6 +62,19 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> AppConfig:
     return load_config(overrides=base, environment=False, home=tmp_path)
 
 
+def with_interval_seconds(config: AppConfig, job_id: str, seconds: float) -> AppConfig:
+    """`config` with one job's interval set to `seconds`, even below the 1-second minimum.
+
+    Operators may not configure intervals under a second; soak tests and benchmarks need
+    thousands of runs quickly, so they bypass validation here on purpose (model_copy does not
+    validate).
+    """
+    jobs = config.scheduler.jobs
+    job = getattr(jobs, job_id).model_copy(update={"interval_minutes": seconds / 60})
+    scheduler = config.scheduler.model_copy(update={"jobs": jobs.model_copy(update={job_id: job})})
+    return config.model_copy(update={"scheduler": scheduler})
+
+
 @pytest.fixture
 def config(tmp_path: Path) -> AppConfig:
     """A default test config rooted in tmp_path."""

@@ -47,8 +47,16 @@ _SQLITE_PREFIX = "sqlite+aiosqlite://"
 _POSTGRES_ASYNC_PREFIX = "postgresql+asyncpg://"
 _JOB_STORE_PREFIXES = ("sqlite:///", "postgresql+psycopg://")
 
+# Variables with the prefix that are not settings themselves.
+_OTHER_ENV_VARIABLES = frozenset({CONFIG_FILE_ENV, f"{ENV_PREFIX}HOME"})
+
 PositiveFloat = Annotated[float, Field(gt=0)]
 PositiveInt = Annotated[int, Field(gt=0)]
+
+# A job's interval: at least a second (the scheduler cannot honour less, and a typo such as 0.0001
+# would run a job thousands of times an hour), at most a year (a larger one is surely a typo).
+MIN_INTERVAL_MINUTES = 1 / 60
+MAX_INTERVAL_MINUTES = 365 * 24 * 60
 
 
 def _require_http_url(value: str) -> str:
@@ -177,6 +185,16 @@ class JobConfig(_Section):
     timeout_minutes: PositiveFloat = 60.0
     max_retries: Annotated[int, Field(ge=0, le=10)] = 2
     retry_backoff_seconds: Annotated[float, Field(ge=0)] = 60.0
+
+    @field_validator("interval_minutes")
+    @classmethod
+    def _bounded_interval(cls, value: float) -> float:
+        if not MIN_INTERVAL_MINUTES <= value <= MAX_INTERVAL_MINUTES:
+            raise ValueError(
+                f"must be at least 1 second ({MIN_INTERVAL_MINUTES:.4f} minutes) and at most "
+                f"a year ({MAX_INTERVAL_MINUTES} minutes)"
+            )
+        return value
 
 
 class ScrapeGuidesJobConfig(JobConfig):
@@ -352,6 +370,30 @@ def _describe(error: Any) -> str:
     return f"{where} = {shown}: {message}"
 
 
+def _check_environment() -> None:
+    """Refuse a `D3IS_` variable that names no setting (a nested typo is refused by pydantic).
+
+    pydantic-settings silently ignores an unknown top-level variable such as `D3IS_DATABASE_URL`
+    (meant: `D3IS_DATABASE__URL`), which would leave the default in force without a word.
+    """
+    sections = set(AppConfig.model_fields)
+    unknown = []
+    for name in sorted(os.environ):
+        upper = name.upper()
+        if not upper.startswith(ENV_PREFIX) or upper in _OTHER_ENV_VARIABLES:
+            continue
+        section = upper.removeprefix(ENV_PREFIX).split("__", 1)[0].lower()
+        if section not in sections:
+            unknown.append(name)
+    if unknown:
+        named = ", ".join(unknown)
+        raise ConfigError(
+            f"environment variable {named} names no setting: settings are "
+            f"{ENV_PREFIX}SECTION__NAME with a section among {', '.join(sorted(sections))} "
+            f"(e.g. {ENV_PREFIX}DATABASE__URL)"
+        )
+
+
 def _merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
     """base updated by extra, nested dicts merged key by key."""
     merged = dict(base)
@@ -398,6 +440,8 @@ def load_config(
     Raises:
         ConfigError: naming every invalid setting and its value.
     """
+    if environment:
+        _check_environment()
     if config_file is None and environment and os.environ.get(CONFIG_FILE_ENV):
         config_file = Path(os.environ[CONFIG_FILE_ENV])
     file_values = _read_toml(config_file) if config_file is not None else {}

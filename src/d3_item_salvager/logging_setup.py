@@ -184,8 +184,3 @@ def configure_app_logging(config: AppConfig, *, console: TextIO | None = None) -
     token = config.maxroll.bearer_token
     secrets = [token.get_secret_value()] if token is not None else []
     return configure_logging(config.logging, secrets=secrets, console=console)
-
-
-def live_log_files(config: LoggingConfig) -> set[Path]:
-    """The files the running logger writes to, which log cleanup must never delete."""
-    return {(Path(config.dir) / config.file_name).resolve()}

@@ -99,7 +99,7 @@ async def test_run_scheduler_process_on_postgres(
             "scheduler": {
                 "job_store_url": postgres.psycopg_url,
                 "jobs": {
-                    "scrape_guides": {"interval_minutes": 0.01},
+                    "scrape_guides": {"interval_minutes": 0.02},
                     "refresh_cache": {"enabled": False},
                     "cleanup_logs": {"enabled": False},
                 },

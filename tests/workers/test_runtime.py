@@ -28,7 +28,7 @@ async def test_embedded_runtime_runs_jobs_while_the_host_keeps_ticking(
         maxroll=fake_maxroll.config_values(),
         scheduler={
             "jobs": {
-                "scrape_guides": {"interval_minutes": 0.01},
+                "scrape_guides": {"interval_minutes": 0.02},
                 "refresh_cache": {"enabled": False},
                 "cleanup_logs": {"enabled": False},
             }

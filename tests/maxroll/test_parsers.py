@@ -1,4 +1,4 @@
-"""Parsers: each FORMATS.md trap, over small synthetic fixtures and generated pages."""
+"""Parsers: each trap of docs/maxroll-formats.md, over small synthetic fixtures and pages."""
 
 from __future__ import annotations
 

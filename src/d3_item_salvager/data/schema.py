@@ -23,6 +23,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from d3_item_salvager.data.dialects import create_tables, insert_ignoring_conflicts
+from d3_item_salvager.data.views import ensure_views
 from d3_item_salvager.errors import IndexDatabaseError
 
 SCHEMA_VERSION = 1
@@ -104,6 +105,7 @@ async def ensure_schema(engine: AsyncEngine) -> None:
                 f"(it knows version {SCHEMA_VERSION}); use a matching release or a new file"
             )
         await create_tables(engine, metadata)
+        await ensure_views(engine)
         async with engine.begin() as connection:
             await connection.execute(
                 insert_ignoring_conflicts(schema_meta, engine.dialect.name).values(

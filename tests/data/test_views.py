@@ -1,4 +1,4 @@
-"""The views exist on every index, are added to an index that lacks them, and cost no write."""
+"""The views come with migration 0002: on a new index, on an index at 0001, and no write after."""
 
 from __future__ import annotations
 
@@ -6,26 +6,35 @@ import sqlite3
 from pathlib import Path
 
 from d3_item_salvager.container import open_container
+from d3_item_salvager.data.migrations.runner import HEAD_REVISION
 from tests.conftest import make_config
 
 
-def view_sql(path: Path) -> dict[str, str]:
+def view_names(path: Path) -> set[str]:
     with sqlite3.connect(path) as connection:
-        return dict(connection.execute("SELECT name, sql FROM sqlite_master WHERE type='view'"))
+        return {
+            row[0] for row in connection.execute("SELECT name FROM sqlite_master WHERE type='view'")
+        }
 
 
-async def test_views_are_created_and_added_to_an_index_without_them(tmp_path: Path) -> None:
-    """A new index has both views; an index from before them gets them on the next start."""
+async def test_views_are_created_and_added_to_an_index_at_revision_0001(tmp_path: Path) -> None:
+    """A new index has both views; an index at revision 0001 is upgraded and gets them."""
     config = make_config(tmp_path)
     path = tmp_path / "index.sqlite"
     async with open_container(config):
         pass
-    assert set(view_sql(path)) == {"item_usage", "salvage_candidates"}
+    assert view_names(path) == {"item_usage", "salvage_candidates"}
     with sqlite3.connect(path) as connection:
         connection.execute("DROP VIEW salvage_candidates")
+        connection.execute("DROP VIEW item_usage")
+        connection.execute("UPDATE alembic_version SET version_num = '0001'")
     async with open_container(config):
         pass
-    assert set(view_sql(path)) == {"item_usage", "salvage_candidates"}
+    assert view_names(path) == {"item_usage", "salvage_candidates"}
+    with sqlite3.connect(path) as connection:
+        assert connection.execute("SELECT version_num FROM alembic_version").fetchall() == [
+            (HEAD_REVISION,)
+        ]
 
 
 async def test_an_index_with_its_views_is_not_written_on_start(tmp_path: Path) -> None:
@@ -35,12 +44,12 @@ async def test_an_index_with_its_views_is_not_written_on_start(tmp_path: Path) -
     async with open_container(config):
         pass
 
-    def data_version() -> int:
+    def change_counter() -> int:
         with sqlite3.connect(path) as connection:
             connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-        return int.from_bytes(path.read_bytes()[24:28], "big")  # the file change counter
+        return int.from_bytes(path.read_bytes()[24:28], "big")
 
-    before = data_version()
+    before = change_counter()
     async with open_container(config):
         pass
-    assert data_version() == before
+    assert change_counter() == before

@@ -2,7 +2,8 @@
 
 Async, SQLAlchemy Core, SQLite and PostgreSQL; plain dataclasses out. Items are reported by name
 with every id that name has, because players know items by name and Maxroll lists some of them
-under several ids; the salvage rule follows the same idea (see `data/views.py`).
+under several ids; the salvage rule follows the same idea (see the views' migration,
+migrations/versions/r0002_item_views.py).
 """
 
 from __future__ import annotations
@@ -27,10 +28,11 @@ from d3_item_salvager.data.query_models import (
     UsedItem,
 )
 from d3_item_salvager.data.schema import USAGE_CONTEXTS, builds, guides, item_usages, items
-from d3_item_salvager.data.views import SALVAGE_QUALITIES
 from d3_item_salvager.maxroll.models import CLASS_NAMES
 
 KNOWN_CLASSES = tuple(sorted(CLASS_NAMES))
+# The qualities worth a keep-or-salvage decision (as in the salvage_candidates view).
+SALVAGE_QUALITIES = ("legendary", "set")
 _NOT_ALNUM = re.compile(r"[^0-9a-z]+")
 
 # A usage's class: its guide's (the player's), else its build's. Matches the item_usage view.

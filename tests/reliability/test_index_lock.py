@@ -8,10 +8,10 @@ from pathlib import Path
 
 import pytest
 
+from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
 from d3_item_salvager.workers import tasks
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from tests.conftest import make_config
-from tests.fake_maxroll import FakeMaxroll
 from tests.index_expectations import expected_rows, stored_rows
 from tests.processes import run_cli
 from tests.reliability.test_locked_database import hold_write_lock

@@ -22,7 +22,13 @@ from d3_item_salvager.services.build_guides import (
     BuildGuideService,
 )
 from d3_item_salvager.services.sync_summary import SyncSummary
-from tests.fake_maxroll import GUIDE_PREFIX, PROFILE_PREFIX, SEARCH_PATH, FakeMaxroll, Fault
+from d3_item_salvager.testing.fake_maxroll import (
+    GUIDE_PREFIX,
+    PROFILE_PREFIX,
+    SEARCH_PATH,
+    FakeMaxroll,
+    Fault,
+)
 from tests.index_expectations import expected_rows, touch_guide
 from tests.index_reader import IndexReader
 

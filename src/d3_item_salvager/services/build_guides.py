@@ -111,8 +111,16 @@ class BuildGuideService:
             == (g.modified_unix, g.url)
         )
 
+        # The whole catalog is in the index (for "what does no build use"): a new data.json
+        # reaches `items` on the next sync even when no guide changed.
+        catalog = await self._gateway.item_catalog()
+        try:
+            summary.items_upserted += await self._repository.sync_catalog(catalog)
+        except IndexLockedError as exc:
+            # Transient: the guides are still tried (they may find the lock gone) and a retry
+            # run follows.
+            summary.warn("item catalog", str(exc), transient=True)
         if todo:
-            catalog = await self._gateway.item_catalog()
             profiles: Profiles = SingleFlight(
                 lambda planner_id: self._gateway.planner_profile_update(
                     planner_id, conditional=not force_refresh

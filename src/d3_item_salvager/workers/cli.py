@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import typer
 
 from d3_item_salvager.config import AppConfig, load_config
-from d3_item_salvager.errors import ConfigError, IndexDatabaseError
+from d3_item_salvager.errors import ConfigError, IndexDatabaseError, IndexLockedError
 from d3_item_salvager.logging_setup import configure_app_logging, get_logger
 
 # The runtime, the tasks and status pull in SQLAlchemy, httpx and APScheduler: each command imports
@@ -86,6 +86,9 @@ def _setup(config_file: Path | None, needs_token: tuple[str, ...] = ()) -> AppCo
 def _run_async(main: Any) -> Any:
     try:
         return asyncio.run(main)
+    except IndexLockedError as exc:  # busy, not misconfigured: a failure worth retrying
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
     except (ConfigError, IndexDatabaseError) as exc:
         raise _fail(str(exc)) from None
 

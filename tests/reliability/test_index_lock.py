@@ -17,34 +17,7 @@ from d3_item_salvager.workers.runtime import WorkerRuntime
 from tests.conftest import make_config
 from tests.index_expectations import touch_guide
 from tests.processes import run_cli
-from tests.reliability.test_locked_database import hold_write_lock
 from tests.workers.test_cli import cli_config
-
-
-async def test_index_locked_past_the_busy_timeout_is_a_transient_failure(
-    tmp_path: Path, fake_maxroll: FakeMaxroll
-) -> None:
-    """Every write times out on the lock: the run fails as transient and a retry is scheduled."""
-    config = make_config(
-        tmp_path, maxroll=fake_maxroll.config_values(), database={"busy_timeout_seconds": 0.1}
-    )
-    database = config.database.sqlite_path
-    assert database is not None
-    release = threading.Event()
-    async with WorkerRuntime(config) as runtime:
-        holder = hold_write_lock(database, release)
-        try:
-            result = await tasks.scrape_guides_task()
-        finally:
-            release.set()
-            holder.join()
-        assert runtime.scheduler is not None
-        assert runtime.scheduler.get_job("scrape_guides:retry") is not None
-    assert result.outcome == "failed"
-    assert result.error is not None
-    assert "locked by another writer" in result.error
-    assert result.summary is not None
-    assert all(failure["transient"] for failure in result.summary["failures"])
 
 
 @contextmanager
@@ -67,6 +40,27 @@ def write_lock_held(database: Path) -> Iterator[None]:
     finally:
         release.set()
         thread.join()
+
+
+async def test_index_locked_past_the_busy_timeout_is_a_transient_failure(
+    tmp_path: Path, fake_maxroll: FakeMaxroll
+) -> None:
+    """Every write times out on the lock: the run fails as transient and a retry is scheduled."""
+    config = make_config(
+        tmp_path, maxroll=fake_maxroll.config_values(), database={"busy_timeout_seconds": 0.1}
+    )
+    database = config.database.sqlite_path
+    assert database is not None
+    async with WorkerRuntime(config) as runtime:
+        with write_lock_held(database):
+            result = await tasks.scrape_guides_task()
+        assert runtime.scheduler is not None
+        assert runtime.scheduler.get_job("scrape_guides:retry") is not None
+    assert result.outcome == "failed"
+    assert result.error is not None
+    assert "locked by another writer" in result.error
+    assert result.summary is not None
+    assert all(failure["transient"] for failure in result.summary["failures"])
 
 
 def cli_config_with_busy_timeout(tmp_path: Path, fake: FakeMaxroll, seconds: float) -> Path:

@@ -10,7 +10,9 @@ import anyio.to_thread
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 
 from d3_item_salvager.config import AppConfig
-from d3_item_salvager.container import open_container, resolve
+from d3_item_salvager.container import resolve
+from d3_item_salvager.workers.container import open_worker_container
+from d3_item_salvager.workers.jobs import all_job_settings, retry_job_id
 from d3_item_salvager.workers.lease import SchedulerLease
 from d3_item_salvager.workers.run_history import RunHistory
 from d3_item_salvager.workers.scheduler import build_scheduler
@@ -38,7 +40,7 @@ def _stored_jobs(config: AppConfig) -> dict[str, dict[str, Any]]:
 async def collect_status(config: AppConfig) -> dict[str, Any]:
     """Every configured job with its stored schedule and last finished run, plus the lease."""
     stored = await anyio.to_thread.run_sync(_stored_jobs, config)
-    async with open_container(config) as container:
+    async with open_worker_container(config) as container:
         history: RunHistory = await resolve(container.run_history)
         latest = await history.latest_finished()
         lease = SchedulerLease(
@@ -46,7 +48,7 @@ async def collect_status(config: AppConfig) -> dict[str, Any]:
         )
         holder = await lease.current()
     jobs = []
-    for job_id, job in config.scheduler.jobs.by_id().items():
+    for job_id, job in all_job_settings(config).items():
         last = latest.get(job_id)
         schedule = stored.get(job_id, {})
         jobs.append(
@@ -55,7 +57,7 @@ async def collect_status(config: AppConfig) -> dict[str, Any]:
                 "enabled": job.enabled,
                 "trigger": schedule.get("trigger") or f"interval[{job.interval_minutes:g} min]",
                 "next_run_time": schedule.get("next_run_time"),
-                "retry_pending": f"{job_id}:retry" in stored,
+                "retry_pending": retry_job_id(job_id) in stored,
                 "last_outcome": last.outcome if last else None,
                 "last_finished_at": last.finished_at if last else None,
                 "last_duration_seconds": last.duration_seconds if last else None,

@@ -64,7 +64,7 @@ async def test_manual_run_records_success_with_summary(tmp_path: Path) -> None:
         (ParseError("guide page x", "no planners"), "cannot read guide page x: no planners"),
         (ConfigError("maxroll.bearer_token is not set"), "maxroll.bearer_token is not set"),
         (KeyError("bug"), "KeyError: 'bug'"),
-        (summary_with_failure(transient=False), "1 guide(s) failed; first: https://maxroll"),
+        (summary_with_failure(transient=False), "1 of 1 guides failed (more than half); first"),
     ],
 )
 async def test_permanent_failures_are_recorded_and_not_retried(

@@ -45,10 +45,8 @@ async def scrape_guides_task(
 
     async def work() -> WorkResult:
         summary = await service.prepare_database(force_refresh, progress=_ProgressLog())
-        error = None
-        if summary.failures:
-            first = summary.failures[0]
-            error = f"{summary.guides_failed} guide(s) failed; first: {first.url}: {first.error}"
+        # The outcome policy lives with the summary (services/sync_summary.py).
+        error = summary.failure_reason()
         return WorkResult(summary.to_dict(), error, summary.has_transient_failures)
 
     return await runner.run("scrape_guides", work, trigger=trigger, attempt=attempt)

@@ -42,6 +42,7 @@ async def scrape_guides_task(
     *,
     trigger: str = "scheduled",
     attempt: int = 0,
+    run_id: str | None = None,
     runner: JobRunner = Provide[Container.job_runner],
     service: BuildGuideService = Provide[Container.build_guide_service],
 ) -> RunResult:
@@ -55,7 +56,7 @@ async def scrape_guides_task(
             error = f"{summary.guides_failed} guide(s) failed; first: {first.url}: {first.error}"
         return WorkResult(summary.to_dict(), error, summary.has_transient_failures)
 
-    return await runner.run("scrape_guides", work, trigger=trigger, attempt=attempt)
+    return await runner.run("scrape_guides", work, trigger=trigger, attempt=attempt, run_id=run_id)
 
 
 @inject
@@ -63,6 +64,7 @@ async def refresh_cache_task(
     *,
     trigger: str = "scheduled",
     attempt: int = 0,
+    run_id: str | None = None,
     runner: JobRunner = Provide[Container.job_runner],
     service: CacheRefreshService = Provide[Container.cache_refresh_service],
 ) -> RunResult:
@@ -71,7 +73,7 @@ async def refresh_cache_task(
     async def work() -> WorkResult:
         return WorkResult((await service.refresh()).to_dict())
 
-    return await runner.run("refresh_cache", work, trigger=trigger, attempt=attempt)
+    return await runner.run("refresh_cache", work, trigger=trigger, attempt=attempt, run_id=run_id)
 
 
 @inject
@@ -79,6 +81,7 @@ async def cleanup_logs_task(
     *,
     trigger: str = "scheduled",
     attempt: int = 0,
+    run_id: str | None = None,
     runner: JobRunner = Provide[Container.job_runner],
     service: LogHousekeepingService = Provide[Container.log_housekeeping_service],
     config: AppConfig = Provide[Container.config],
@@ -91,7 +94,7 @@ async def cleanup_logs_task(
         summary["history_rows_pruned"] = await runner.history.prune(utc_now() - retention)
         return WorkResult(summary)
 
-    return await runner.run("cleanup_logs", work, trigger=trigger, attempt=attempt)
+    return await runner.run("cleanup_logs", work, trigger=trigger, attempt=attempt, run_id=run_id)
 
 
 TASKS: dict[str, Callable[..., Awaitable[RunResult]]] = {

@@ -81,3 +81,31 @@ async def test_a_catalog_change_reaches_the_index_without_a_guide_change(
     again = index.dump()
     assert (await service.prepare_database()).items_upserted == 0
     assert index.dump() == again
+
+
+async def test_an_alias_row_follows_its_item(
+    live_container: Container,
+    service: BuildGuideService,
+    fake_maxroll: FakeMaxroll,
+    index: IndexReader,
+) -> None:
+    """An old id a profile still uses is stored with its item's details, renamed with it."""
+    site = fake_maxroll.site
+    site.catalog.append(
+        {"id": "P4_Unique_Helm_Alias", "name": "Aliased Helm", "type": "helm",
+         "quality": "legendary", "ids": ["Unique_Helm_Alias_x1"]}
+    )  # fmt: skip
+    first_planner = site.planners[site.guides[0].expected_planners()[0]]
+    first_planner.profiles[0]["items"]["head"] = {"id": "Unique_Helm_Alias_x1"}
+    await service.prepare_database()
+    alias_row = "SELECT name, quality FROM items WHERE id = 'Unique_Helm_Alias_x1'"
+    assert index.query(alias_row) == [("Aliased Helm", "legendary")]
+    site.catalog[-1]["name"] = "Renamed Helm"
+    refresh: CacheRefreshService = await resolve(live_container.cache_refresh_service)
+    await refresh.refresh()
+    summary = await service.prepare_database()
+    assert summary.guides_processed == 0
+    assert index.query(alias_row) == [("Renamed Helm", "legendary")]
+    assert index.query("SELECT name FROM items WHERE id = 'P4_Unique_Helm_Alias'") == [
+        ("Renamed Helm",)
+    ]

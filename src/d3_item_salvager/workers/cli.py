@@ -77,7 +77,7 @@ def _setup(config_file: Path | None, needs_token: tuple[str, ...] = ()) -> AppCo
         for job_id in needs_token:
             if config.scheduler.jobs.by_id()[job_id].enabled:
                 config.maxroll.require_bearer_token()
-        configure_app_logging(config)
+        configure_app_logging(config, capture_apscheduler=True)  # our own process
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     return config

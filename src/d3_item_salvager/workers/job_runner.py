@@ -164,7 +164,20 @@ class JobRunner:
     ) -> RunResult:
         job = self.job_config(job_id)
         _log.info("run started", extra={"trigger": trigger, "attempt": attempt})
-        started = await self.history.start(run_id, job_id, trigger, due, attempt)
+        # Shielded: a stop arriving while the row is being written (in a thread that finishes
+        # anyway) must still record the run cancelled, not leave it "running" for ever.
+        recording = asyncio.ensure_future(self.history.start(run_id, job_id, trigger, due, attempt))
+        try:
+            started = await asyncio.shield(recording)
+        except asyncio.CancelledError:
+            started = await recording
+            await self._finish(
+                RunResult(
+                    run_id, job_id, trigger, "cancelled", "cancelled while stopping", None, 0.0,
+                    attempt,
+                )
+            )  # fmt: skip
+            raise
         outcome, error, summary, transient = "failed", None, None, False
         try:
             with anyio.fail_after(job.timeout_minutes * 60):

@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from tests.fake_site import META_SLOTS, TYPE_FOR_SLOT, Guide, Site
+from d3_item_salvager.testing.fake_site import META_SLOTS, TYPE_FOR_SLOT, Guide, Site
 
 ITEM_TYPE_SLOTS = {
     "helm": "head", "shoulders": "shoulders", "amulet": "neck", "chestarmor": "torso",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tests.fake_site import Site
+from d3_item_salvager.testing.fake_site import Site
 from tests.index_expectations import expected_rows
 
 SOJ = ("Unique_Ring_Soj_x1", "Unique_Ring_Soj_p2")  # one name, two ids; only _p2 is used

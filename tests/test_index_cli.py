@@ -15,8 +15,8 @@ from d3_item_salvager.config import AppConfig
 from d3_item_salvager.container import open_container, resolve
 from d3_item_salvager.data.queries import IndexQueries
 from d3_item_salvager.services.build_guides import BuildGuideService
-from tests.fake_maxroll import FakeMaxroll
-from tests.fake_site import Site
+from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
+from d3_item_salvager.testing.fake_site import Site
 from tests.player_site import SOJ, UNUSED, add_player_items, expected_candidates
 from tests.processes import child_env, write_config
 

@@ -13,8 +13,8 @@ from d3_item_salvager.container import Container, resolve
 from d3_item_salvager.data.queries import IndexQueries
 from d3_item_salvager.data.query_models import UnknownClassError, UnknownGuideError
 from d3_item_salvager.services.build_guides import BuildGuideService
-from tests.fake_maxroll import FakeMaxroll
-from tests.fake_site import Site
+from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
+from d3_item_salvager.testing.fake_site import Site
 from tests.index_expectations import expected_rows, touch_guide
 from tests.index_reader import IndexReader
 from tests.player_site import SOJ, UNUSED, add_player_items, expected_candidates

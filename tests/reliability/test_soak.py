@@ -11,7 +11,7 @@ import psutil
 import pytest
 
 from d3_item_salvager.workers.runtime import WorkerRuntime
-from tests.conftest import make_config
+from tests.conftest import make_config, with_interval_seconds
 
 RUNS = 1000
 WARM_UP = 300  # connection pools and the worker-thread pool fill up first
@@ -33,13 +33,10 @@ async def test_thousand_scheduled_runs_leave_resources_flat(tmp_path: Path) -> N
     config = make_config(
         tmp_path,
         scheduler={
-            "jobs": {
-                "scrape_guides": {"enabled": False},
-                "refresh_cache": {"enabled": False},
-                "cleanup_logs": {"interval_minutes": 0.0002},  # every 12 ms
-            }
+            "jobs": {"scrape_guides": {"enabled": False}, "refresh_cache": {"enabled": False}}
         },
     )
+    config = with_interval_seconds(config, "cleanup_logs", 0.012)
     async with WorkerRuntime(config) as runtime:
         with anyio.fail_after(240):
             await runtime.runner.wait_for_runs("cleanup_logs", WARM_UP)

@@ -8,7 +8,7 @@ from d3_item_salvager.config import AppConfig
 from d3_item_salvager.container import Container, resolve
 from d3_item_salvager.services.build_guides import BuildGuideService
 from d3_item_salvager.services.cache_refresh import CacheRefreshService
-from tests.fake_maxroll import GUIDE_PREFIX, FakeMaxroll
+from d3_item_salvager.testing.fake_maxroll import GUIDE_PREFIX, FakeMaxroll
 from tests.index_expectations import expected_rows
 from tests.index_reader import IndexReader
 

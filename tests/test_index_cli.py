@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import sys
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +190,21 @@ async def test_help_imports_no_database_or_config_code(tmp_path: Path) -> None:
     imported = {line.rsplit("|", 1)[-1].strip() for line in stderr.decode().splitlines()}
     assert "d3_item_salvager.index_cli" in imported
     assert not {"sqlalchemy", "d3_item_salvager.config", "d3_item_salvager.data"} & imported
+
+
+async def test_version_and_the_console_script(tmp_path: Path) -> None:
+    """`--version` answers without a config; the console script names itself in its help."""
+    code, out, _ = await player_cli("--version", cwd=tmp_path)
+    assert (code, out.strip()) == (0, f"d3-item-salvager {version('d3-item-salvager')}")
+    script = shutil.which("d3-item-salvager", path=str(Path(sys.executable).parent))
+    assert script is not None, "pip install -e . installs the d3-item-salvager script"
+    process = await asyncio.create_subprocess_exec(
+        script, "--help", cwd=tmp_path, env=child_env({"COLUMNS": "240"}),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    with anyio.fail_after(60):
+        stdout, _ = await process.communicate()
+    assert process.returncode == 0
+    assert "Usage: d3-item-salvager " in stdout.decode()
+    assert "--install-completion" in stdout.decode()

@@ -5,7 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 import shutil
+import sqlite3
 import sys
+from contextlib import closing
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -208,3 +210,24 @@ async def test_version_and_the_console_script(tmp_path: Path) -> None:
     assert process.returncode == 0
     assert "Usage: d3-item-salvager " in stdout.decode()
     assert "--install-completion" in stdout.decode()
+
+
+async def test_reads_while_a_sync_holds_the_write_lock(
+    live_config: AppConfig, tmp_path: Path
+) -> None:
+    """A writer in the middle of a transaction neither blocks the command nor leaks into it."""
+    async with open_container(live_config) as container:
+        service: BuildGuideService = await resolve(container.build_guide_service)
+        await service.prepare_database()
+    path = live_config.database.sqlite_path
+    assert path is not None
+    config = str(config_file(tmp_path, live_config))
+    with closing(sqlite3.connect(path, isolation_level=None)) as writer:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("UPDATE items SET name = 'Half Written' WHERE quality = 'set'")
+        code, out, err = await player_cli("items", "--unused", "--json", "--config", config,
+                                          cwd=tmp_path)  # fmt: skip
+        writer.execute("ROLLBACK")
+    assert (code, err) == (0, "")
+    assert "Half Written" not in out
+    assert set(UNUSED) <= {item["name"] for item in json.loads(out)["items"]}

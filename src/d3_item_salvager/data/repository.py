@@ -10,7 +10,7 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import delete, func, select, update
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
@@ -169,16 +169,6 @@ class IndexRepository:
         except DBAPIError as exc:
             raise database_error(f"removing guides {ids}", exc) from None
         return RemovedGuides(removed.rowcount, removed_builds.rowcount, usages.rowcount)
-
-    async def table_counts(self) -> dict[str, int]:
-        """Row counts of the four index tables."""
-        async with self._connect() as connection:
-            return {
-                table.name: (
-                    await connection.execute(select(func.count()).select_from(table))
-                ).scalar_one()
-                for table in (guides, builds, items, item_usages)
-            }
 
     # Steps of write_guide
 

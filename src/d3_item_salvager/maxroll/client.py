@@ -11,7 +11,7 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import anyio
@@ -79,7 +79,6 @@ class RequestStats:
     retries: int = 0
     not_modified: int = 0
     bytes_received: int = 0
-    by_status: dict[int, int] = field(default_factory=dict)
 
     def snapshot(self) -> RequestStats:
         return RequestStats(
@@ -87,7 +86,6 @@ class RequestStats:
             self.retries,
             self.not_modified,
             self.bytes_received,
-            dict(self.by_status),
         )
 
 
@@ -250,7 +248,6 @@ class MaxrollClient:
         return Fetched(url=url, body=body, validators=validators)
 
     def _count_status(self, status: int) -> None:
-        self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
         if self._on_response is not None:
             self._on_response(status)
 

@@ -155,3 +155,49 @@ def test_database_password_is_not_echoed(monkeypatch: pytest.MonkeyPatch) -> Non
         load_config()
     assert "hunter2" not in str(caught.value)
     assert "postgresql://app:***@db/idx" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "variable",
+    ["D3IS_DATABASE_URL", "D3IS_SCHEDULR__LEASE_SECONDS", "d3is_maxrol__bearer_token", "D3IS_"],
+)
+def test_environment_variable_naming_no_setting_is_an_error(
+    monkeypatch: pytest.MonkeyPatch, variable: str
+) -> None:
+    """A D3IS_ variable whose section is not a setting is refused by name, not ignored."""
+    monkeypatch.setenv(variable, "5")
+    with pytest.raises(ConfigError) as caught:
+        load_config()
+    assert f"environment variable {variable} names no setting" in str(caught.value)
+    assert "secret" not in str(caught.value)
+
+
+def test_config_file_and_home_variables_are_not_settings_but_allowed(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """D3IS_CONFIG_FILE and D3IS_HOME are known variables, not typos."""
+    path = tmp_path / "workers.toml"
+    path.write_text("", encoding="utf-8")
+    monkeypatch.setenv("D3IS_CONFIG_FILE", str(path))
+    monkeypatch.setenv("D3IS_HOME", str(tmp_path))
+    assert load_config().maxroll.max_concurrency == 4
+
+
+@pytest.mark.parametrize("minutes", ["0.001", "0.0166", "525601", "1e9"])
+def test_interval_outside_one_second_to_a_year_is_refused(
+    monkeypatch: pytest.MonkeyPatch, minutes: str
+) -> None:
+    """Intervals under a second or over a year name the setting and the bounds."""
+    monkeypatch.setenv("D3IS_SCHEDULER__JOBS__REFRESH_CACHE__INTERVAL_MINUTES", minutes)
+    with pytest.raises(ConfigError) as caught:
+        load_config()
+    message = str(caught.value)
+    assert f"scheduler.jobs.refresh_cache.interval_minutes = '{minutes}'" in message
+    assert "at least 1 second" in message
+
+
+@pytest.mark.parametrize("minutes", [1 / 60, 525600])
+def test_interval_bounds_are_inclusive(monkeypatch: pytest.MonkeyPatch, minutes: float) -> None:
+    """Exactly one second and exactly a year are accepted."""
+    monkeypatch.setenv("D3IS_SCHEDULER__JOBS__REFRESH_CACHE__INTERVAL_MINUTES", repr(minutes))
+    assert load_config().scheduler.jobs.by_id()["refresh_cache"].interval_minutes == minutes

@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import os
+import re
 from pathlib import Path
 
 import pytest
 
 from d3_item_salvager.config import LoggingConfig
 from d3_item_salvager.errors import ConfigError
-from d3_item_salvager.logging_setup import configure_logging, get_logger, log_context
+from d3_item_salvager.logging_setup import LOGGER_NAME, configure_logging, get_logger, log_context
 
 TOKEN = "tok-SECRET-4711"
 
@@ -71,3 +73,87 @@ def test_log_folder_that_is_a_file_is_a_config_error(tmp_path: Path) -> None:
     blocker.write_text("not a folder", encoding="utf-8")
     with pytest.raises(ConfigError, match="logging.dir"):
         configure_logging(LoggingConfig(dir=blocker))
+
+
+def test_every_line_carries_the_process_id(tmp_path: Path) -> None:
+    """JSON lines have a pid field and console lines show it after the time."""
+    console = io.StringIO()
+    configure_logging(LoggingConfig(dir=tmp_path), console=console)
+    get_logger("test").info("hello")
+    assert _read_lines(tmp_path / "workers.log")[0]["pid"] == os.getpid()
+    assert re.match(rf"\d\d:\d\d:\d\d {os.getpid()} INFO +hello$", console.getvalue().strip())
+
+
+def test_a_short_token_is_redacted_once_per_output_and_the_record_is_left_alone(
+    tmp_path: Path,
+) -> None:
+    """Each handler redacts its own text: no `[REDAC[REDACTED]ED]`, and the record is unchanged."""
+    console = io.StringIO()
+    configure_logging(LoggingConfig(dir=tmp_path), secrets=["T"], console=console)
+    seen: list[tuple[object, object]] = []
+
+    class HostHandler(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            seen.append((record.msg, record.args))
+
+    host = HostHandler()
+    logging.getLogger(LOGGER_NAME).addHandler(host)
+    try:
+        get_logger("test").warning("got %s", "SIGINT")
+    finally:
+        logging.getLogger(LOGGER_NAME).removeHandler(host)
+    assert console.getvalue().rstrip().endswith(" got SIGIN[REDACTED]")
+    assert _read_lines(tmp_path / "workers.log")[0]["message"] == "got SIGIN[REDACTED]"
+    assert seen == [("got %s", ("SIGINT",))]
+
+
+def test_exception_keeps_its_traceback_for_every_handler(tmp_path: Path) -> None:
+    """The file and the console both get the (redacted) traceback of one record."""
+    console = io.StringIO()
+    configure_logging(LoggingConfig(dir=tmp_path), secrets=[TOKEN], console=console)
+    try:
+        raise RuntimeError(f"bad {TOKEN}")
+    except RuntimeError:
+        get_logger("test").exception("boom")
+    record = _read_lines(tmp_path / "workers.log")[0]
+    assert "RuntimeError: bad [REDACTED]" in str(record["exception"])
+    assert "RuntimeError: bad [REDACTED]" in console.getvalue()
+
+
+def test_host_and_apscheduler_loggers_are_left_alone_unless_asked(tmp_path: Path) -> None:
+    """By default only our logger changes; capture_apscheduler routes APScheduler's warnings."""
+    root, scheduler_logger = logging.getLogger(), logging.getLogger("apscheduler")
+    host_handler = logging.NullHandler()
+    scheduler_logger.addHandler(host_handler)
+    scheduler_logger.setLevel(logging.DEBUG)
+    before = (list(root.handlers), root.level, scheduler_logger.propagate)
+    try:
+        configure_logging(LoggingConfig(dir=tmp_path), console=io.StringIO())
+        assert (list(root.handlers), root.level, scheduler_logger.propagate) == before
+        assert scheduler_logger.handlers == [host_handler]
+        assert scheduler_logger.level == logging.DEBUG
+
+        console = io.StringIO()
+        configure_logging(LoggingConfig(dir=tmp_path), console=console, capture_apscheduler=True)
+        scheduler_logger.warning("run of job missed")
+        assert "run of job missed" in console.getvalue()
+        assert host_handler in scheduler_logger.handlers  # the host's own handler stays
+        assert len(scheduler_logger.handlers) == 3
+        assert scheduler_logger.level == logging.WARNING
+    finally:
+        scheduler_logger.removeHandler(host_handler)
+        scheduler_logger.setLevel(logging.NOTSET)
+
+
+def test_calling_again_replaces_only_our_handlers(tmp_path: Path) -> None:
+    """A second configure_logging does not duplicate lines nor drop a handler the host added."""
+    logger = logging.getLogger(LOGGER_NAME)
+    host_handler = logging.NullHandler()
+    logger.addHandler(host_handler)
+    console = io.StringIO()
+    configure_logging(LoggingConfig(dir=tmp_path), console=io.StringIO())
+    configure_logging(LoggingConfig(dir=tmp_path), console=console)
+    get_logger("test").info("once")
+    assert console.getvalue().count("once") == 1
+    assert host_handler in logger.handlers
+    assert len(logger.handlers) == 3

@@ -1,8 +1,13 @@
 """Structured logging: JSON lines to a rotating file, readable lines on the console.
 
 Job and run ids travel in context variables, so every line logged inside a job run carries them
-without passing a logger around. A redaction filter removes the bearer token and any Authorization
-header from every record before it is formatted.
+without passing a logger around; every line also carries the process id, since several processes
+may share one log folder. Secrets (the bearer token, Authorization headers) are removed from each
+formatted line, never from the record: a record is shared by every handler of the host too, and
+rewriting it once per handler redacted the redaction marker itself.
+
+Only the `d3_item_salvager` logger is configured. APScheduler's logger belongs to whoever owns the
+process: it gets our handlers only when asked (`capture_apscheduler=True`, as the CLI does).
 """
 
 from __future__ import annotations
@@ -23,6 +28,7 @@ from d3_item_salvager.config import AppConfig, LoggingConfig
 from d3_item_salvager.errors import ConfigError
 
 LOGGER_NAME = "d3_item_salvager"
+APSCHEDULER_LOGGER_NAME = "apscheduler"
 REDACTED = "[REDACTED]"
 
 _job_id: ContextVar[str | None] = ContextVar("job_id", default=None)
@@ -32,6 +38,8 @@ _run_id: ContextVar[str | None] = ContextVar("run_id", default=None)
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 _AUTH_PATTERN = re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(bearer\s+)?[^\s'\",}]+")
 _BEARER_PATTERN = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+")
+# Marks the handlers configure_logging installed, so a second call replaces only those.
+_OURS = "_d3is_handler"
 
 
 def get_logger(name: str) -> logging.Logger:
@@ -51,82 +59,101 @@ def log_context(*, job_id: str | None = None, run_id: str | None = None) -> Iter
         _job_id.reset(job_token)
 
 
-class RedactingFilter(logging.Filter):
-    """Replaces secrets in the message, its arguments and extra fields of each record."""
+class Redactor:
+    """Removes secrets from a finished line of text, in one pass per secret."""
 
     def __init__(self, secrets: list[str]) -> None:
-        super().__init__()
-        self._secrets = [secret for secret in secrets if secret]
+        variants: set[str] = set()
+        for secret in secrets:
+            if secret:
+                variants.add(secret)
+                variants.add(json.dumps(secret, ensure_ascii=False)[1:-1])  # as a JSON line has it
+        # Longest first, so a secret that contains another is removed whole.
+        self._secrets = sorted(variants, key=len, reverse=True)
 
-    def redact(self, text: str) -> str:
+    def __call__(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
         text = _AUTH_PATTERN.sub(lambda m: m.group(1) + REDACTED, text)
         return _BEARER_PATTERN.sub("Bearer " + REDACTED, text)
 
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = self.redact(record.getMessage())
-        record.args = None
-        if record.exc_info and record.exc_info[1] is not None:
-            record.exc_text = self.redact(logging.Formatter().formatException(record.exc_info))
-            record.exc_info = None
-        for key, value in list(vars(record).items()):
-            if key not in _RESERVED and isinstance(value, str):
-                setattr(record, key, self.redact(value))
-        return True
 
-
-class ContextFilter(logging.Filter):
-    """Copies the current job and run ids onto the record."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if not hasattr(record, "job_id"):
-            record.job_id = _job_id.get()
-        if not hasattr(record, "run_id"):
-            record.run_id = _run_id.get()
-        return True
-
-
-def _extra_fields(record: logging.LogRecord) -> dict[str, Any]:
-    return {
-        key: value
-        for key, value in vars(record).items()
-        if key not in _RESERVED and value is not None
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    """Job and run ids (from the record, else the current context), then the caller's extras."""
+    fields: dict[str, Any] = {
+        "job_id": getattr(record, "job_id", None) or _job_id.get(),
+        "run_id": getattr(record, "run_id", None) or _run_id.get(),
     }
+    for key, value in vars(record).items():
+        if key not in _RESERVED and key not in fields:
+            fields[key] = value
+    return {key: value for key, value in fields.items() if value is not None}
 
 
-class JsonLinesFormatter(logging.Formatter):
-    """One JSON object per line: time, level, logger, message, context and extra fields."""
+class _RedactingFormatter(logging.Formatter):
+    """Renders a record without touching it, then redacts the text."""
+
+    def __init__(self, redactor: Redactor | None = None) -> None:
+        super().__init__()
+        self._redact = redactor or Redactor([])
 
     def format(self, record: logging.LogRecord) -> str:
+        return self._redact(self.render(record))
+
+    def render(self, record: logging.LogRecord) -> str:
+        raise NotImplementedError
+
+    def exception_text(self, record: logging.LogRecord) -> str | None:
+        # Not record.exc_text: the base class caches it on the shared record.
+        if record.exc_info and record.exc_info[1] is not None:
+            return self.formatException(record.exc_info)
+        return record.exc_text or None
+
+
+class JsonLinesFormatter(_RedactingFormatter):
+    """One JSON object per line: time, level, pid, logger, message, context and extra fields."""
+
+    def render(self, record: logging.LogRecord) -> str:
         entry: dict[str, Any] = {
             "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
             "level": record.levelname,
+            "pid": record.process,
             "logger": record.name,
             "message": record.getMessage(),
         }
-        entry.update(_extra_fields(record))
-        if record.exc_text:
-            entry["exception"] = record.exc_text
+        entry.update(_fields(record))
+        exception = self.exception_text(record)
+        if exception:
+            entry["exception"] = exception
         return json.dumps(entry, default=str, ensure_ascii=False)
 
 
-class ConsoleFormatter(logging.Formatter):
-    """`time level [job/run] message key=value ...` for people reading a terminal."""
+class ConsoleFormatter(_RedactingFormatter):
+    """`time pid level [job/run] message key=value ...` for people reading a terminal."""
 
-    def format(self, record: logging.LogRecord) -> str:
-        fields = _extra_fields(record)
+    def render(self, record: logging.LogRecord) -> str:
+        fields = _fields(record)
         context = "/".join(str(fields.pop(key)) for key in ("job_id", "run_id") if key in fields)
         when = datetime.fromtimestamp(record.created, UTC).strftime("%H:%M:%S")
-        line = f"{when} {record.levelname:<7} "
+        line = f"{when} {record.process} {record.levelname:<7} "
         if context:
             line += f"[{context}] "
         line += record.getMessage()
         if fields:
             line += " " + " ".join(f"{key}={value}" for key, value in fields.items())
-        if record.exc_text:
-            line += "\n" + record.exc_text
+        exception = self.exception_text(record)
+        if exception:
+            line += "\n" + exception
         return line
+
+
+def _replace_our_handlers(logger: logging.Logger, handlers: list[logging.Handler]) -> None:
+    for handler in list(logger.handlers):
+        if getattr(handler, _OURS, False):
+            logger.removeHandler(handler)
+            handler.close()
+    for handler in handlers:
+        logger.addHandler(handler)
 
 
 def configure_logging(
@@ -134,25 +161,18 @@ def configure_logging(
     *,
     secrets: list[str] | None = None,
     console: TextIO | None = None,
+    capture_apscheduler: bool = False,
 ) -> logging.Logger:
     """Send the application's logs to `config.dir/config.file_name` (JSON) and the console.
 
-    Calling it again replaces the handlers it installed before.
+    Calling it again replaces the handlers it installed before, and only those. Other loggers
+    (the root logger, APScheduler's) are left as the host set them, unless `capture_apscheduler`:
+    then APScheduler's warnings go to the same outputs and no longer propagate (for a process of
+    our own, like the CLI).
 
     Raises:
         ConfigError: when the log folder cannot be created or written.
     """
-    logger = logging.getLogger(LOGGER_NAME)
-    # APScheduler reports misfires and job errors on its own logger; keep its warnings.
-    scheduler_logger = logging.getLogger("apscheduler")
-    for target in (logger, scheduler_logger):
-        for handler in list(target.handlers):
-            target.removeHandler(handler)
-            handler.close()
-        target.propagate = False
-    logger.setLevel(config.level)
-    scheduler_logger.setLevel(logging.WARNING)
-
     log_dir = Path(config.dir)
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
@@ -166,26 +186,32 @@ def configure_logging(
         raise ConfigError(
             f"logging.dir = {str(log_dir)!r}: cannot write log files there ({exc.strerror})"
         ) from None
-    file_handler.setFormatter(JsonLinesFormatter())
+    redactor = Redactor(secrets or [])
+    file_handler.setFormatter(JsonLinesFormatter(redactor))
     console_handler = logging.StreamHandler(console if console is not None else sys.stderr)
-    console_handler.setFormatter(ConsoleFormatter())
+    console_handler.setFormatter(ConsoleFormatter(redactor))
+    handlers = [file_handler, console_handler]
+    for handler in handlers:
+        setattr(handler, _OURS, True)
 
-    redactor = RedactingFilter(secrets or [])
-    for handler in (file_handler, console_handler):
-        handler.addFilter(ContextFilter())
-        handler.addFilter(redactor)
-        logger.addHandler(handler)
-        scheduler_logger.addHandler(handler)
+    logger = logging.getLogger(LOGGER_NAME)
+    _replace_our_handlers(logger, handlers)
+    logger.setLevel(config.level)
+    logger.propagate = False  # our records go to our outputs once, not again via the root
+    if capture_apscheduler:
+        scheduler_logger = logging.getLogger(APSCHEDULER_LOGGER_NAME)
+        _replace_our_handlers(scheduler_logger, handlers)
+        scheduler_logger.setLevel(logging.WARNING)  # misfires and job errors, not every run
+        scheduler_logger.propagate = False
     return logger
 
 
-def configure_app_logging(config: AppConfig, *, console: TextIO | None = None) -> logging.Logger:
+def configure_app_logging(
+    config: AppConfig, *, console: TextIO | None = None, capture_apscheduler: bool = False
+) -> logging.Logger:
     """`configure_logging` for the whole app config: the bearer token is redacted by value."""
     token = config.maxroll.bearer_token
     secrets = [token.get_secret_value()] if token is not None else []
-    return configure_logging(config.logging, secrets=secrets, console=console)
-
-
-def live_log_files(config: LoggingConfig) -> set[Path]:
-    """The files the running logger writes to, which log cleanup must never delete."""
-    return {(Path(config.dir) / config.file_name).resolve()}
+    return configure_logging(
+        config.logging, secrets=secrets, console=console, capture_apscheduler=capture_apscheduler
+    )

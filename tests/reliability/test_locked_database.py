@@ -18,8 +18,8 @@ from typing import Any, Self
 import anyio
 
 from d3_item_salvager.config import AppConfig
+from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
 from d3_item_salvager.workers.runtime import WorkerRuntime
-from tests.fake_maxroll import FakeMaxroll
 from tests.index_expectations import expected_rows, stored_rows
 
 WRITES = ("INSERT", "UPDATE", "DELETE")

@@ -9,8 +9,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.fake_maxroll import FakeMaxroll
-from tests.fake_site import build_site
+from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
+from d3_item_salvager.testing.fake_site import build_site
 from tests.index_expectations import expected_rows, stored_rows
 from tests.processes import WorkerProcess, run_cli, write_config
 from tests.workers.test_cli import cli_config, job_runs
@@ -24,7 +24,7 @@ async def test_sigkill_mid_sync_then_restart_recovers(
     """Killed mid-sync: no half-written guide, the run becomes abandoned, the next run finishes."""
     fake_maxroll.site = build_site(30, planners_per_guide=2)
     fake_maxroll.latency = 0.03
-    config = cli_config(tmp_path, fake_maxroll, scrape_guides={"interval_minutes": 0.01})
+    config = cli_config(tmp_path, fake_maxroll, scrape_guides={"interval_minutes": 0.02})
     first = await WorkerProcess.start("run-scheduler", "--config", str(config), cwd=tmp_path)
     try:
         await first.wait_for(r"progress: \d+/30 guides", count=2)
@@ -65,7 +65,7 @@ async def test_three_schedulers_and_a_killed_leader(
     tmp_path: Path, fake_maxroll: FakeMaxroll
 ) -> None:
     """Three processes: one leads; SIGKILL it and another takes over; no due time runs twice."""
-    config = cli_config(tmp_path, fake_maxroll, cleanup_logs={"interval_minutes": 0.005})
+    config = cli_config(tmp_path, fake_maxroll, cleanup_logs={"interval_minutes": 0.017})
     workers = [
         await WorkerProcess.start("run-scheduler", "--config", str(config), cwd=tmp_path)
         for _ in range(3)

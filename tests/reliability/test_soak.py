@@ -19,7 +19,7 @@ import pytest
 from d3_item_salvager.logging_setup import LOGGER_NAME
 from d3_item_salvager.workers.runs import RunEvent, RunFinished
 from d3_item_salvager.workers.runtime import WorkerRuntime
-from tests.conftest import make_config
+from tests.conftest import make_config, with_interval_seconds
 
 RUNS = 1000
 WARM_UP = 300  # connection pools and the worker-thread pool fill up first
@@ -44,13 +44,10 @@ async def test_thousand_scheduled_runs_leave_resources_flat(
     config = make_config(
         tmp_path,
         scheduler={
-            "jobs": {
-                "scrape_guides": {"enabled": False},
-                "refresh_cache": {"enabled": False},
-                "cleanup_logs": {"interval_minutes": 0.0002},  # every 12 ms
-            }
+            "jobs": {"scrape_guides": {"enabled": False}, "refresh_cache": {"enabled": False}}
         },
     )
+    config = with_interval_seconds(config, "cleanup_logs", 0.012)
     # pytest keeps every captured log record in memory: stop the 3,000 log lines from reaching
     # it, so what is measured is what the workers keep.
     for name in (LOGGER_NAME, "apscheduler"):

@@ -1,4 +1,4 @@
-"""Log cleanup deletes old log files in logging.dir only: never the live file, never via links."""
+"""Log cleanup deletes only old rotations of our own log file: never the live file, never others'."""
 
 from __future__ import annotations
 
@@ -22,34 +22,54 @@ def aged(path: Path, days: float, content: str = "x") -> Path:
     return path
 
 
-async def test_cleanup_deletes_only_old_log_files_inside_the_folder(tmp_path: Path) -> None:
-    """Old rotated logs go; new logs, the live log, other files and everything outside stay."""
+async def test_cleanup_deletes_only_old_rotations_of_our_own_log_file(tmp_path: Path) -> None:
+    """Old numbered backups of logging.file_name go; nothing else, however old, is touched."""
     logs = tmp_path / "logs"
     outside = tmp_path / "outside"
-    old_rotated = aged(logs / "workers.log.3", 30)
-    old_nested = aged(logs / "archive" / "old.log", 30)
+    old_rotations = [aged(logs / "workers.log.3", 30), aged(logs / "workers.log.12", 30, "xy")]
     live = aged(logs / "workers.log", 30)  # even when old, the live file is kept
     recent = aged(logs / "workers.log.1", 1)
-    not_a_log = aged(logs / "notes.txt", 30)
-    outside_file = aged(outside / "precious.log", 30)
-    aged(outside / "dir" / "deep.log", 30)
-    (logs / "link-to-outside.log").symlink_to(outside_file)
-    (logs / "linked-dir").symlink_to(outside / "dir", target_is_directory=True)
+    # Other programs' files in a shared `logs/` folder, all older than the retention.
+    foreign = [
+        aged(logs / name, 300)
+        for name in (
+            "app.log",
+            "nginx-access.log",
+            "nginx-access.log.1",
+            "workers.log.old",
+            "workers.log.1.gz",
+            "workers.log.0",
+            "other-workers.log.2",
+            "notes.txt",
+        )
+    ]
+    nested = aged(logs / "archive" / "workers.log.4", 30)
+    outside_file = aged(outside / "workers.log.7", 30)
+    (logs / "workers.log.9").symlink_to(outside_file)
 
     service = LogHousekeepingService(
         LoggingConfig(dir=logs, retention_days=14), anyio.CapacityLimiter(1)
     )
     summary = await service.cleanup()
 
-    assert not old_rotated.exists()
-    assert not old_nested.exists()
-    assert live.exists()
-    assert recent.exists()
-    assert not_a_log.exists()
-    assert outside_file.exists()
-    assert (outside / "dir" / "deep.log").exists()
-    assert (logs / "link-to-outside.log").is_symlink()
-    assert (summary.deleted_files, summary.deleted_bytes, summary.skipped_links) == (2, 2, 1)
+    assert not any(path.exists() for path in old_rotations)
+    assert all(path.exists() for path in [live, recent, nested, outside_file, *foreign])
+    assert (logs / "workers.log.9").is_symlink()
+    assert (summary.deleted_files, summary.deleted_bytes, summary.skipped_links) == (2, 3, 1)
+    assert summary.kept_files == 1
+
+
+async def test_cleanup_follows_a_custom_log_file_name(tmp_path: Path) -> None:
+    """With logging.file_name = d3.log, d3.log.N rotations are ours and workers.log.N are not."""
+    logs = tmp_path / "logs"
+    ours = aged(logs / "d3.log.2", 30)
+    not_ours = aged(logs / "workers.log.2", 30)
+    service = LogHousekeepingService(
+        LoggingConfig(dir=logs, file_name="d3.log", retention_days=14), anyio.CapacityLimiter(1)
+    )
+    assert (await service.cleanup()).deleted_files == 1
+    assert not ours.exists()
+    assert not_ours.exists()
 
 
 async def test_log_folder_that_is_a_symlink_is_left_alone(tmp_path: Path) -> None:

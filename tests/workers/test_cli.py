@@ -11,7 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
-from tests.fake_maxroll import FakeMaxroll
+from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
 from tests.index_expectations import expected_rows, stored_rows
 from tests.processes import WorkerProcess, run_cli, write_config
 
@@ -57,7 +57,7 @@ async def test_run_scheduler_fills_the_index_and_stops_on_sigterm(
     tmp_path: Path, fake_maxroll: FakeMaxroll
 ) -> None:
     """A real run-scheduler process syncs on schedule, then SIGTERM stops it with exit 0."""
-    config = cli_config(tmp_path, fake_maxroll, scrape_guides={"interval_minutes": 0.01})
+    config = cli_config(tmp_path, fake_maxroll, scrape_guides={"interval_minutes": 0.02})
     worker = await WorkerProcess.start("run-scheduler", "--config", str(config), cwd=tmp_path)
     try:
         await worker.wait_for(r"\[scrape_guides/\w+\] run finished outcome=success")
@@ -131,6 +131,18 @@ async def test_failed_run_exits_1(tmp_path: Path, fake_maxroll: FakeMaxroll) -> 
         (["status"], {"D3IS_SCHEDULER__TIMEZONE": "Nowhere/City"}, "scheduler.timezone"),
         (["run-scheduler"], {"D3IS_MAXROLL__MAX_CONCURRENCY": "-1"}, "maxroll.max_concurrency"),
         (["run", "cleanup-logs", "--config", "missing.toml"], {}, "does not exist"),
+        (["status"], {"D3IS_DATABASE_URL": "sqlite+aiosqlite:///x"}, "D3IS_DATABASE_URL"),
+        (["run-scheduler"], {"D3IS_SCHEDULR__LEASE_SECONDS": "9"}, "D3IS_SCHEDULR__LEASE_SECONDS"),
+        (
+            ["run-scheduler"],
+            {"D3IS_SCHEDULER__JOBS__CLEANUP_LOGS__INTERVAL_MINUTES": "0.001"},
+            "scheduler.jobs.cleanup_logs.interval_minutes",
+        ),
+        (
+            ["run", "cleanup-logs"],
+            {"D3IS_SCHEDULER__JOBS__SCRAPE_GUIDES__INTERVAL_MINUTES": "1e7"},
+            "scheduler.jobs.scrape_guides.interval_minutes",
+        ),
     ],
 )
 async def test_bad_usage_or_config_exits_2_without_traceback(
@@ -147,7 +159,7 @@ async def test_two_schedulers_on_one_store_run_each_scheduled_run_once(
     tmp_path: Path, fake_maxroll: FakeMaxroll
 ) -> None:
     """With two processes on one job store, one runs the jobs; no due time runs twice."""
-    config = cli_config(tmp_path, fake_maxroll, cleanup_logs={"interval_minutes": 0.005})
+    config = cli_config(tmp_path, fake_maxroll, cleanup_logs={"interval_minutes": 0.017})
     first = await WorkerProcess.start("run-scheduler", "--config", str(config), cwd=tmp_path)
     second = await WorkerProcess.start("run-scheduler", "--config", str(config), cwd=tmp_path)
     try:

@@ -47,7 +47,7 @@ def steal_lease(config: Any) -> None:
 async def test_losing_the_lease_cancels_running_scheduled_runs(tmp_path: Path) -> None:
     """A leader that finds its lease taken pauses, and its running scheduled run is cancelled and
     recorded with the error 'lease lost'."""
-    config = scrape_only(tmp_path, interval_minutes=0.005)
+    config = scrape_only(tmp_path, interval_minutes=1 / 60)
     fake = FakeSyncService("block")
     async with with_fake(WorkerRuntime(config), fake) as runtime:
         assert runtime.leadership is not None
@@ -158,7 +158,7 @@ async def test_a_graceful_stop_that_cancels_a_run_logs_one_line(
         scheduler={
             "shutdown_timeout_seconds": 0.1,
             "jobs": {
-                "scrape_guides": {"interval_minutes": 0.005},
+                "scrape_guides": {"interval_minutes": 1 / 60},
                 "refresh_cache": {"enabled": False},
                 "cleanup_logs": {"enabled": False},
             },

@@ -13,9 +13,9 @@ from pathlib import Path
 import anyio
 from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
 
+from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from tests.conftest import make_config
-from tests.fake_maxroll import FakeMaxroll
 from tests.index_expectations import expected_rows, stored_rows
 
 
@@ -29,7 +29,7 @@ async def test_embedded_runtime_runs_jobs_while_the_host_keeps_ticking(
         maxroll=fake_maxroll.config_values(),
         scheduler={
             "jobs": {
-                "scrape_guides": {"interval_minutes": 0.01},
+                "scrape_guides": {"interval_minutes": 0.02},
                 "refresh_cache": {"enabled": False},
                 "cleanup_logs": {"enabled": False},
             }

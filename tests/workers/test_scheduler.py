@@ -166,7 +166,7 @@ def only_cleanup(tmp_path: Path, interval_minutes: float) -> AppConfig:
 async def test_seed_api_build_register_start_runs_jobs_in_that_container(tmp_path: Path) -> None:
     """build_scheduler(config, container), register_jobs(...), start_scheduler(...): the jobs run
     through that container, and the exit stack stops the scheduler."""
-    config = only_cleanup(tmp_path, 0.003)
+    config = only_cleanup(tmp_path, 1 / 60)
     async with open_worker_container(config) as container:
         runner: JobRunner = await resolve(container.job_runner)
         tracker = RunTracker(runner.events)

@@ -1,12 +1,15 @@
-"""Delete log files past their retention, inside the log folder only.
+"""Delete this program's own old log rotations, and nothing else.
 
-Never the live log file, never anything outside `logging.dir`, never through a symlink: the walk
-does not follow links, skips them, and checks each candidate's real path before deleting it.
+Only the numbered backups `RotatingFileHandler` makes of `logging.file_name` (`workers.log.1`,
+`workers.log.2`, ...) directly inside `logging.dir` are candidates: `logs/` is a common folder name
+and the job runs inside host apps, so any other file there (`app.log`, `nginx-access.log`, ...) is
+someone else's, however old. Never the live file, never a subfolder, never through a symlink.
 """
 
 from __future__ import annotations
 
 import os
+import re
 import stat
 import time
 from collections.abc import Callable
@@ -18,14 +21,14 @@ import anyio
 import anyio.to_thread
 
 from d3_item_salvager.config import LoggingConfig
-from d3_item_salvager.logging_setup import get_logger, live_log_files
+from d3_item_salvager.logging_setup import get_logger
 
 _log = get_logger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
 class LogCleanupSummary:
-    """What a cleanup deleted and kept."""
+    """What a cleanup deleted and kept (counting only our own rotations)."""
 
     deleted_files: int
     deleted_bytes: int
@@ -37,13 +40,13 @@ class LogCleanupSummary:
         return asdict(self)
 
 
-def _is_log_file(name: str) -> bool:
-    # workers.log, workers.log.1 (rotation), other *.log files; nothing else is ours to delete.
-    return ".log" in name
+def rotation_pattern(file_name: str) -> re.Pattern[str]:
+    """Names of the numbered backups of `file_name` (never the live file itself)."""
+    return re.compile(re.escape(file_name) + r"\.[1-9][0-9]*")
 
 
 class LogHousekeepingService:
-    """Removes old log files; the walk runs in a worker thread."""
+    """Removes old rotations of the program's log file; the scan runs in a worker thread."""
 
     def __init__(
         self,
@@ -57,48 +60,39 @@ class LogHousekeepingService:
         self._clock = clock
 
     async def cleanup(self) -> LogCleanupSummary:
-        """Delete log files older than `logging.retention_days`."""
+        """Delete rotations of `logging.file_name` older than `logging.retention_days`."""
         return await anyio.to_thread.run_sync(self._cleanup_sync, limiter=self._limiter)
 
     def _cleanup_sync(self) -> LogCleanupSummary:
         root = Path(self._config.dir)
         if not root.is_dir() or root.is_symlink():
             return LogCleanupSummary(0, 0, 0, 0, 0)
-        real_root = root.resolve()
-        live = live_log_files(self._config)
+        ours = rotation_pattern(self._config.file_name)
         cutoff = self._clock() - self._config.retention_days * 86400
         deleted = deleted_bytes = kept = links = errors = 0
-        for folder, subfolders, files in os.walk(real_root, followlinks=False):
-            # Never descend into linked folders (os.walk lists them but does not follow them).
-            subfolders[:] = [d for d in subfolders if not os.path.islink(os.path.join(folder, d))]
-            for name in files:
-                path = Path(folder) / name
-                try:
-                    info = path.lstat()
-                except OSError:
-                    errors += 1
-                    continue
-                if stat.S_ISLNK(info.st_mode):
-                    links += 1
-                    continue
-                resolved = path.resolve()
-                if (
-                    not stat.S_ISREG(info.st_mode)
-                    or not _is_log_file(name)
-                    or resolved in live
-                    or not resolved.is_relative_to(real_root)
-                    or info.st_mtime >= cutoff
-                ):
-                    kept += 1
-                    continue
-                try:
-                    path.unlink()
-                except OSError as exc:
-                    errors += 1
-                    _log.warning(
-                        "cannot delete old log file", extra={"path": str(path), "error": str(exc)}
-                    )
-                    continue
-                deleted += 1
-                deleted_bytes += info.st_size
+        with os.scandir(root) as entries:
+            names = sorted(entry.name for entry in entries if ours.fullmatch(entry.name))
+        for name in names:
+            path = root / name
+            try:
+                info = path.lstat()
+            except OSError:
+                errors += 1
+                continue
+            if stat.S_ISLNK(info.st_mode):
+                links += 1
+                continue
+            if not stat.S_ISREG(info.st_mode) or info.st_mtime >= cutoff:
+                kept += 1
+                continue
+            try:
+                path.unlink()
+            except OSError as exc:
+                errors += 1
+                _log.warning(
+                    "cannot delete old log file", extra={"path": str(path), "error": str(exc)}
+                )
+                continue
+            deleted += 1
+            deleted_bytes += info.st_size
         return LogCleanupSummary(deleted, deleted_bytes, kept, links, errors)

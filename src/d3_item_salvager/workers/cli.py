@@ -1,4 +1,4 @@
-"""Command line: `python -m d3_item_salvager.workers COMMAND`.
+"""Command line: `d3-item-salvager-workers COMMAND`, or `python -m d3_item_salvager.workers COMMAND`.
 
 Exit codes: 0 success, 1 the job failed (or the scheduler had to stop), 2 bad usage or
 configuration, 3 `run JOB` refused because another process is running that job now, 130 `run JOB`
@@ -25,7 +25,10 @@ from d3_item_salvager.workers.jobs import JOBS, JobSpec, check_jobs_config, job_
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+SCRIPT_NAME = "d3-item-salvager-workers"  # the console script; `__main__` names itself instead
+
+# add_completion: Typer's --install-completion / --show-completion for the console script.
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 _log = get_logger(__name__)
 
 
@@ -42,8 +45,23 @@ ConfigOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"{SCRIPT_NAME} {version('d3-item-salvager')}")
+        raise typer.Exit(EXIT_OK)
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     """Background jobs that keep the d3-item-salvager index of Maxroll build guides fresh."""
 
 
@@ -65,7 +83,7 @@ def _setup(config_file: Path | None, needs_token: tuple[str, ...] = ()) -> AppCo
         for job_id in needs_token:
             if JOBS[job_id].needs_token and job_settings(config, job_id).enabled:
                 config.maxroll.require_bearer_token()
-        configure_app_logging(config)
+        configure_app_logging(config, capture_apscheduler=True)  # our own process
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     return config
@@ -212,6 +230,6 @@ def status(
     raise typer.Exit(EXIT_FAILED if problems else EXIT_OK)
 
 
-def main() -> None:
-    """Console entry point."""
-    app(prog_name="python -m d3_item_salvager.workers")
+def main(prog_name: str = SCRIPT_NAME) -> None:
+    """Console entry point; help and usage lines name the command as `prog_name`."""
+    app(prog_name=prog_name)

@@ -5,7 +5,11 @@ holder renews it every L/4 for L/2 (so two renewals may fail in a row before it 
 standby checks every L/4: after the holder dies, one takes over within 3/4 L, inside the period. Taking it is
 one conditional UPDATE (which row-locks on PostgreSQL and write-locks on SQLite) or one INSERT that
 ignores conflicts, so two processes racing for a free lease cannot both win, on one host or
-several. Expiry uses each host's wall clock: hosts sharing a PostgreSQL job store need NTP.
+several.
+
+Whose clock decides expiry: on PostgreSQL the database server's (`clock_timestamp()` inside each
+statement), so hosts whose clocks disagree still never both lead; on SQLite, whose processes share
+one host, that host's wall clock (the injected `clock`).
 """
 
 from __future__ import annotations
@@ -15,12 +19,37 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import anyio.to_thread
-from sqlalchemy import Connection, Engine, and_, delete, or_, select, update
+from sqlalchemy import (
+    ColumnElement,
+    Connection,
+    Engine,
+    Float,
+    and_,
+    cast,
+    delete,
+    func,
+    literal,
+    or_,
+    select,
+    update,
+)
 
 from d3_item_salvager.data.dialects import insert_ignoring_conflicts
 from d3_item_salvager.workers.job_store_db import scheduler_lease
 
 LEASE_NAME = "scheduler"
+
+
+def _server_now() -> ColumnElement[float]:
+    """The PostgreSQL server's time now, in epoch seconds."""
+    return cast(func.extract("epoch", func.clock_timestamp()), Float)
+
+
+def database_now(connection: Connection) -> float | None:
+    """The clock lease expiries are measured on: the server's on PostgreSQL, else None (local)."""
+    if connection.dialect.name != "postgresql":
+        return None
+    return float(connection.execute(select(_server_now())).scalar_one())
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +89,12 @@ class SchedulerLease:
     def _ttl(self) -> float:
         return self.lease_seconds / 2
 
+    def _now(self, connection: Connection) -> ColumnElement[float]:
+        """Now, as an SQL expression: the server's clock on PostgreSQL, ours elsewhere."""
+        if connection.dialect.name == "postgresql":
+            return _server_now()
+        return literal(self._clock(), Float)
+
     async def _transaction(self, work: Callable[[Connection], bool]) -> bool:
         def run() -> bool:
             with self._engine.begin() as connection:
@@ -69,10 +104,10 @@ class SchedulerLease:
 
     async def try_acquire(self) -> bool:
         """Take the lease if it is free, expired or already ours; True when we hold it now."""
-        now = self._clock()
-        expires = now + self._ttl
 
         def acquire(connection: Connection) -> bool:
+            now = self._now(connection)
+            expires = now + self._ttl
             taken = connection.execute(
                 update(scheduler_lease)
                 .where(
@@ -100,16 +135,21 @@ class SchedulerLease:
 
     async def renew(self) -> bool:
         """Extend our lease; False when another process holds it now."""
-        statement = (
-            update(scheduler_lease)
-            .where(
-                and_(scheduler_lease.c.name == LEASE_NAME, scheduler_lease.c.holder == self.holder)
+
+        def extend(connection: Connection) -> bool:
+            statement = (
+                update(scheduler_lease)
+                .where(
+                    and_(
+                        scheduler_lease.c.name == LEASE_NAME,
+                        scheduler_lease.c.holder == self.holder,
+                    )
+                )
+                .values(expires_at=self._now(connection) + self._ttl)
             )
-            .values(expires_at=self._clock() + self._ttl)
-        )
-        return await self._transaction(
-            lambda connection: connection.execute(statement).rowcount == 1
-        )
+            return connection.execute(statement).rowcount == 1
+
+        return await self._transaction(extend)
 
     async def release(self) -> None:
         """Give the lease up so a standby takes over at once."""

@@ -200,4 +200,4 @@ def test_interval_outside_one_second_to_a_year_is_refused(
 def test_interval_bounds_are_inclusive(monkeypatch: pytest.MonkeyPatch, minutes: float) -> None:
     """Exactly one second and exactly a year are accepted."""
     monkeypatch.setenv("D3IS_SCHEDULER__JOBS__REFRESH_CACHE__INTERVAL_MINUTES", repr(minutes))
-    assert load_config().scheduler.jobs.refresh_cache.interval_minutes == minutes
+    assert load_config().scheduler.jobs.by_id()["refresh_cache"].interval_minutes == minutes

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import threading
 from pathlib import Path
 
@@ -14,8 +15,27 @@ from d3_item_salvager.workers.runtime import WorkerRuntime
 from tests.conftest import make_config
 from tests.index_expectations import expected_rows, stored_rows
 from tests.processes import run_cli
-from tests.reliability.test_locked_database import hold_write_lock
 from tests.workers.test_cli import cli_config
+
+LOCK_SECONDS = 2.0
+
+
+def hold_write_lock(database: Path, released: threading.Event) -> threading.Thread:
+    """Take the SQLite write lock in another connection; keep it until released or LOCK_SECONDS."""
+    acquired = threading.Event()
+
+    def hold() -> None:
+        connection = sqlite3.connect(database, isolation_level=None)
+        connection.execute("BEGIN IMMEDIATE")
+        acquired.set()
+        released.wait(LOCK_SECONDS)  # the fault being injected: a writer that holds the lock
+        connection.execute("ROLLBACK")
+        connection.close()
+
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert acquired.wait(10)
+    return thread
 
 
 async def test_index_locked_past_the_busy_timeout_is_a_transient_failure(

@@ -9,8 +9,9 @@ from contextlib import contextmanager
 from typing import Any
 
 import httpx
-from tests.fake_maxroll import serve
-from tests.fake_site import build_site
+
+from d3_item_salvager.testing.fake_maxroll import serve
+from d3_item_salvager.testing.fake_site import build_site
 
 
 def _serve(

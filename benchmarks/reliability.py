@@ -13,13 +13,19 @@ import time
 from pathlib import Path
 
 from tests.conftest import make_config
-from tests.fake_maxroll import GUIDE_PREFIX, PROFILE_PREFIX, Fault, RandomTransientFaults, serve
-from tests.fake_site import build_site
 from tests.index_expectations import expected_rows, stored_rows
 from tests.processes import WorkerProcess, write_config
 
 from d3_item_salvager.container import resolve
 from d3_item_salvager.services.build_guides import BuildGuideService, SyncSummary
+from d3_item_salvager.testing.fake_maxroll import (
+    GUIDE_PREFIX,
+    PROFILE_PREFIX,
+    Fault,
+    RandomTransientFaults,
+    serve,
+)
+from d3_item_salvager.testing.fake_site import build_site
 from d3_item_salvager.workers.runtime import WorkerRuntime
 
 

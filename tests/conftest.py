@@ -10,11 +10,11 @@ from typing import Any
 
 import pytest
 
-from d3_item_salvager.config import AppConfig
+from d3_item_salvager.config import AppConfig, load_config
 from d3_item_salvager.container import Container, open_container
 from d3_item_salvager.logging_setup import LOGGER_NAME
-from tests.fake_maxroll import FakeMaxroll, serve
-from tests.fake_site import Site, build_site
+from d3_item_salvager.testing import FakeMaxroll
+from d3_item_salvager.testing.fake_site import Site, build_site
 from tests.index_reader import IndexReader
 from tests.postgres_server import postgres  # noqa: F401 - a fixture, shared by every test folder
 
@@ -42,12 +42,13 @@ def reset_logging() -> Iterator[None]:
 def make_config(tmp_path: Path, **sections: dict[str, Any]) -> AppConfig:
     """A config whose every file lives under tmp_path; sections override the test defaults."""
     base: dict[str, dict[str, Any]] = {
-        "database": {"url": f"sqlite+aiosqlite:///{tmp_path / 'index.sqlite'}"},
-        "cache": {"dir": tmp_path / "cache"},
-        "logging": {"dir": tmp_path / "logs"},
+        # Relative paths land under `home`, i.e. tmp_path.
+        "database": {"url": "sqlite+aiosqlite:///index.sqlite"},
+        "cache": {"dir": "cache"},
+        "logging": {"dir": "logs"},
         # Tests decide when jobs run: new jobs wait for their interval, as on a restart.
         "scheduler": {
-            "job_store_path": tmp_path / "scheduler.sqlite",
+            "job_store_path": "scheduler.sqlite",
             "run_new_jobs_at_once": False,
         },
         "maxroll": {
@@ -58,7 +59,7 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> AppConfig:
     }
     for name, values in sections.items():
         base.setdefault(name, {}).update(values)
-    return AppConfig.model_validate(base)
+    return load_config(overrides=base, environment=False, home=tmp_path)
 
 
 def with_interval_seconds(config: AppConfig, job_id: str, seconds: float) -> AppConfig:
@@ -95,8 +96,8 @@ def site() -> Site:
 
 @pytest.fixture
 def fake_maxroll(site: Site) -> Iterator[FakeMaxroll]:
-    """The fake Maxroll serving `site` on 127.0.0.1."""
-    with serve(site) as fake:
+    """The fake Maxroll serving `site` on 127.0.0.1 (overrides the kit's fixture of that name)."""
+    with FakeMaxroll(site=site) as fake:
         yield fake
 
 

@@ -7,7 +7,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
-from tests.fake_site import META_SLOTS, TYPE_FOR_SLOT, Guide, Site
+from d3_item_salvager.testing.fake_site import META_SLOTS, TYPE_FOR_SLOT, Guide, Site
 
 ITEM_TYPE_SLOTS = {
     "helm": "head", "shoulders": "shoulders", "amulet": "neck", "chestarmor": "torso",
@@ -46,19 +46,15 @@ def expected_rows(site: Site) -> dict[str, set[tuple[object, ...]]]:
                 for slot, item_id in profile["kanai"].items():
                     usage_rows.add((*key, item_id, slot, "kanai"))
                     used.add(item_id)
+    # The whole catalog is stored, used or not; every used id is in the catalog.
+    assert used <= {record["id"] for record in site.catalog}
     item_rows: set[tuple[object, ...]] = set()
     for record in site.catalog:
-        if record["id"] in used:
-            set_name = "Synthetic Battlegear" if record.get("set") else None
-            item_rows.add(
-                (
-                    record["id"],
-                    record["name"],
-                    ITEM_TYPE_SLOTS[record["type"]],
-                    record["quality"],
-                    set_name,
-                )
-            )
+        set_name = "Synthetic Battlegear" if record.get("set") else None
+        item_rows.add(
+            (record["id"], record["name"], ITEM_TYPE_SLOTS[record["type"]], record["quality"],
+             set_name)
+        )  # fmt: skip
     return {
         "guides": guide_rows,
         "builds": build_rows,

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
+
+from d3_item_salvager.workers.job_runner import RunResult
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -26,3 +29,13 @@ def test_ci_runs_the_readme_test_command() -> None:
     """.ci/run's last line is the README's test command, byte for byte."""
     ci_lines = (ROOT / ".ci" / "run").read_text(encoding="utf-8").strip().splitlines()
     assert ci_lines[-1] == _quick_start_commands()[1]
+
+
+def test_run_json_example_has_the_keys_run_json_prints() -> None:
+    """The README's `run --json` example names exactly the keys of a recorded run."""
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    section = readme.split("`run JOB --json` prints one object", 1)[1]
+    example = re.search(r"```json\n(.+?)\n```", section, re.DOTALL)
+    assert example is not None
+    printed = RunResult("r", "scrape_guides", "manual", "success", None, {}, 1.0).to_dict()
+    assert set(json.loads(example.group(1))) == set(printed)

@@ -1,8 +1,10 @@
 """Application configuration: one `AppConfig`, validated once at start-up.
 
-Sources, strongest first: environment variables (`D3IS_` prefix, sections nested with `__`), then an
-optional TOML file (`--config FILE` or `D3IS_CONFIG_FILE`), then the defaults below. This is the only
-module that reads `os.environ`.
+Sources, strongest first: values passed to `load_config` (or to `AppConfig(...)`), then environment
+variables (`D3IS_` prefix, sections nested with `__`; skipped with `environment=False`), then an
+optional TOML file (`--config FILE` or `D3IS_CONFIG_FILE`), then the defaults below. Sources merge
+setting by setting. When `home` is set, every relative path (index, job store, caches, logs) is
+taken under it. This is the only module that reads `os.environ`.
 """
 
 from __future__ import annotations
@@ -10,14 +12,32 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    InitSettingsSource,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
 
+from d3_item_salvager._config_home import rooted_at_home
 from d3_item_salvager.errors import ConfigError
 
 ENV_PREFIX = "D3IS_"
@@ -268,6 +288,7 @@ class AppConfig(BaseSettings):
         frozen=True,
     )
 
+    home: Path | None = None
     database: DatabaseConfig = DatabaseConfig()
     maxroll: MaxrollConfig = MaxrollConfig()
     cache: CacheConfig = CacheConfig()
@@ -285,8 +306,40 @@ class AppConfig(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # The TOML file arrives as init kwargs (see load_config); the environment overrides it.
-        return (env_settings, init_settings)
+        # Explicit values beat the environment, which beats the TOML file (see load_config).
+        file_settings = InitSettingsSource(settings_cls, init_kwargs=dict(_FILE_VALUES.get()))
+        if not _READ_ENVIRONMENT.get():
+            return (init_settings, file_settings)
+        return (init_settings, env_settings, file_settings)
+
+    @model_validator(mode="before")
+    @classmethod
+    def _root_paths_at_home(cls, data: Any) -> Any:
+        # Before validation, so the defaults of the sections are rooted too.
+        if not isinstance(data, dict) or not data.get("home"):
+            return data
+        if not isinstance(data["home"], str | os.PathLike):
+            return data  # the field's own validation reports it
+        home = Path(data["home"]).expanduser().absolute()
+        return rooted_at_home(data, home, _relative_path_defaults())
+
+
+def _relative_path_defaults() -> dict[str, dict[str, Any]]:
+    return {
+        "database": {"url": DatabaseConfig.model_fields["url"].default},
+        "cache": {"dir": CacheConfig.model_fields["dir"].default},
+        "logging": {"dir": LoggingConfig.model_fields["dir"].default},
+        "scheduler": {"job_store_path": SchedulerConfig.model_fields["job_store_path"].default},
+    }
+
+
+# The TOML file's values and whether to read the environment, for `settings_customise_sources`:
+# pydantic-settings builds its sources inside the constructor, so `load_config` hands them over
+# through context variables (safe across threads and tasks).
+_FILE_VALUES: ContextVar[Mapping[str, Any]] = ContextVar(
+    "_FILE_VALUES", default=MappingProxyType({})
+)
+_READ_ENVIRONMENT: ContextVar[bool] = ContextVar("_READ_ENVIRONMENT", default=True)
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
@@ -341,18 +394,61 @@ def _check_environment() -> None:
         )
 
 
-def load_config(config_file: Path | None = None) -> AppConfig:
-    """Build the configuration from defaults, the optional TOML file and the environment.
+def _merged(base: Mapping[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    """base updated by extra, nested dicts merged key by key."""
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(merged.get(key), Mapping):
+            merged[key] = _merged(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+@contextmanager
+def _sources(file_values: Mapping[str, Any], environment: bool) -> Iterator[None]:
+    file_token = _FILE_VALUES.set(file_values)
+    env_token = _READ_ENVIRONMENT.set(environment)
+    try:
+        yield
+    finally:
+        _READ_ENVIRONMENT.reset(env_token)
+        _FILE_VALUES.reset(file_token)
+
+
+def load_config(
+    config_file: Path | None = None,
+    *,
+    overrides: Mapping[str, Any] | None = None,
+    environment: bool = True,
+    **sections: Any,
+) -> AppConfig:
+    """Build the configuration from defaults, the optional TOML file, the environment and overrides.
+
+    Precedence, strongest first: keyword `sections`, then `overrides`, then `D3IS_` environment
+    variables, then the TOML file, then the defaults; they merge setting by setting.
+
+        load_config(overrides={"maxroll": {"bearer_token": "t"}})
+        load_config(home=tmp_path, maxroll={"bearer_token": "t"}, environment=False)
+
+    Args:
+        config_file: a TOML file; by default `$D3IS_CONFIG_FILE` when the environment is read.
+        overrides: nested settings, e.g. `{"scheduler": {"jobs": {"cleanup_logs": {...}}}}`.
+        environment: False ignores every `D3IS_` variable, `D3IS_CONFIG_FILE` included.
+        sections: top-level settings by name (`maxroll={...}`, `home=PATH`), merged onto overrides.
 
     Raises:
         ConfigError: naming every invalid setting and its value.
     """
-    _check_environment()
-    if config_file is None and os.environ.get(CONFIG_FILE_ENV):
+    if environment:
+        _check_environment()
+    if config_file is None and environment and os.environ.get(CONFIG_FILE_ENV):
         config_file = Path(os.environ[CONFIG_FILE_ENV])
     file_values = _read_toml(config_file) if config_file is not None else {}
+    explicit = _merged(overrides or {}, sections)
     try:
-        return AppConfig(**file_values)
+        with _sources(file_values, environment):
+            return AppConfig(**explicit)
     except ValidationError as exc:
         source = f" (config file {config_file})" if config_file else ""
         problems = "; ".join(_describe(error) for error in exc.errors())

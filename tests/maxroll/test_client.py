@@ -18,8 +18,14 @@ from d3_item_salvager.errors import (
 )
 from d3_item_salvager.maxroll.client import MaxrollClient, parse_retry_after
 from d3_item_salvager.maxroll.http import build_http_client
+from d3_item_salvager.testing.fake_maxroll import (
+    ITEM_DATA_PATH,
+    PROFILE_PREFIX,
+    SEARCH_PATH,
+    FakeMaxroll,
+    Fault,
+)
 from tests.conftest import make_config
-from tests.fake_maxroll import ITEM_DATA_PATH, PROFILE_PREFIX, SEARCH_PATH, FakeMaxroll, Fault
 
 
 class RecordingSleep:

@@ -14,8 +14,7 @@ from d3_item_salvager.errors import ParseError, TransientFetchError
 from d3_item_salvager.maxroll.client import MaxrollClient
 from d3_item_salvager.maxroll.gateway import MaxrollGateway
 from d3_item_salvager.maxroll.http import build_http_client
-from tests.conftest import make_config
-from tests.fake_maxroll import (
+from d3_item_salvager.testing.fake_maxroll import (
     GUIDE_PREFIX,
     ITEM_DATA_PATH,
     PROFILE_PREFIX,
@@ -23,7 +22,8 @@ from tests.fake_maxroll import (
     Fault,
     serve,
 )
-from tests.fake_site import build_site
+from d3_item_salvager.testing.fake_site import build_site
+from tests.conftest import make_config
 
 
 class FakeClock:

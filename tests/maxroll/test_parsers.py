@@ -1,4 +1,4 @@
-"""Parsers: each FORMATS.md trap, over small synthetic fixtures and generated pages."""
+"""Parsers: each trap of docs/maxroll-formats.md, over small synthetic fixtures and pages."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from d3_item_salvager.maxroll.guide_parser import parse_guide_planners
 from d3_item_salvager.maxroll.models import ItemUsage
 from d3_item_salvager.maxroll.profile_parser import parse_planner_profile
 from d3_item_salvager.maxroll.search_parser import class_from_taxonomies, parse_search_page
-from tests.fake_site import build_site, render_guide_page
+from d3_item_salvager.testing.fake_site import build_site, render_guide_page
 
 FIXTURES = Path(__file__).resolve().parent.parent / "fixtures"
 

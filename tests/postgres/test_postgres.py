@@ -12,10 +12,10 @@ import pytest
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.container import resolve
 from d3_item_salvager.services.build_guides import BuildGuideService
+from d3_item_salvager.testing.fake_maxroll import GUIDE_PREFIX, FakeMaxroll
 from d3_item_salvager.workers import tasks
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from tests.conftest import make_config
-from tests.fake_maxroll import GUIDE_PREFIX, FakeMaxroll
 from tests.index_expectations import expected_rows, rows_from, touch_guide
 from tests.postgres_server import PostgresDatabase
 from tests.processes import WorkerProcess, write_config

@@ -9,10 +9,10 @@ from typing import IO, Any
 import pytest
 
 from d3_item_salvager.maxroll import document_cache
+from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
 from d3_item_salvager.workers import tasks
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from tests.conftest import make_config
-from tests.fake_maxroll import FakeMaxroll
 from tests.index_expectations import expected_rows, stored_rows
 from tests.reliability.test_faults import index_file, sync
 

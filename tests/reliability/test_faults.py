@@ -9,8 +9,7 @@ import pytest
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.container import open_container, resolve
 from d3_item_salvager.services.build_guides import BuildGuideService, SyncSummary
-from tests.conftest import make_config
-from tests.fake_maxroll import (
+from d3_item_salvager.testing.fake_maxroll import (
     GUIDE_PREFIX,
     PROFILE_PREFIX,
     FakeMaxroll,
@@ -18,7 +17,8 @@ from tests.fake_maxroll import (
     RandomTransientFaults,
     serve,
 )
-from tests.fake_site import build_site
+from d3_item_salvager.testing.fake_site import build_site
+from tests.conftest import make_config
 from tests.index_expectations import expected_rows, stored_rows, touch_guide
 from tests.index_reader import IndexReader
 

@@ -8,9 +8,9 @@ from pathlib import Path
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.container import open_container, resolve
 from d3_item_salvager.services.build_guides import BuildGuideService
+from d3_item_salvager.testing.fake_maxroll import GUIDE_PREFIX, PROFILE_PREFIX, serve
+from d3_item_salvager.testing.fake_site import Guide, build_site
 from tests.conftest import make_config
-from tests.fake_maxroll import GUIDE_PREFIX, PROFILE_PREFIX, serve
-from tests.fake_site import Guide, build_site
 
 EVIL_PERMALINKS = [
     "https://maxroll.gg/d3/guides/../../admin",

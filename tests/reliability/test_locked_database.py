@@ -7,9 +7,9 @@ import threading
 from pathlib import Path
 
 from d3_item_salvager.config import AppConfig
+from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
 from d3_item_salvager.workers import tasks
 from d3_item_salvager.workers.runtime import WorkerRuntime
-from tests.fake_maxroll import FakeMaxroll
 from tests.index_expectations import expected_rows, stored_rows
 
 LOCK_SECONDS = 2.0

@@ -9,8 +9,8 @@ from pathlib import Path
 import anyio
 import pytest
 
-from tests.fake_maxroll import FakeMaxroll
-from tests.fake_site import build_site
+from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
+from d3_item_salvager.testing.fake_site import build_site
 from tests.index_expectations import expected_rows, stored_rows
 from tests.processes import WorkerProcess, run_cli, write_config
 from tests.workers.test_cli import cli_config, job_runs

@@ -10,8 +10,14 @@ from d3_item_salvager.config import AppConfig
 from d3_item_salvager.container import Container, resolve
 from d3_item_salvager.errors import ConfigError
 from d3_item_salvager.services.build_guides import BuildGuideService
+from d3_item_salvager.testing.fake_maxroll import (
+    GUIDE_PREFIX,
+    ITEM_DATA_PATH,
+    PROFILE_PREFIX,
+    FakeMaxroll,
+    Fault,
+)
 from tests.conftest import make_config
-from tests.fake_maxroll import GUIDE_PREFIX, ITEM_DATA_PATH, PROFILE_PREFIX, FakeMaxroll, Fault
 from tests.index_expectations import expected_rows, touch_guide
 from tests.index_reader import IndexReader
 

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from tests.fake_maxroll import FakeMaxroll
+from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
 from tests.index_expectations import expected_rows, stored_rows
 from tests.processes import WorkerProcess, run_cli, write_config
 

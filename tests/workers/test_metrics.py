@@ -13,11 +13,11 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from d3_item_salvager.config import AppConfig, load_config
 from d3_item_salvager.errors import ConfigError
+from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
 from d3_item_salvager.workers import tasks
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from d3_item_salvager.workers.status import health_problems
 from tests.conftest import make_config
-from tests.fake_maxroll import FakeMaxroll
 from tests.processes import WorkerProcess, run_cli
 from tests.workers.test_cli import cli_config
 

@@ -12,9 +12,9 @@ from pathlib import Path
 import anyio
 from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
 
+from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from tests.conftest import make_config
-from tests.fake_maxroll import FakeMaxroll
 from tests.index_expectations import expected_rows, stored_rows
 
 

@@ -13,9 +13,9 @@ from typing import Any
 import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 
+from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
 from d3_item_salvager.workers.job_store_reader import describe_interval, describe_trigger
 from d3_item_salvager.workers.status import health_problems, render_history, render_status
-from tests.fake_maxroll import FakeMaxroll
 from tests.processes import WorkerProcess, run_cli, write_config
 
 pytestmark = pytest.mark.slow

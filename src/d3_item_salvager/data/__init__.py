@@ -1,8 +1,33 @@
-"""The index database: schema, engine and repository."""
+"""The index database: schema, engine, repository (writes) and queries (reads)."""
 
 from __future__ import annotations
 
+from d3_item_salvager.data.queries import IndexQueries
+from d3_item_salvager.data.query_models import (
+    BuildInfo,
+    CatalogEntry,
+    GuideInfo,
+    ItemReport,
+    ItemUse,
+    UnknownClassError,
+    UnknownGuideError,
+    UsedItem,
+)
 from d3_item_salvager.data.repository import GuideChanges, IndexRepository, StoredGuide
 from d3_item_salvager.data.schema import ensure_schema
 
-__all__ = ["GuideChanges", "IndexRepository", "StoredGuide", "ensure_schema"]
+__all__ = [
+    "BuildInfo",
+    "CatalogEntry",
+    "GuideChanges",
+    "GuideInfo",
+    "IndexQueries",
+    "IndexRepository",
+    "ItemReport",
+    "ItemUse",
+    "StoredGuide",
+    "UnknownClassError",
+    "UnknownGuideError",
+    "UsedItem",
+    "ensure_schema",
+]

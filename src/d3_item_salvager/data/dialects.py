@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, TypeVar
 
-from sqlalchemy import MetaData, Table, event
+from sqlalchemy import Table, event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -59,18 +59,6 @@ def insert_ignoring_conflicts(table: Table, dialect_name: str) -> Insert:
     if dialect_name == "postgresql":
         return postgresql.insert(table).on_conflict_do_nothing()
     return sqlite.insert(table).on_conflict_do_nothing()
-
-
-async def create_tables(engine: AsyncEngine, metadata: MetaData, attempts: int = 5) -> None:
-    """create_all, tolerating another process creating the same tables at the same moment."""
-    for attempt in range(attempts):
-        try:
-            async with engine.begin() as connection:
-                await connection.run_sync(metadata.create_all)
-            return
-        except DBAPIError as exc:
-            if attempt == attempts - 1 or not lost_schema_race(exc):
-                raise
 
 
 def create_sqlite_engine(url: str, *, busy_timeout_seconds: float) -> AsyncEngine:

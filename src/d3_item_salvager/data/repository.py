@@ -14,8 +14,10 @@ from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
+from d3_item_salvager.data.catalog_sync import sync_catalog_items
 from d3_item_salvager.data.schema import builds, guides, item_usages, items
 from d3_item_salvager.errors import IndexDatabaseError
+from d3_item_salvager.maxroll.catalog import ItemCatalog
 from d3_item_salvager.maxroll.models import BuildRecord, CatalogItem, GuideRecord
 
 PLACEHOLDER_QUALITY = "unknown"
@@ -93,6 +95,14 @@ class IndexRepository:
         except DBAPIError as exc:
             raise IndexDatabaseError(f"writing guide {guide.url} failed: {exc.orig}") from None
         return changes
+
+    async def sync_catalog(self, catalog: ItemCatalog) -> int:
+        """Make `items` hold every catalog item as the catalog says; return the rows changed."""
+        try:
+            async with self._engine.begin() as connection:
+                return await sync_catalog_items(connection, catalog)
+        except DBAPIError as exc:
+            raise IndexDatabaseError(f"writing the item catalog failed: {exc.orig}") from None
 
     async def remove_guides(self, guide_ids: Iterable[int]) -> RemovedGuides:
         """Delete guides with their builds and usages (one transaction)."""

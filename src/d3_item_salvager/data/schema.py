@@ -1,7 +1,8 @@
 """The index tables. Other tools read them, so table and column names are fixed.
 
-The schema is versioned in `schema_meta`: a database written by a newer version of this program is
-refused with a clear error instead of being read wrongly.
+This is the schema as the newest migration (migrations/versions/) leaves it; a change here goes
+with a new migration. A database written by a newer release is refused with a clear error
+instead of being read wrongly.
 """
 
 from __future__ import annotations
@@ -16,16 +17,13 @@ from sqlalchemy import (
     Table,
     Text,
     UniqueConstraint,
-    inspect,
-    select,
 )
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from d3_item_salvager.data.dialects import create_tables, insert_ignoring_conflicts
+from d3_item_salvager.data.migrations.runner import upgrade_index
 from d3_item_salvager.errors import IndexDatabaseError
 
-SCHEMA_VERSION = 1
 USAGE_CONTEXTS = ("main", "kanai", "follower")
 
 metadata = MetaData()
@@ -87,43 +85,18 @@ Index("ix_builds_guide_id", builds.c.guide_id)
 
 
 async def ensure_schema(engine: AsyncEngine) -> None:
-    """Create the tables on a new database; refuse one whose schema version is unknown.
+    """Create or upgrade the index schema (see migrations/runner.py); refuse an unknown one.
 
-    Several processes may start on a new file at once: whoever loses the race to create a table
-    or the version row simply tries again and finds them there.
+    Several processes may start on a new file at once: the upgrade runs under a lock, and whoever
+    comes second finds it done.
 
     Raises:
         IndexDatabaseError: the database has a version this program does not know, or cannot
             be opened.
     """
     try:
-        stored = await _stored_version(engine)
-        if stored not in (None, str(SCHEMA_VERSION)):
-            raise IndexDatabaseError(
-                f"index database schema version {stored} is not supported by this program "
-                f"(it knows version {SCHEMA_VERSION}); use a matching release or a new file"
-            )
-        await create_tables(engine, metadata)
-        async with engine.begin() as connection:
-            await connection.execute(
-                insert_ignoring_conflicts(schema_meta, engine.dialect.name).values(
-                    key="schema_version", value=str(SCHEMA_VERSION)
-                )
-            )
+        await upgrade_index(engine)
     except DBAPIError as exc:
         raise IndexDatabaseError(f"cannot open the index database: {exc.orig}") from None
     except OSError as exc:  # a server that cannot be reached (PostgreSQL)
         raise IndexDatabaseError(f"cannot reach the index database: {exc}") from None
-
-
-async def _stored_version(engine: AsyncEngine) -> str | None:
-    async with engine.connect() as connection:
-        has_meta = await connection.run_sync(lambda sync: inspect(sync).has_table(schema_meta.name))
-        if not has_meta:
-            return None
-        version: str | None = (
-            await connection.execute(
-                select(schema_meta.c.value).where(schema_meta.c.key == "schema_version")
-            )
-        ).scalar_one_or_none()
-        return version

@@ -1,6 +1,6 @@
 """Guide page HTML -> the planner ids of the builds the guide recommends.
 
-The rule (FORMATS.md, "How this project reads a guide"): the distinct `data-d3planner-id` values of
+The rule of docs/maxroll-formats.md: the distinct `data-d3planner-id` values of
 rendered planner elements between `h2#variants-header` and the next `h2`; without a Variants
 section, every rendered `paperdoll` planner on the page. Altar planners never count, and ids that
 exist only inside scripts or third-party links are never read: only element attributes are.

@@ -53,7 +53,7 @@ def guide_page_url(site_url: str, permalink: str) -> str:
 
 
 def is_build_guide_permalink(permalink: object) -> bool:
-    """True for permalinks under https://maxroll.gg/d3/guides/ (the FORMATS.md guide test)."""
+    """True for permalinks under https://maxroll.gg/d3/guides/ (docs/maxroll-formats.md)."""
     return isinstance(permalink, str) and any(
         permalink.startswith(f"https://{host}{GUIDE_PATH_PREFIX}") for host in MAXROLL_HOSTS
     )

@@ -133,8 +133,11 @@ class BuildGuideService:
         ]
         summary.guides_skipped = len(guides) - len(todo)
 
+        # The whole catalog is in the index (for "what does no build use"): a new data.json
+        # reaches `items` on the next sync even when no guide changed.
+        catalog = await self._gateway.item_catalog()
+        summary.items_upserted += await self._repository.sync_catalog(catalog)
         if todo:
-            catalog = await self._gateway.item_catalog()
             await self._sync_guides(todo, catalog, summary, force_refresh, progress)
 
         await self._remove_vanished(guides, stored, summary)

@@ -1,4 +1,4 @@
-"""Command line: `python -m d3_item_salvager.workers COMMAND`.
+"""Command line: `d3-item-salvager-workers COMMAND`, or `python -m d3_item_salvager.workers COMMAND`.
 
 Exit codes: 0 success, 1 the job failed, 2 bad usage or configuration.
 """
@@ -24,7 +24,10 @@ from d3_item_salvager.logging_setup import configure_app_logging, get_logger
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 NEEDS_TOKEN = ("scrape_guides", "refresh_cache")
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+SCRIPT_NAME = "d3-item-salvager-workers"  # the console script; `__main__` names itself instead
+
+# add_completion: Typer's --install-completion / --show-completion for the console script.
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 _log = get_logger(__name__)
 
 
@@ -42,8 +45,23 @@ ConfigOption = Annotated[
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"{SCRIPT_NAME} {version('d3-item-salvager')}")
+        raise typer.Exit(EXIT_OK)
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     """Background jobs that keep the d3-item-salvager index of Maxroll build guides fresh."""
 
 
@@ -189,6 +207,6 @@ def history(
     typer.echo(json.dumps({"runs": runs}, default=str) if as_json else render_history(runs))
 
 
-def main() -> None:
-    """Console entry point."""
-    app(prog_name="python -m d3_item_salvager.workers")
+def main(prog_name: str = SCRIPT_NAME) -> None:
+    """Console entry point; help and usage lines name the command as `prog_name`."""
+    app(prog_name=prog_name)

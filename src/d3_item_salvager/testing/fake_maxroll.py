@@ -2,6 +2,9 @@
 
 It runs in its own threads (stdlib ThreadingHTTPServer), so the code under test talks to it
 exactly as to the real site: sockets, headers, status codes, ETags and 304s, resets, timeouts.
+
+    async with FakeMaxroll() as maxroll:        # or `with FakeMaxroll() as maxroll:`
+        config = maxroll.config(tmp_path)       # an AppConfig pointing here
 """
 
 from __future__ import annotations
@@ -16,9 +19,15 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Self
 
-from tests.fake_site import Site
+import anyio.to_thread
+
+from d3_item_salvager.config import AppConfig, load_config
+from d3_item_salvager.testing._editing import SiteEditing
+from d3_item_salvager.testing.fake_site import Site, build_site
 
 SEARCH_PATH = "/indexes/wp_posts_1/search"
 PROFILE_PREFIX = "/profiles/load/d3/"
@@ -53,10 +62,14 @@ class RecordedRequest:
 
 
 @dataclass
-class FakeMaxroll:
-    """The server's state: the site it serves, queued faults, and what it was asked."""
+class FakeMaxroll(SiteEditing):
+    """A fake Maxroll: the site it serves, queued faults, and what it was asked.
 
-    site: Site
+    Serves while inside `with` or `async with`. `site` defaults to `build_site()` (five guides);
+    `fault_hook=RandomTransientFaults(rate)` makes requests fail transiently at random.
+    """
+
+    site: Site = field(default_factory=build_site)
     token: str = "test-token-123"
     latency: float = 0.0
     faults: dict[str, deque[Fault]] = field(default_factory=dict)
@@ -67,6 +80,52 @@ class FakeMaxroll:
     base_url: str = ""
     estimated_total: int | None = None  # what estimatedTotalHits says; default: a bit high
     lock: threading.Lock = field(default_factory=threading.Lock)
+    _server: _Server | None = field(default=None, init=False, repr=False)
+    _thread: threading.Thread | None = field(default=None, init=False, repr=False)
+
+    # Serving
+
+    def start(self) -> None:
+        """Listen on a free loopback port and serve from a thread; sets `base_url`."""
+        if self._server is not None:
+            raise RuntimeError("the fake Maxroll is already serving")
+        server = self._server = _Server(self)
+        self.base_url = f"http://127.0.0.1:{server.server_address[1]}"
+        self._thread = threading.Thread(
+            target=server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
+        )
+        self._thread.start()
+
+    def stop(self) -> None:
+        """Stop serving and close the socket (blocks until the serving thread ends)."""
+        server, thread = self._server, self._thread
+        self._server = self._thread = None
+        if server is None:
+            return
+        server.shutdown()
+        server.server_close()
+        if thread is not None:
+            thread.join(timeout=5)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    async def __aenter__(self) -> Self:
+        self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        # Stopping waits for the serving thread: keep that wait off the event loop.
+        await anyio.to_thread.run_sync(self.stop)
 
     # Set-up from tests
 
@@ -85,6 +144,25 @@ class FakeMaxroll:
             "bearer_token": self.token,
         }
 
+    def config(self, home: Path | str, **sections: Any) -> AppConfig:
+        """A config for tests: Maxroll here, every file under `home`, no environment.
+
+        Retries do not wait, and stopping gives running jobs 5 s. `sections` override settings
+        as in `load_config`, e.g. `scheduler={"jobs": {"cleanup_logs": {"enabled": False}}}`.
+        """
+        if not self.base_url:
+            raise RuntimeError("start the fake Maxroll (with/async with) before asking its config")
+        defaults: dict[str, Any] = {
+            "maxroll": {
+                **self.config_values(),
+                "retry_initial_backoff_seconds": 0,
+                "retry_max_backoff_seconds": 0,
+                "request_timeout_seconds": 10,
+            },
+            "scheduler": {"shutdown_timeout_seconds": 5},
+        }
+        return load_config(overrides=defaults, environment=False, home=home, **sections)
+
     # Reading what happened
 
     def paths(self, method: str | None = None) -> list[str]:
@@ -98,6 +176,16 @@ class FakeMaxroll:
                 for r in self.requests
                 if r.path.startswith(prefix) and (status is None or r.status == status)
             )
+
+    def counts(self) -> dict[str, int]:
+        """Requests answered so far, by kind: search, guide, profile, data (data.json)."""
+        prefixes = {
+            "search": SEARCH_PATH,
+            "guide": GUIDE_PREFIX,
+            "profile": PROFILE_PREFIX,
+            "data": ITEM_DATA_PATH,
+        }
+        return {kind: self.count(prefix) for kind, prefix in prefixes.items()}
 
     def reset_log(self) -> None:
         with self.lock:
@@ -241,17 +329,8 @@ class _Server(ThreadingHTTPServer):
 @contextmanager
 def serve(site: Site, **options: Any) -> Iterator[FakeMaxroll]:
     """Run a fake Maxroll on a free loopback port for the duration of the block."""
-    fake = FakeMaxroll(site=site, **options)
-    server = _Server(fake)
-    fake.base_url = f"http://127.0.0.1:{server.server_address[1]}"
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05})
-    thread.start()
-    try:
+    with FakeMaxroll(site=site, **options) as fake:
         yield fake
-    finally:
-        server.shutdown()
-        server.server_close()
-        thread.join(timeout=5)
 
 
 TRANSIENT_FAULTS = (

@@ -1,6 +1,6 @@
 """A synthetic Maxroll site: guides, planner profiles and item data in the real formats.
 
-Documents are generated, not copied: each guide page carries the traps FORMATS.md lists (script
+Documents are generated, not copied: each page carries the traps of docs/maxroll-formats.md (script
 copies of planner URLs, altar and follower planners outside Variants, fake 9-digit numbers, repeated
 planner elements) so that a parser that falls for one of them gets the wrong answer. `build_site`
 makes a site of any size for tests and benchmarks.
@@ -96,7 +96,7 @@ class Guide:
         return f"https://maxroll.gg/d3/guides/{self.slug}"
 
     def expected_planners(self) -> list[str]:
-        """The planner ids the FORMATS.md rule reads from this guide's page, in page order."""
+        """The planner ids the format notes' rule reads from this guide's page, in page order."""
         if self.shape != "no-variants":
             return list(self.variant_planners)
         every = [self.variant_planners[0], self.core_planner, *self.variant_planners]

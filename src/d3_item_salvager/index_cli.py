@@ -1,0 +1,195 @@
+"""Players' command line: `python -m d3_item_salvager items | item NAME | guides`.
+
+Read-only on the index. Exit codes: 0 an answer (also "no match"), 2 bad usage, an unknown class
+or guide, or no readable index.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+
+if TYPE_CHECKING:
+    from sqlalchemy.ext.asyncio import AsyncEngine
+
+    from d3_item_salvager.data.queries import IndexQueries
+
+# SQLAlchemy, pydantic and rich are imported by the command that runs, so `--help` is quick.
+
+EXIT_OK, EXIT_USAGE = 0, 2
+DEFAULT_TABLE_LIMIT = 50
+T = TypeVar("T")
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+
+ConfigOption = Annotated[
+    Path | None, typer.Option("--config", help="TOML config file (default: $D3IS_CONFIG_FILE).")
+]
+JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
+LimitOption = Annotated[
+    int | None,
+    typer.Option(
+        "--limit",
+        min=0,
+        help=f"Show at most N rows (0: all). Tables default to {DEFAULT_TABLE_LIMIT}, JSON to all.",
+    ),
+]
+ClassOption = Annotated[
+    str | None, typer.Option("--class", help="A class, e.g. wizard or 'demon hunter'.")
+]
+
+
+@app.callback()
+def _root() -> None:
+    """Ask the index which items Maxroll's build guides use: keep them, salvage the rest."""
+
+
+def _fail(message: str) -> typer.Exit:
+    typer.echo(f"error: {message}", err=True)
+    return typer.Exit(EXIT_USAGE)
+
+
+def _ask(config_file: Path | None, question: Callable[[IndexQueries], Awaitable[T]]) -> T:
+    """Open the index read-only, ask, close; every lookup or database error exits 2."""
+    from d3_item_salvager.config import load_config
+    from d3_item_salvager.data.queries import IndexQueries
+    from d3_item_salvager.data.query_models import UnknownClassError, UnknownGuideError
+    from d3_item_salvager.data.read_only import read_only_index
+    from d3_item_salvager.errors import ConfigError, IndexDatabaseError
+
+    async def run() -> T:
+        engine: AsyncEngine
+        async with read_only_index(config.database) as engine:
+            return await question(IndexQueries(engine))
+
+    try:
+        config = load_config(config_file)
+        return asyncio.run(run())
+    except (ConfigError, IndexDatabaseError, UnknownClassError, UnknownGuideError) as exc:
+        raise _fail(str(exc)) from None
+
+
+def _check_class(class_name: str | None) -> None:
+    from d3_item_salvager.data.queries import class_key
+    from d3_item_salvager.data.query_models import UnknownClassError
+
+    if class_name is not None:
+        try:
+            class_key(class_name)
+        except UnknownClassError as exc:
+            raise _fail(str(exc)) from None
+
+
+def _console() -> Any:
+    from rich.console import Console
+
+    return Console()
+
+
+def _cut(rows: list[T], limit: int | None, as_json: bool) -> list[T]:
+    if limit is None:
+        limit = 0 if as_json else DEFAULT_TABLE_LIMIT
+    return rows[:limit] if limit else rows
+
+
+@app.command("items")
+def items(
+    class_name: ClassOption = None,
+    guide: Annotated[
+        str | None, typer.Option("--guide", help="A guide by slug, URL or post id.")
+    ] = None,
+    unused: Annotated[
+        bool,
+        typer.Option(
+            "--unused",
+            help="Salvage candidates: legendary and set items no build (of --class) uses.",
+        ),
+    ] = False,
+    limit: LimitOption = None,
+    as_json: JsonOption = False,
+    config_file: ConfigOption = None,
+) -> None:
+    """Items the builds use (most used first), or with --unused the ones none uses."""
+    if unused and guide is not None:
+        raise _fail("--unused lists items no build uses; combine it with --class, not --guide")
+    _check_class(class_name)
+    if unused:
+        found: list[Any] = _ask(config_file, lambda q: q.salvage_candidates(class_name))
+    else:
+        found = _ask(config_file, lambda q: q.items_used(class_name=class_name, guide=guide))
+    shown = _cut(found, limit, as_json)
+    from d3_item_salvager import index_render as render
+
+    if as_json:
+        scope = {"class": class_name, "guide": guide, "unused": unused}
+        typer.echo(json.dumps(render.items_document(scope, shown, len(found))))
+        return
+    if not found:
+        typer.echo("no items" if unused else "no build uses any item in this scope")
+        return
+    where = " and ".join(
+        filter(
+            None, (f"class {class_name}" if class_name else "", f"guide {guide}" if guide else "")
+        )
+    )
+    console = _console()
+    if unused:
+        title = "Salvage candidates" + (f" for {where}" if where else " (no build uses them)")
+        console.print(render.catalog_table(shown, title))
+    else:
+        console.print(
+            render.used_items_table(shown, "Items used" + (f" by {where}" if where else ""))
+        )
+    note = render.limit_note(len(shown), len(found))
+    if note:
+        console.print(note, highlight=False)
+
+
+@app.command("item")
+def item(
+    name: Annotated[str, typer.Argument(help="An item name (any case, part of it) or an id.")],
+    limit: LimitOption = None,
+    as_json: JsonOption = False,
+    config_file: ConfigOption = None,
+) -> None:
+    """Is this item used, by which guides and builds, and how; or is it a salvage candidate."""
+    reports = _ask(config_file, lambda q: q.find_items(name))
+    from d3_item_salvager import index_render as render
+
+    if as_json:
+        typer.echo(json.dumps(render.item_document(name, reports)))
+        return
+    if not reports:
+        typer.echo(f"no match for {name!r}")
+        return
+    console = _console()
+    per_item = limit if limit else (None if limit == 0 else DEFAULT_TABLE_LIMIT)
+    for report in reports:
+        render.print_item_report(console, report, per_item)
+
+
+@app.command("guides")
+def guides(
+    class_name: ClassOption = None,
+    as_json: JsonOption = False,
+    config_file: ConfigOption = None,
+) -> None:
+    """The guides in the index, with their slugs (what --guide takes) and builds."""
+    _check_class(class_name)
+    found = _ask(config_file, lambda q: q.guides(class_name))
+    from d3_item_salvager import index_render as render
+
+    if as_json:
+        typer.echo(json.dumps({"guides": [guide.to_dict() for guide in found]}))
+        return
+    _console().print(render.guides_table(found))
+
+
+def main() -> None:
+    """Console entry point."""
+    app(prog_name="python -m d3_item_salvager")

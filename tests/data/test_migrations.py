@@ -1,0 +1,209 @@
+"""Index migrations: a new index, an index of release 0.1.0, a newer release's, concurrent starts.
+
+Each test runs on SQLite and, when TEST_POSTGRES_URL is set, on PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager, closing
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+from alembic.script import ScriptDirectory
+from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
+
+from d3_item_salvager.data.dialects import create_sqlite_engine
+from d3_item_salvager.data.migrations.runner import HEAD_REVISION, MIGRATIONS_DIR
+from d3_item_salvager.data.schema import ensure_schema
+from d3_item_salvager.errors import IndexDatabaseError
+
+# The DDL release 0.1.0 ran (SQLAlchemy create_all), written out so the test does not depend on
+# today's code. {serial} is INTEGER on SQLite and SERIAL on PostgreSQL.
+RELEASE_0_1_0_DDL = """
+CREATE TABLE schema_meta ("key" TEXT NOT NULL, value TEXT NOT NULL, PRIMARY KEY ("key"));
+CREATE TABLE guides (id INTEGER NOT NULL, url TEXT NOT NULL, title TEXT NOT NULL,
+    class_name TEXT, modified_unix INTEGER NOT NULL, last_synced_at TEXT NOT NULL,
+    PRIMARY KEY (id), UNIQUE (url));
+CREATE TABLE items (id TEXT NOT NULL, name TEXT NOT NULL, slot TEXT, quality TEXT NOT NULL,
+    set_name TEXT, PRIMARY KEY (id));
+CREATE TABLE builds (id {serial} NOT NULL, guide_id INTEGER NOT NULL, planner_id TEXT NOT NULL,
+    profile_index INTEGER NOT NULL, name TEXT NOT NULL, class_name TEXT, PRIMARY KEY (id),
+    UNIQUE (guide_id, planner_id, profile_index),
+    FOREIGN KEY(guide_id) REFERENCES guides (id) ON DELETE CASCADE);
+CREATE INDEX ix_builds_guide_id ON builds (guide_id);
+CREATE TABLE item_usages (id {serial} NOT NULL, build_id INTEGER NOT NULL,
+    item_id TEXT NOT NULL, slot TEXT NOT NULL, context TEXT NOT NULL, PRIMARY KEY (id),
+    UNIQUE (build_id, item_id, slot, context),
+    CONSTRAINT usage_context CHECK (context IN ('main', 'kanai', 'follower')),
+    FOREIGN KEY(build_id) REFERENCES builds (id) ON DELETE CASCADE,
+    FOREIGN KEY(item_id) REFERENCES items (id));
+CREATE INDEX ix_item_usages_item_id ON item_usages (item_id);
+INSERT INTO schema_meta VALUES ('schema_version', '1');
+INSERT INTO guides VALUES (7, 'https://maxroll.gg/d3/guides/a-guide', 'A guide', 'barbarian',
+    1700000000, '2026-01-01T00:00:00+00:00');
+INSERT INTO items VALUES ('Unique_Ring_001', 'Ring One', 'ring', 'legendary', NULL);
+INSERT INTO builds (guide_id, planner_id, profile_index, name, class_name)
+    VALUES (7, 'abc123', 0, 'Build', 'barbarian');
+INSERT INTO item_usages (build_id, item_id, slot, context)
+    VALUES (1, 'Unique_Ring_001', 'ring1', 'main');
+"""
+DATA_QUERY = (
+    "SELECT g.url, b.name, i.name, u.slot FROM guides g JOIN builds b ON b.guide_id = g.id "
+    "JOIN item_usages u ON u.build_id = b.id JOIN items i ON i.id = u.item_id"
+)
+
+
+@dataclass
+class Backend:
+    """One empty index database, reachable by the program and by plain SQL."""
+
+    url: str
+    sqlite_path: Path | None
+    postgres: Any
+
+    def engine(self, busy_timeout_seconds: float = 30.0) -> AsyncEngine:
+        if self.sqlite_path is not None:
+            return create_sqlite_engine(self.url, busy_timeout_seconds=busy_timeout_seconds)
+        return create_async_engine(self.url)
+
+    def run_sql(self, script: str) -> None:
+        serial = "INTEGER" if self.sqlite_path is not None else "SERIAL"
+        statements = [s for s in script.format(serial=serial).split(";") if s.strip()]
+        with self.connect() as connection:
+            for statement in statements:
+                connection.execute(statement)
+            if self.sqlite_path is not None:
+                connection.commit()
+
+    def query(self, sql: str) -> list[tuple[Any, ...]]:
+        with self.connect() as connection:
+            return [tuple(row) for row in connection.execute(sql).fetchall()]
+
+    def tables(self) -> set[str]:
+        if self.sqlite_path is not None:
+            sql = "SELECT name FROM sqlite_master WHERE type = 'table'"
+        else:
+            sql = "SELECT tablename FROM pg_tables WHERE schemaname = 'public'"
+        return {row[0] for row in self.query(sql)}
+
+    def connect(self) -> Any:
+        if self.sqlite_path is not None:
+            return closing(sqlite3.connect(self.sqlite_path))
+        return self.postgres.connect()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Backend:
+    if request.param == "postgresql":
+        database = request.getfixturevalue("postgres")
+        return Backend(database.asyncpg_url, None, database)
+    path = tmp_path / "index.sqlite"
+    return Backend(f"sqlite+aiosqlite:///{path}", path, None)
+
+
+@asynccontextmanager
+async def opened(backend: Backend, busy_timeout_seconds: float = 30.0) -> AsyncIterator[None]:
+    engine = backend.engine(busy_timeout_seconds)
+    try:
+        await ensure_schema(engine)
+        yield
+    finally:
+        await engine.dispose()
+
+
+def test_head_revision_matches_the_versions_folder() -> None:
+    """The constant the fast start path compares with is the newest migration."""
+    assert ScriptDirectory(str(MIGRATIONS_DIR)).get_current_head() == HEAD_REVISION
+
+
+async def test_new_index_is_created_at_the_newest_revision(backend: Backend) -> None:
+    async with opened(backend):
+        pass
+    assert {"guides", "builds", "items", "item_usages", "schema_meta"} <= backend.tables()
+    assert backend.query("SELECT version_num FROM alembic_version") == [(HEAD_REVISION,)]
+
+
+async def test_index_of_release_0_1_0_is_upgraded_in_place(backend: Backend) -> None:
+    """An index 0.1.0 wrote (schema_meta 1, no alembic_version) keeps its rows and is upgraded."""
+    backend.run_sql(RELEASE_0_1_0_DDL)
+    async with opened(backend):
+        pass
+    assert backend.query("SELECT version_num FROM alembic_version") == [(HEAD_REVISION,)]
+    assert backend.query(DATA_QUERY) == [
+        ("https://maxroll.gg/d3/guides/a-guide", "Build", "Ring One", "ring1")
+    ]
+    async with opened(backend):  # and opens again as current
+        pass
+    assert backend.query("SELECT version_num FROM alembic_version") == [(HEAD_REVISION,)]
+
+
+async def test_index_of_a_newer_release_is_refused_untouched(backend: Backend) -> None:
+    backend.run_sql(RELEASE_0_1_0_DDL)
+    backend.run_sql(
+        "CREATE TABLE alembic_version (version_num VARCHAR(32) NOT NULL PRIMARY KEY);"
+        "INSERT INTO alembic_version VALUES ('9999')"
+    )
+    tables = backend.tables()
+    with pytest.raises(IndexDatabaseError, match="revision 9999 is not supported.*newer release"):
+        async with opened(backend):
+            pass
+    assert backend.tables() == tables
+    assert backend.query("SELECT version_num FROM alembic_version") == [("9999",)]
+
+
+async def test_several_processes_opening_a_new_index_at_once_all_succeed(
+    backend: Backend,
+) -> None:
+    """Separate engines (separate connections, as separate processes have) race on a new file."""
+    engines = [backend.engine() for _ in range(6)]
+    try:
+        async with anyio.create_task_group() as group:
+            for engine in engines:
+                group.start_soon(ensure_schema, engine)
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    assert backend.query("SELECT version_num FROM alembic_version") == [(HEAD_REVISION,)]
+    assert backend.query("SELECT value FROM schema_meta") == [("1",)]
+
+
+@pytest.fixture
+def write_lock(tmp_path: Path) -> Iterator[Path]:
+    """A current SQLite index whose write lock another connection holds during the test."""
+    path = tmp_path / "index.sqlite"
+    release = threading.Event()
+    acquired = threading.Event()
+
+    def hold() -> None:
+        with closing(sqlite3.connect(path, isolation_level=None)) as connection:
+            connection.execute("BEGIN IMMEDIATE")
+            acquired.set()
+            release.wait(30)
+            connection.execute("ROLLBACK")
+
+    anyio.run(_open_once, path)
+    thread = threading.Thread(target=hold)
+    thread.start()
+    assert acquired.wait(10)
+    yield path
+    release.set()
+    thread.join()
+
+
+async def _open_once(path: Path) -> None:
+    async with opened(Backend(f"sqlite+aiosqlite:///{path}", path, None)):
+        pass
+
+
+async def test_opening_a_current_index_does_not_write(write_lock: Path) -> None:
+    """Another writer holds the lock: opening neither waits for it nor fails (no write on start)."""
+    backend = Backend(f"sqlite+aiosqlite:///{write_lock}", write_lock, None)
+    with anyio.fail_after(20):
+        async with opened(backend, busy_timeout_seconds=0.01):
+            pass

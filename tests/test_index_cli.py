@@ -1,0 +1,190 @@
+"""`python -m d3_item_salvager items | item | guides` as real subprocesses on a synced index."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from d3_item_salvager.config import AppConfig
+from d3_item_salvager.container import open_container, resolve
+from d3_item_salvager.data.queries import IndexQueries
+from d3_item_salvager.services.build_guides import BuildGuideService
+from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
+from d3_item_salvager.testing.fake_site import Site
+from tests.player_site import SOJ, UNUSED, add_player_items, expected_candidates
+from tests.processes import child_env, write_config
+
+
+@pytest.fixture
+def site(site: Site) -> Site:
+    return add_player_items(site)
+
+
+async def player_cli(*args: str, cwd: Path, within: float = 60) -> tuple[int, str, str]:
+    """Run `python -m d3_item_salvager ARGS`; return exit code, stdout and stderr."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "d3_item_salvager", *args,
+        cwd=cwd, env=child_env({"COLUMNS": "240"}), stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    with anyio.fail_after(within):
+        stdout, stderr = await process.communicate()
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+def config_file(tmp_path: Path, config: AppConfig) -> Path:
+    return write_config(tmp_path / "player.toml", {"database": {"url": config.database.url}})
+
+
+@pytest.fixture
+async def synced(any_backend_config: AppConfig, tmp_path: Path) -> Path:
+    """A synced index (SQLite, then PostgreSQL) and a config file pointing at it."""
+    async with open_container(any_backend_config) as container:
+        service: BuildGuideService = await resolve(container.build_guide_service)
+        await service.prepare_database()
+    return config_file(tmp_path, any_backend_config)
+
+
+async def api(config: AppConfig, question: str, *args: Any, **kwargs: Any) -> Any:
+    """Ask the read API directly, to compare with what the command prints."""
+    async with open_container(config) as container:
+        queries = IndexQueries(await resolve(container.index_engine))
+        return await getattr(queries, question)(*args, **kwargs)
+
+
+async def test_items_json_matches_the_api(
+    synced: Path, any_backend_config: AppConfig, fake_maxroll: FakeMaxroll, tmp_path: Path
+) -> None:
+    """`items --json` is one document with every used item; --class and --unused narrow it."""
+    code, out, err = await player_cli("items", "--json", "--config", str(synced), cwd=tmp_path)
+    assert (code, err) == (0, "")
+    document = json.loads(out)
+    expected = await api(any_backend_config, "items_used")
+    assert document["total"] == len(document["items"]) == len(expected)
+    assert [item["item"]["name"] for item in document["items"]] == [
+        used.item.name for used in expected
+    ]
+    code, out, _ = await player_cli(
+        "items", "--class", "Monk", "--json", "--config", str(synced), cwd=tmp_path
+    )
+    monk = json.loads(out)
+    assert code == 0
+    assert monk["scope"] == {"class": "Monk", "guide": None, "unused": False}
+    assert {tuple(item["classes"]) for item in monk["items"]} == {("monk",)}
+    code, out, _ = await player_cli(
+        "items", "--unused", "--json", "--limit", "2", "--config", str(synced), cwd=tmp_path
+    )
+    unused = json.loads(out)
+    assert code == 0
+    assert unused["total"] == len(expected_candidates(fake_maxroll.site))
+    assert len(unused["items"]) == 2
+
+
+async def test_item_json_shows_every_id_and_where_it_is_used(
+    synced: Path, fake_maxroll: FakeMaxroll, tmp_path: Path
+) -> None:
+    """`item NAME --json`: the matches with all their ids, uses and verdict."""
+    code, out, err = await player_cli(
+        "item", "STONE of jordan", "--json", "--config", str(synced), cwd=tmp_path
+    )
+    assert (code, err) == (0, "")
+    [match] = json.loads(out)["matches"]
+    assert match["item"]["ids"] == sorted(SOJ)
+    assert match["used"] is True
+    assert match["salvage_candidate"] is False
+    assert {use["guide_slug"] for use in match["uses"]} == {fake_maxroll.site.guides[0].slug}
+    code, out, _ = await player_cli("item", "nothing-like-it", "--json", "--config", str(synced),
+                                    cwd=tmp_path)  # fmt: skip
+    assert (code, json.loads(out)) == (0, {"query": "nothing-like-it", "matches": []})
+
+
+async def test_tables_for_people(
+    fake_maxroll: FakeMaxroll, tmp_path: Path, live_config: AppConfig
+) -> None:
+    """Readable tables with a limit note, item verdicts, guides, and "no match"."""
+    async with open_container(live_config) as container:
+        service: BuildGuideService = await resolve(container.build_guide_service)
+        await service.prepare_database()
+    config = str(config_file(tmp_path, live_config))
+    code, out, _ = await player_cli("items", "--limit", "3", "--config", config, cwd=tmp_path)
+    assert code == 0
+    assert "Items used" in out
+    assert "Builds" in out
+    assert "showing 3 of" in out
+    guide = fake_maxroll.site.guides[1]
+    code, out, _ = await player_cli("items", "--guide", guide.slug, "--config", config,
+                                    cwd=tmp_path)  # fmt: skip
+    assert (code, f"Items used by guide {guide.slug}" in out) == (0, True)
+    code, out, _ = await player_cli("items", "--unused", "--config", config, cwd=tmp_path)
+    assert code == 0
+    assert "Salvage candidates" in out
+    assert all(name in out for name in UNUSED)
+    code, out, _ = await player_cli("item", "jordan", "--config", config, cwd=tmp_path)
+    assert code == 0
+    assert "KEEP: used by 1 build(s) in 1 guide(s)" in out
+    assert f"ids: {', '.join(sorted(SOJ))}" in out
+    code, out, _ = await player_cli("item", "spare helm", "--config", config, cwd=tmp_path)
+    assert (code, "used by no build: salvage candidate" in out) == (0, True)
+    code, out, _ = await player_cli("item", "zzz", "--config", config, cwd=tmp_path)
+    assert (code, out.strip()) == (0, "no match for 'zzz'")
+    code, out, _ = await player_cli("guides", "--config", config, cwd=tmp_path)
+    assert code == 0
+    assert all(g.slug in out for g in fake_maxroll.site.guides)
+
+
+async def test_errors_exit_2_with_a_clear_message(
+    synced: Path, any_backend_config: AppConfig, tmp_path: Path
+) -> None:
+    """An unknown class or guide, or a bad option mix, exits 2 and says why on stderr."""
+    for args, message in (
+        (("items", "--class", "paladin"), "unknown class 'paladin'"),
+        (("items", "--guide", "no-such-guide"), "no guide 'no-such-guide' in the index"),
+        (("items", "--unused", "--guide", "x"), "combine it with --class, not --guide"),
+        (("guides", "--class", "druid"), "unknown class 'druid'"),
+    ):
+        code, out, err = await player_cli(*args, "--config", str(synced), cwd=tmp_path)
+        assert (code, out) == (2, ""), args
+        assert message in err
+
+
+async def test_a_missing_index_is_not_created(tmp_path: Path) -> None:
+    """Without an index the command exits 2, says how to make one, and creates no file."""
+    path = tmp_path / "nowhere" / "index.sqlite"
+    config = write_config(
+        tmp_path / "player.toml", {"database": {"url": f"sqlite+aiosqlite:///{path}"}}
+    )
+    code, out, err = await player_cli("items", "--config", str(config), cwd=tmp_path)
+    assert (code, out) == (2, "")
+    assert f"no index database at {path}" in err
+    assert "run scrape-guides" in err
+    assert not path.parent.exists()
+    # An empty file (not an index) is refused the same way, and left empty.
+    path.parent.mkdir()
+    path.touch()
+    code, _, err = await player_cli("item", "x", "--config", str(config), cwd=tmp_path)
+    assert code == 2
+    assert "has no guides, builds, items, item_usages table yet" in err
+    assert path.read_bytes() == b""
+
+
+async def test_help_imports_no_database_or_config_code(tmp_path: Path) -> None:
+    """`--help` answers without importing SQLAlchemy, the config or the data layer (lazy imports)."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-X", "importtime", "-m", "d3_item_salvager", "items", "--help",
+        cwd=tmp_path, env=child_env({"COLUMNS": "240"}), stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    with anyio.fail_after(60):
+        stdout, stderr = await process.communicate()
+    assert process.returncode == 0
+    assert "--unused" in stdout.decode()
+    imported = {line.rsplit("|", 1)[-1].strip() for line in stderr.decode().splitlines()}
+    assert "d3_item_salvager.index_cli" in imported
+    assert not {"sqlalchemy", "d3_item_salvager.config", "d3_item_salvager.data"} & imported

@@ -1,0 +1,132 @@
+"""The shipped FakeMaxroll: real HTTP, content a test can change, counts, faults and a config."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+import pytest
+
+from d3_item_salvager.testing import FakeMaxroll, Fault
+from d3_item_salvager.testing.fake_maxroll import (
+    GUIDE_PREFIX,
+    ITEM_DATA_PATH,
+    PROFILE_PREFIX,
+    SEARCH_PATH,
+)
+from d3_item_salvager.workers import tasks
+from d3_item_salvager.workers.runtime import WorkerRuntime
+from tests.index_expectations import expected_rows, stored_rows
+
+
+def assert_index_matches(
+    database: Path, maxroll: FakeMaxroll
+) -> dict[str, set[tuple[object, ...]]]:
+    """The index holds the site's guides, builds and usages (items of removed guides may stay)."""
+    stored, expected = stored_rows(database), expected_rows(maxroll.site)
+    for table in ("guides", "builds", "item_usages"):
+        assert stored[table] == expected[table], table
+    assert expected["items"] <= stored["items"]
+    return stored
+
+
+async def test_serves_the_maxroll_endpoints_with_token_paging_and_etags() -> None:
+    """Search needs the bearer token and pages; guides, profiles and data.json answer 304s."""
+    async with FakeMaxroll() as maxroll, httpx.AsyncClient(base_url=maxroll.base_url) as client:
+        assert (await client.post(SEARCH_PATH, json={})).status_code == 401
+        auth = {"authorization": f"Bearer {maxroll.token}"}
+        pages = [
+            (await client.post(SEARCH_PATH, json={"offset": offset, "limit": 4}, headers=auth))
+            for offset in (0, 4)
+        ]
+        hits = [hit["id"] for page in pages for hit in page.json()["hits"]]
+        assert len(hits) == len(set(hits)) == 8
+        assert pages[0].json()["estimatedTotalHits"] >= len(maxroll.site.search_hits())
+
+        guide = maxroll.site.guides[0]
+        page = await client.get(GUIDE_PREFIX + guide.slug)
+        assert 'id="variants-header">Variants' in page.text
+        profile = await client.get(PROFILE_PREFIX + guide.variant_planners[0])
+        assert profile.json()["id"] == guide.variant_planners[0]
+        data = await client.get(ITEM_DATA_PATH)
+        unchanged = await client.get(
+            ITEM_DATA_PATH, headers={"if-none-match": data.headers["etag"]}
+        )
+        assert (data.status_code, unchanged.status_code) == (200, 304)
+        assert (await client.get(GUIDE_PREFIX + "no-such-guide")).status_code == 404
+        assert maxroll.counts() == {"search": 3, "guide": 2, "profile": 1, "data": 2}
+
+
+def test_serves_in_a_plain_with_block_and_stops_after_it() -> None:
+    """The sync form serves too, and the port is closed once the block ends."""
+    with FakeMaxroll() as maxroll:
+        url = maxroll.base_url + ITEM_DATA_PATH
+        assert httpx.get(url).status_code == 200
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(url)
+
+
+def test_config_points_at_the_fake_and_keeps_files_under_home(tmp_path: Path) -> None:
+    """config() aims every Maxroll URL at the fake and roots every file at the given folder."""
+    with FakeMaxroll() as maxroll:
+        config = maxroll.config(tmp_path, maxroll={"max_concurrency": 2})
+    assert config.maxroll.search_url == maxroll.base_url + SEARCH_PATH
+    assert config.maxroll.require_bearer_token() == maxroll.token
+    assert config.maxroll.max_concurrency == 2
+    assert config.maxroll.retry_initial_backoff_seconds == 0
+    assert config.database.sqlite_path is not None
+    for path in (config.database.sqlite_path, config.cache.dir, config.logging.dir):
+        assert path.is_relative_to(tmp_path)
+    assert config.scheduler.job_store_path.is_relative_to(tmp_path)
+
+
+async def test_a_test_changes_the_site_and_the_next_sync_follows(tmp_path: Path) -> None:
+    """Added, edited and removed guides, edited profiles and renamed items reach the index."""
+    async with FakeMaxroll() as maxroll:
+        config = maxroll.config(tmp_path)
+        database = config.database.sqlite_path
+        assert database is not None
+        async with WorkerRuntime(config, run_scheduler=False, freeze_gc=False):
+            assert (await tasks.scrape_guides_task(trigger="manual")).succeeded
+            assert stored_rows(database) == expected_rows(maxroll.site)
+
+            added = maxroll.add_guide("monk", planners=2, title="Fresh Monk")
+            gone = maxroll.remove_guide(maxroll.site.guides[0].slug)
+            edited = maxroll.edit_guide(maxroll.site.guides[0].slug, title="Retitled")
+            assert (await tasks.scrape_guides_task(trigger="manual")).succeeded
+            stored = assert_index_matches(database, maxroll)
+            titles = {row[0]: row[2] for row in stored["guides"]}
+            assert titles[added.guide_id] == "Fresh Monk"
+            assert titles[edited.guide_id] == "Retitled"
+            assert gone.guide_id not in titles
+
+            # Profile edits and item renames leave the guide's modified time alone, as on Maxroll.
+            planner = edited.variant_planners[0]
+            maxroll.set_profile_item(planner, 0, "head", "Unique_Helm_005_x1")
+            maxroll.rename_item("Unique_Helm_005_x1", "Crown of Tests")
+            # data.json is cached for cache.item_catalog_ttl_minutes; refresh_cache revalidates it.
+            assert (await tasks.refresh_cache_task(trigger="manual")).succeeded
+            result = await tasks.scrape_guides_task(force_refresh=True, trigger="manual")
+            assert result.succeeded
+            stored = assert_index_matches(database, maxroll)
+            assert ("Unique_Helm_005_x1", "Crown of Tests") in {row[:2] for row in stored["items"]}
+
+
+async def test_removed_planner_answers_404_and_queued_faults_are_counted() -> None:
+    """remove_planner makes the profile URL 404; fail() injects one fault per request."""
+    async with FakeMaxroll() as maxroll, httpx.AsyncClient(base_url=maxroll.base_url) as client:
+        planner = maxroll.site.guides[1].variant_planners[0]
+        maxroll.remove_planner(planner)
+        assert (await client.get(PROFILE_PREFIX + planner)).status_code == 404
+        maxroll.fail(ITEM_DATA_PATH, Fault(status=503, retry_after="0"))
+        assert (await client.get(ITEM_DATA_PATH)).status_code == 503
+        assert (await client.get(ITEM_DATA_PATH)).status_code == 200
+        assert maxroll.count(ITEM_DATA_PATH, status=503) == 1
+
+
+def test_importing_the_kit_does_not_import_pytest() -> None:
+    """Host apps may import d3_item_salvager.testing outside a test run."""
+    code = "import sys, d3_item_salvager.testing; sys.exit('pytest' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0

@@ -1,0 +1,60 @@
+"""CLI conventions: --version, shell completion, and the console script naming itself."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+
+from tests.processes import child_env
+
+SCRIPT = "d3-item-salvager-workers"
+
+
+def console_script() -> str:
+    """The installed console script next to this interpreter."""
+    found = shutil.which(SCRIPT, path=str(Path(sys.executable).parent))
+    if found is None:
+        pytest.fail(f"{SCRIPT} is not installed next to {sys.executable}; pip install -e .")
+    return found
+
+
+def run(*command: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        command, cwd=cwd, env=child_env(), capture_output=True, text=True, timeout=60, check=False
+    )
+
+
+@pytest.mark.parametrize("how", ["script", "module"])
+def test_version_prints_the_installed_version(tmp_path: Path, how: str) -> None:
+    """`--version` prints the distribution's version and exits 0, before any config is read."""
+    prefix = (
+        [console_script()]
+        if how == "script"
+        else [sys.executable, "-m", "d3_item_salvager.workers"]
+    )
+    result = run(*prefix, "--version", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"{SCRIPT} {version('d3-item-salvager')}"
+
+
+def test_console_script_help_names_itself_and_offers_completion(tmp_path: Path) -> None:
+    """The script's help says `Usage: d3-item-salvager-workers` and lists completion options."""
+    result = run(console_script(), "--help", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert f"Usage: {SCRIPT} " in result.stdout
+    assert "--install-completion" in result.stdout
+    module = run(sys.executable, "-m", "d3_item_salvager.workers", "--help", cwd=tmp_path)
+    assert "Usage: python -m d3_item_salvager.workers " in module.stdout
+
+
+def test_show_completion_prints_a_script_for_the_command(tmp_path: Path) -> None:
+    """`--show-completion bash` prints the completion code bound to the console script."""
+    result = run(console_script(), "--show-completion", "bash", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr
+    assert "_D3_ITEM_SALVAGER_WORKERS_COMPLETE" in result.stdout
+    assert SCRIPT in result.stdout

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sqlite3
+import time
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -62,16 +66,68 @@ async def test_runtime_serves_prometheus_text(metrics_config: AppConfig) -> None
     assert next_runs == {
         (("job", job),) for job in ("scrape_guides", "refresh_cache", "cleanup_logs")
     }
-    assert values[("d3is_event_loop_lag_seconds_count", ())] >= 0
+    assert ("d3is_event_loop_lag_seconds_count", ()) in values
     assert "test-token-123" not in response.text
 
 
-async def test_metrics_port_in_use_is_a_config_error(metrics_config: AppConfig) -> None:
-    """Two runtimes on one metrics port: the second gives a clear error naming metrics.port."""
-    async with WorkerRuntime(metrics_config, run_scheduler=False):
+async def test_metrics_port_in_use_at_start_is_a_config_error(metrics_config: AppConfig) -> None:
+    """A leader that cannot bind metrics.port at start gives a clear error naming the setting."""
+    port = metrics_config.metrics.port
+    assert port is not None
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
         with pytest.raises(ConfigError, match="metrics.port"):
-            async with WorkerRuntime(metrics_config, run_scheduler=False):
+            async with WorkerRuntime(metrics_config):
                 pass
+
+
+async def test_only_the_lease_holder_serves_metrics_and_a_new_leader_takes_over(
+    metrics_config: AppConfig,
+) -> None:
+    """Several runtimes on one config: the leader binds metrics.port, a standby and a one-off
+    runtime do not, and the standby binds it once it takes the lease over."""
+    async with AsyncExitStack() as stack:
+        first = await stack.enter_async_context(WorkerRuntime(metrics_config))
+        one_off = await stack.enter_async_context(
+            WorkerRuntime(metrics_config, run_scheduler=False)
+        )
+        second = await stack.enter_async_context(WorkerRuntime(metrics_config))
+        assert first.is_leader
+        assert first.metrics_url is not None
+        assert (one_off.metrics_url, second.metrics_url) == (None, None)
+        url = first.metrics_url
+        await first.__aexit__(None, None, None)
+        with anyio.fail_after(20):
+            await second.became_leader.wait()
+        assert second.metrics_url == url
+        async with httpx.AsyncClient() as client:
+            response = await client.get(url)
+    assert samples(response.text)[("d3is_scheduler_lease_held", ())] == 1
+
+
+async def test_loop_lag_is_measured(
+    metrics_config: AppConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host callback that blocks the loop for 0.8 s (past the 0.5 s probe) shows up as lag."""
+    async with WorkerRuntime(metrics_config, run_scheduler=False) as runtime:
+        lag = runtime.metrics.loop_lag
+        observed: asyncio.Queue[float] = asyncio.Queue()
+        record = lag.observe
+
+        def spy(value: float, exemplar: dict[str, str] | None = None) -> None:
+            record(value)
+            observed.put_nowait(value)
+
+        monkeypatch.setattr(lag, "observe", spy)
+        with anyio.fail_after(10):
+            await observed.get()  # the probe has just gone back to sleep for 0.5 s
+            time.sleep(0.8)  # noqa: ASYNC251 - the fault being injected: a blocked event loop
+            late = await observed.get()
+    assert late >= 0.25
+    [family] = lag.collect()
+    [total] = [s.value for s in family.samples if s.name.endswith("_sum")]
+    assert total >= late
 
 
 def report(next_run: str | None, outcome: str | None, enabled: bool = True) -> dict[str, object]:

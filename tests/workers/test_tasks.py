@@ -66,7 +66,7 @@ async def test_manual_run_records_success_with_summary(tmp_path: Path) -> None:
         (ParseError("guide page x", "no planners"), "cannot read guide page x: no planners"),
         (ConfigError("maxroll.bearer_token is not set"), "maxroll.bearer_token is not set"),
         (KeyError("bug"), "KeyError: 'bug'"),
-        (summary_with_failure(transient=False), "1 guide(s) failed; first: https://maxroll"),
+        (summary_with_failure(transient=False), "1 of 1 guides failed (more than half); first"),
     ],
 )
 async def test_permanent_failures_are_recorded_and_not_retried(
@@ -91,7 +91,7 @@ async def test_transient_failure_is_retried_by_a_one_off_run(tmp_path: Path) -> 
     async with with_fake(WorkerRuntime(config), fake) as runtime:
         first = await tasks.scrape_guides_task()
         with anyio.fail_after(10):
-            runs = await runtime.runner.wait_for_runs("scrape_guides", 2)
+            runs = await runtime.wait_for_runs("scrape_guides", 2)
     assert first.outcome == "failed"
     assert [(r.trigger, r.outcome, r.attempt) for r in runs] == [
         ("scheduled", "failed", 0),
@@ -112,7 +112,7 @@ async def test_retries_stop_at_the_configured_count(tmp_path: Path) -> None:
     async with with_fake(WorkerRuntime(config), fake) as runtime:
         await tasks.scrape_guides_task()
         with anyio.fail_after(10):
-            await runtime.runner.wait_for_runs("scrape_guides", 2)
+            await runtime.wait_for_runs("scrape_guides", 2)
         assert runtime.scheduler is not None
         assert runtime.scheduler.get_job("scrape_guides:retry") is None
     assert [r["trigger"] for r in job_runs(config)] == ["scheduled", "retry"]

@@ -26,11 +26,13 @@ from sqlalchemy.exc import DBAPIError
 
 from d3_item_salvager.config import SchedulerConfig
 from d3_item_salvager.errors import ConfigError
-from d3_item_salvager.workers.job_store_db import BUSY_TIMEOUT_SECONDS, job_runs, scheduler_lease
+from d3_item_salvager.workers.job_store_db import job_runs, scheduler_lease
 from d3_item_salvager.workers.lease import LEASE_NAME, database_now
 from d3_item_salvager.workers.run_history import RunRow
 
 APSCHEDULER_JOBS_TABLE = "apscheduler_jobs"
+# A WAL reader rarely waits; when it must (a checkpoint, a store not in WAL mode), not for long.
+READ_BUSY_TIMEOUT_SECONDS = 10.0
 
 
 def describe_interval(interval: timedelta) -> str:
@@ -112,7 +114,9 @@ def _read_only_engine(config: SchedulerConfig) -> Engine:
 
 
 def _connect_sqlite(uri: str) -> sqlite3.Connection:
-    return sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT_SECONDS, check_same_thread=False)
+    return sqlite3.connect(
+        uri, uri=True, timeout=READ_BUSY_TIMEOUT_SECONDS, check_same_thread=False
+    )
 
 
 class JobStoreReader:

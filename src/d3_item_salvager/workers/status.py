@@ -15,6 +15,7 @@ from rich.table import Table
 
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.workers.job_store_reader import JobStoreReader, describe_interval
+from d3_item_salvager.workers.jobs import all_job_settings, retry_job_id
 from d3_item_salvager.workers.run_history import RunRow
 
 # Outcomes that say the job itself went wrong; `cancelled` is a stop (graceful or the lease lost).
@@ -37,7 +38,7 @@ def collect_status(config: AppConfig) -> dict[str, Any]:
     Raises:
         ConfigError: no job store at the configured place, or one that cannot be read.
     """
-    configured = config.scheduler.jobs.by_id()
+    configured = all_job_settings(config)
     with JobStoreReader(config.scheduler) as store:
         stored = store.stored_jobs()
         lease = store.lease()
@@ -57,7 +58,7 @@ def collect_status(config: AppConfig) -> dict[str, Any]:
                 if schedule
                 else describe_interval(timedelta(minutes=job.interval_minutes)),
                 "next_run_time": _iso(schedule.next_run_time) if schedule else None,
-                "retry_pending": f"{job_id}:retry" in stored,
+                "retry_pending": retry_job_id(job_id) in stored,
                 "last_outcome": last.outcome if last else None,
                 "last_finished_at": last.finished_at if last else None,
                 "last_duration_seconds": last.duration_seconds if last else None,

@@ -27,11 +27,12 @@ from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 
 from d3_item_salvager.config import AppConfig, load_config
-from d3_item_salvager.workers.job_runner import RunResult
+from d3_item_salvager.errors import ConfigError
+from d3_item_salvager.workers.jobs import job_spec
 from d3_item_salvager.workers.run_history import RunRow
+from d3_item_salvager.workers.runs import RunResult
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from d3_item_salvager.workers.status import collect_status, health_problems
-from d3_item_salvager.workers.tasks import TASKS
 
 
 @dataclass
@@ -56,7 +57,7 @@ class ManualRuns:
 
         async def execute() -> None:
             try:
-                run.result = await TASKS[job_id](trigger="manual", run_id=run_id)
+                run.result = await self._runtime.run_job(job_id, run_id=run_id)
             except Exception as exc:  # noqa: BLE001 - reported by GET /runs/{id}; the app serves on
                 run.crashed = f"{type(exc).__name__}: {exc}"
 
@@ -115,16 +116,18 @@ def create_app(config: AppConfig | None = None) -> FastAPI:
     @app.get("/health")
     async def health(request: Request) -> JSONResponse:
         runtime: WorkerRuntime = request.app.state.workers
-        report = await collect_status(runtime.config)
+        # status reads the job store with blocking calls: off the loop.
+        report = await anyio.to_thread.run_sync(collect_status, runtime.config)
         problems = health_problems(report, runtime.config.health.overdue_margin_minutes)
         body = {"healthy": not problems, "problems": problems}
         return JSONResponse(body, status_code=503 if problems else 200)
 
     @app.post("/jobs/{job}/runs", status_code=202)
     async def start_run(job: str, request: Request) -> dict[str, str]:
-        job_id = job.replace("-", "_")
-        if job_id not in TASKS:
-            raise HTTPException(404, f"no job {job!r}; one of {sorted(TASKS)}")
+        try:
+            job_id = job_spec(job).id
+        except ConfigError as exc:
+            raise HTTPException(404, str(exc)) from None
         run_id = request.app.state.runs.start(job_id)
         return {"run_id": run_id, "job_id": job_id, "url": f"/runs/{run_id}"}
 

@@ -45,7 +45,7 @@ async def test_manual_run_health_and_metrics_through_the_real_lifespan(tmp_path:
         assert (await client.get(f"/runs/{run_id}")).json()["state"] in ("running", "finished")
 
         with anyio.fail_after(60):
-            [finished] = await runtime.runner.wait_for_runs("scrape_guides", 1)
+            [finished] = await runtime.wait_for_runs("scrape_guides", 1)
         assert finished.run_id == run_id  # the id the app answered with is the recorded one
         run = (await client.get(f"/runs/{run_id}")).json()
         assert (run["state"], run["outcome"], run["trigger"]) == ("finished", "success", "manual")
@@ -73,7 +73,7 @@ async def test_health_is_503_with_the_problem_after_a_failed_run(tmp_path: Path)
         maxroll.token = "rotated-by-maxroll"
         run_id = (await client.post("/jobs/scrape_guides/runs")).json()["run_id"]
         with anyio.fail_after(60):
-            await runtime.runner.wait_for_runs("scrape_guides", 1)
+            await runtime.wait_for_runs("scrape_guides", 1)
         assert (await client.get(f"/runs/{run_id}")).json()["outcome"] == "failed"
         health = await client.get("/health")
         assert health.status_code == 503

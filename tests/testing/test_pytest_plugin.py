@@ -19,7 +19,7 @@ import pytest
 {marker}
 async def test_the_runtime_syncs_the_fake_site(salvager_runtime, salvager_config, fake_maxroll):
     with anyio.fail_after(90):
-        [run] = await salvager_runtime.runner.wait_for_runs("scrape_guides", 1)
+        [run] = await salvager_runtime.wait_for_runs("scrape_guides", 1)
     assert run.outcome == "success"
     with sqlite3.connect(salvager_config.database.sqlite_path) as index:
         (guides,) = index.execute("SELECT count(*) FROM guides").fetchone()

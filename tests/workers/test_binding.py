@@ -9,11 +9,11 @@ import anyio
 import pytest
 
 from d3_item_salvager.config import load_config
+from d3_item_salvager.testing.fake_maxroll import FakeMaxroll, serve
+from d3_item_salvager.testing.fake_site import build_site
 from d3_item_salvager.workers import tasks
 from d3_item_salvager.workers.runs import Outcome, Trigger
 from d3_item_salvager.workers.runtime import WorkerRuntime
-from tests.fake_maxroll import FakeMaxroll, serve
-from tests.fake_site import build_site
 from tests.index_expectations import expected_rows, stored_rows
 from tests.processes import write_config
 from tests.workers.test_cli import cli_config

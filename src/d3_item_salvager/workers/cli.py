@@ -244,8 +244,7 @@ def status(
 @app.command("history")
 def history(
     job: Annotated[
-        str | None,
-        typer.Option("--job", metavar="JOB", help="Only this job's runs (e.g. scrape-guides)."),
+        str | None, typer.Option("--job", help="Only this job's runs.", metavar="JOB")
     ] = None,
     limit: Annotated[int, typer.Option("--limit", min=1, help="How many runs.")] = 20,
     as_json: JsonOption = False,
@@ -255,12 +254,12 @@ def history(
 
     Read-only, like `status`.
     """
-    job_id = _job_argument(job).id if job is not None else None
+    spec = _job_argument(job) if job is not None else None
     config = _setup(config_file, start_logging=False)
     from d3_item_salvager.workers.status import collect_history, render_history
 
     try:
-        runs = collect_history(config, job_id, limit)
+        runs = collect_history(config, spec.id if spec is not None else None, limit)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     typer.echo(json.dumps({"runs": runs}, default=str) if as_json else render_history(runs))

@@ -31,8 +31,6 @@ from d3_item_salvager.workers.lease import LEASE_NAME, database_now
 from d3_item_salvager.workers.run_history import RunRow
 
 APSCHEDULER_JOBS_TABLE = "apscheduler_jobs"
-# A WAL reader rarely waits; when it must (a checkpoint, a store not in WAL mode), not for long.
-READ_BUSY_TIMEOUT_SECONDS = 10.0
 
 
 def describe_interval(interval: timedelta) -> str:
@@ -90,7 +88,7 @@ def _setting(config: SchedulerConfig) -> str:
     return f"scheduler.job_store_path = {str(config.job_store_path)!r}"
 
 
-def _read_only_engine(config: SchedulerConfig) -> Engine:
+def _read_only_engine(config: SchedulerConfig, busy_timeout_seconds: float) -> Engine:
     if config.job_store_url is not None and not config.job_store_url.startswith("sqlite"):
         return create_engine(config.job_store_url, pool_pre_ping=True).execution_options(
             postgresql_readonly=True
@@ -110,21 +108,19 @@ def _read_only_engine(config: SchedulerConfig) -> Engine:
     # removes them), and SQLite would create both to read it, so read it as immutable instead.
     in_use = os.path.exists(f"{path}-wal") and os.path.exists(f"{path}-shm")
     uri = f"file:{quote(os.path.abspath(path))}?mode=ro" + ("" if in_use else "&immutable=1")
-    return create_engine("sqlite://", creator=lambda: _connect_sqlite(uri))
+    return create_engine("sqlite://", creator=lambda: _connect_sqlite(uri, busy_timeout_seconds))
 
 
-def _connect_sqlite(uri: str) -> sqlite3.Connection:
-    return sqlite3.connect(
-        uri, uri=True, timeout=READ_BUSY_TIMEOUT_SECONDS, check_same_thread=False
-    )
+def _connect_sqlite(uri: str, busy_timeout_seconds: float) -> sqlite3.Connection:
+    return sqlite3.connect(uri, uri=True, timeout=busy_timeout_seconds, check_same_thread=False)
 
 
 class JobStoreReader:
     """One read-only connection to the job store; use as a context manager (blocking calls)."""
 
-    def __init__(self, config: SchedulerConfig) -> None:
+    def __init__(self, config: SchedulerConfig, busy_timeout_seconds: float = 30.0) -> None:
         self._config = config
-        self._engine = _read_only_engine(config)
+        self._engine = _read_only_engine(config, busy_timeout_seconds)
         self._connection: Connection | None = None
         self._tables: set[str] = set()
 

@@ -39,7 +39,7 @@ def collect_status(config: AppConfig) -> dict[str, Any]:
         ConfigError: no job store at the configured place, or one that cannot be read.
     """
     configured = all_job_settings(config)
-    with JobStoreReader(config.scheduler) as store:
+    with JobStoreReader(config.scheduler, config.database.busy_timeout_seconds) as store:
         stored = store.stored_jobs()
         lease = store.lease()
         last_runs = {job_id: store.last_finished(job_id) for job_id in configured}
@@ -81,7 +81,7 @@ def collect_status(config: AppConfig) -> dict[str, Any]:
 
 def collect_history(config: AppConfig, job_id: str | None, limit: int) -> list[dict[str, Any]]:
     """The newest `limit` runs (of one job, or all), newest first."""
-    with JobStoreReader(config.scheduler) as store:
+    with JobStoreReader(config.scheduler, config.database.busy_timeout_seconds) as store:
         runs = store.runs(job_id, limit)
     return [
         {

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, func, select, update
 from sqlalchemy.exc import DBAPIError
@@ -19,6 +20,9 @@ from d3_item_salvager.data.schema import builds, guides, item_usages, items
 from d3_item_salvager.errors import IndexDatabaseError
 from d3_item_salvager.maxroll.catalog import ItemCatalog
 from d3_item_salvager.maxroll.models import BuildRecord, CatalogItem, GuideRecord
+
+if TYPE_CHECKING:
+    from d3_item_salvager.data.sqlite_writer import SqliteGuideWriter
 
 PLACEHOLDER_QUALITY = "unknown"
 
@@ -60,10 +64,11 @@ def placeholder_item(item_id: str) -> CatalogItem:
 
 
 class IndexRepository:
-    """The index on an AsyncEngine (SQLAlchemy Core)."""
+    """The index on an AsyncEngine (SQLAlchemy Core); SQLite guide writes via `guide_writer`."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, guide_writer: SqliteGuideWriter | None = None) -> None:
         self._engine = engine
+        self._guide_writer = guide_writer
 
     async def stored_guides(self) -> dict[int, StoredGuide]:
         """Every guide in the index, by id."""
@@ -84,6 +89,8 @@ class IndexRepository:
 
         `catalog` maps every used item id to its catalog record (or a placeholder).
         """
+        if self._guide_writer is not None:  # SQLite: same diff, off the loop (sqlite_writer.py)
+            return await self._guide_writer.write_guide(guide, guide_builds, catalog, synced_at)
         wanted = {(b.planner_id, b.profile_index): b for b in guide_builds}
         changes = GuideChanges()
         try:

@@ -20,6 +20,7 @@ import psutil
 from tests.conftest import make_config, with_interval_seconds
 
 from benchmarks._common import percentile
+from d3_item_salvager.workers.runs import RunFinished
 from d3_item_salvager.workers.runtime import WorkerRuntime
 
 
@@ -38,7 +39,7 @@ async def lateness(runs: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         config = only_cleanup(Path(folder), 1 / 60)
         async with WorkerRuntime(config) as runtime:
-            await runtime.runner.wait_for_runs("cleanup_logs", runs)
+            await runtime.wait_for_runs("cleanup_logs", runs)
         with sqlite3.connect(config.scheduler.job_store_path) as connection:
             rows = connection.execute(
                 "SELECT scheduled_for, started_at FROM job_runs WHERE outcome = 'success'"
@@ -79,11 +80,18 @@ async def drift(runs: int) -> None:
     with tempfile.TemporaryDirectory() as folder:
         config = only_cleanup(Path(folder), 0.0002)  # every 12 ms
         async with WorkerRuntime(config) as runtime:
+            outcomes: list[str] = []
+            runtime.runner.events.subscribe(
+                lambda event: (
+                    outcomes.append(str(event.result.outcome))
+                    if isinstance(event, RunFinished)
+                    else None
+                )
+            )
             marks = []
             for count in (300, runs // 2, runs):
-                await runtime.runner.wait_for_runs("cleanup_logs", count)
+                await runtime.wait_for_runs("cleanup_logs", count)
                 marks.append((count, *resources()))
-            outcomes = [r.outcome for r in runtime.runner.finished_runs("cleanup_logs")]
     for count, rss, fds, threads in marks:
         print(f"  after {count:>5} runs: RSS {rss:.1f} MB, open fds {fds}, threads {threads}")
     first, last = marks[0], marks[-1]

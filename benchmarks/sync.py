@@ -25,7 +25,7 @@ from d3_item_salvager.workers.runtime import WorkerRuntime
 
 async def sync_once(config: Any, force: bool = False) -> tuple[SyncSummary, float]:
     """One sync through the embedded runtime, as a host app would run it."""
-    async with WorkerRuntime(config, run_scheduler=False) as runtime:
+    async with WorkerRuntime(config, run_scheduler=False, freeze_gc=True) as runtime:
         service: BuildGuideService = await resolve(runtime.container.build_guide_service)
         started = time.perf_counter()
         summary = await service.prepare_database(force)

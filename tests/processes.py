@@ -75,12 +75,16 @@ class WorkerProcess:
         self._reader = asyncio.get_running_loop().create_task(self._read())
 
     @classmethod
-    async def start(cls, *args: str, cwd: Path, env: dict[str, str] | None = None) -> WorkerProcess:
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "d3_item_salvager.workers", *args,
-            cwd=cwd, env=child_env(env), stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-        )  # fmt: skip
+    async def start(
+        cls, *args: str, cwd: Path, env: dict[str, str] | None = None, stdout: Path | None = None
+    ) -> WorkerProcess:
+        """Start the CLI; its stdout goes to the `stdout` file when given, else nowhere."""
+        with open(stdout or os.devnull, "wb") as output:  # noqa: ASYNC230 - opening is instant
+            process = await asyncio.create_subprocess_exec(
+                sys.executable, "-m", "d3_item_salvager.workers", *args,
+                cwd=cwd, env=child_env(env), stdin=asyncio.subprocess.DEVNULL,
+                stdout=output, stderr=asyncio.subprocess.PIPE,
+            )  # fmt: skip
         return cls(process)
 
     async def _read(self) -> None:

@@ -34,10 +34,7 @@ def test_defaults_match_the_documented_values() -> None:
     assert scheduler.job_store_path == Path("cache/scheduler.sqlite")
     assert (scheduler.max_workers, scheduler.misfire_grace_seconds) == (5, 300)
     assert (scheduler.timezone, scheduler.shutdown_timeout_seconds) == ("UTC", 30)
-    jobs = scheduler.jobs
-    assert [jobs.scrape_guides.interval_minutes, jobs.refresh_cache.interval_minutes] == [360, 60]
-    assert jobs.cleanup_logs.interval_minutes == 1440
-    assert all(job.enabled for job in jobs.by_id().values())
+    assert scheduler.jobs.by_id() == {}  # each job's defaults are in the job registry
 
 
 def test_environment_overrides_nested_settings(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -49,8 +46,8 @@ def test_environment_overrides_nested_settings(monkeypatch: pytest.MonkeyPatch) 
     config = load_config()
     assert config.maxroll.planner_profile_url == "http://127.0.0.1:9/p/{planner_id}"
     assert config.maxroll.require_bearer_token() == "tok-123"
-    assert config.scheduler.jobs.scrape_guides.interval_minutes == 0.05
-    assert config.scheduler.jobs.refresh_cache.interval_minutes == 60
+    assert config.scheduler.jobs.by_id()["scrape_guides"].interval_minutes == 0.05
+    assert "refresh_cache" not in config.scheduler.jobs.by_id()
     assert config.logging.level == "DEBUG"
 
 
@@ -63,8 +60,8 @@ def test_toml_file_is_read(tmp_path: Path) -> None:
     )
     config = load_config(path)
     assert config.maxroll.max_concurrency == 8
-    assert config.scheduler.jobs.cleanup_logs.enabled is False
-    assert config.scheduler.jobs.cleanup_logs.interval_minutes == 1440
+    cleanup = config.scheduler.jobs.by_id()["cleanup_logs"]
+    assert (cleanup.enabled, cleanup.interval_minutes) == (False, None)
 
 
 def test_environment_beats_file_and_file_is_found_through_env(
@@ -203,4 +200,4 @@ def test_interval_outside_one_second_to_a_year_is_refused(
 def test_interval_bounds_are_inclusive(monkeypatch: pytest.MonkeyPatch, minutes: float) -> None:
     """Exactly one second and exactly a year are accepted."""
     monkeypatch.setenv("D3IS_SCHEDULER__JOBS__REFRESH_CACHE__INTERVAL_MINUTES", repr(minutes))
-    assert load_config().scheduler.jobs.refresh_cache.interval_minutes == minutes
+    assert load_config().scheduler.jobs.by_id()["refresh_cache"].interval_minutes == minutes

@@ -9,6 +9,7 @@ import pytest
 from d3_item_salvager.config import AppConfig, DatabaseConfig, load_config
 from d3_item_salvager.errors import ConfigError
 from d3_item_salvager.logging_setup import configure_app_logging
+from d3_item_salvager.workers.jobs import job_settings
 from d3_item_salvager.workers.runtime import WorkerRuntime
 
 
@@ -47,9 +48,9 @@ def test_overrides_merge_nested_sections_setting_by_setting(
     config = load_config(
         overrides={"scheduler": {"jobs": {"cleanup_logs": {"enabled": False}}}},
     )
-    cleanup = config.scheduler.jobs.cleanup_logs
+    cleanup = job_settings(config, "cleanup_logs")
     assert (cleanup.enabled, cleanup.interval_minutes) == (False, 5)
-    assert config.scheduler.jobs.scrape_guides.enabled is True
+    assert job_settings(config, "scrape_guides").enabled is True
 
 
 def test_environment_false_ignores_every_d3is_variable(

@@ -6,7 +6,7 @@ import json
 import re
 from pathlib import Path
 
-from d3_item_salvager.workers.job_runner import RunResult
+from d3_item_salvager.workers.runs import Outcome, RunResult, Trigger
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -37,5 +37,7 @@ def test_run_json_example_has_the_keys_run_json_prints() -> None:
     section = readme.split("`run JOB --json` prints one object", 1)[1]
     example = re.search(r"```json\n(.+?)\n```", section, re.DOTALL)
     assert example is not None
-    printed = RunResult("r", "scrape_guides", "manual", "success", None, {}, 1.0).to_dict()
+    printed = RunResult(
+        "r", "scrape_guides", Trigger.MANUAL, Outcome.SUCCESS, None, {}, 1.0
+    ).to_dict()
     assert set(json.loads(example.group(1))) == set(printed)

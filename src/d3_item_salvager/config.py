@@ -152,6 +152,9 @@ class CacheConfig(_Section):
     dir: Path = Path("cache")
     guide_list_ttl_minutes: PositiveFloat = 60.0
     item_catalog_ttl_minutes: PositiveFloat = 1440.0
+    # A stored guide whose documents were last checked longer ago than this is rechecked with
+    # conditional requests even when its modified time is unchanged; 0 rechecks on every sync.
+    revalidate_after_minutes: Annotated[float, Field(ge=0)] = 1440.0
 
 
 class LoggingConfig(_Section):
@@ -178,11 +181,12 @@ class LoggingConfig(_Section):
 
 
 class JobConfig(_Section):
-    """One scheduled job; each job below sets its own default interval and timeout."""
+    """One job's `[scheduler.jobs.<id>]` section; unset interval and timeout take the job's own
+    defaults from the workers' job registry (`d3_item_salvager.workers.jobs`)."""
 
     enabled: bool = True
-    interval_minutes: PositiveFloat = 60.0
-    timeout_minutes: PositiveFloat = 60.0
+    interval_minutes: PositiveFloat | None = None
+    timeout_minutes: PositiveFloat | None = None
     max_retries: Annotated[int, Field(ge=0, le=10)] = 2
     retry_backoff_seconds: Annotated[float, Field(ge=0)] = 60.0
 
@@ -197,41 +201,16 @@ class JobConfig(_Section):
         return value
 
 
-class ScrapeGuidesJobConfig(JobConfig):
-    """Sync the index with Maxroll."""
-
-    interval_minutes: PositiveFloat = 360.0
-    timeout_minutes: PositiveFloat = 120.0
-
-
-class RefreshCacheJobConfig(JobConfig):
-    """Refresh the guide-list and item-catalog caches."""
-
-    interval_minutes: PositiveFloat = 60.0
-    timeout_minutes: PositiveFloat = 30.0
-
-
-class CleanupLogsJobConfig(JobConfig):
-    """Delete old log files and prune run history."""
-
-    interval_minutes: PositiveFloat = 1440.0
-    timeout_minutes: PositiveFloat = 10.0
-
-
 class JobsConfig(_Section):
-    """The three jobs, keyed by their stable job ids."""
+    """Settings keyed by job id. Which ids exist is the job registry's to say: the workers check
+    every section against it at start, so a misspelt job id is still an error."""
 
-    scrape_guides: ScrapeGuidesJobConfig = ScrapeGuidesJobConfig()
-    refresh_cache: RefreshCacheJobConfig = RefreshCacheJobConfig()
-    cleanup_logs: CleanupLogsJobConfig = CleanupLogsJobConfig()
+    model_config = ConfigDict(extra="allow", frozen=True)
+    __pydantic_extra__: dict[str, JobConfig] = Field(init=False)
 
     def by_id(self) -> dict[str, JobConfig]:
-        """Every job's settings, keyed by job id."""
-        return {
-            "scrape_guides": self.scrape_guides,
-            "refresh_cache": self.refresh_cache,
-            "cleanup_logs": self.cleanup_logs,
-        }
+        """The job sections the configuration sets, keyed by job id."""
+        return dict(self.__pydantic_extra__ or {})
 
 
 class SchedulerConfig(_Section):

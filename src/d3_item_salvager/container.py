@@ -1,14 +1,15 @@
-"""The dependency-injection container: how the application's parts are built and wired.
+"""The dependency-injection container: how the application's services are built.
 
-Only `workers/` and the tests import this module. Every class it builds takes plain constructor
-arguments, so services and gateways never know the container exists.
+Only `workers/` and the tests import this module; it imports nothing from `workers/` (the workers'
+own parts, job store, run history, runner and metrics, are in `workers/container.py`, which extends
+this one). Every class it builds takes plain constructor arguments, so services and gateways never
+know the container exists.
 """
 
 from __future__ import annotations
 
 import inspect
-import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -27,14 +28,6 @@ from d3_item_salvager.maxroll.http import http_client_resource
 from d3_item_salvager.services.build_guides import BuildGuideService
 from d3_item_salvager.services.cache_refresh import CacheRefreshService
 from d3_item_salvager.services.log_housekeeping import LogHousekeepingService
-from d3_item_salvager.workers.job_runner import JobRunner
-from d3_item_salvager.workers.job_store_db import job_store_engine_resource
-from d3_item_salvager.workers.metrics import WorkerMetrics
-from d3_item_salvager.workers.run_history import RunHistory, worker_identity
-
-
-def _new_nonce() -> str:
-    return uuid.uuid4().hex[:8]
 
 
 class Container(containers.DeclarativeContainer):
@@ -43,22 +36,23 @@ class Container(containers.DeclarativeContainer):
     # Config
     config = providers.Dependency(instance_of=AppConfig)
     logger = providers.Singleton(get_logger, "d3_item_salvager")
-    worker_id = providers.Singleton(worker_identity, providers.Callable(_new_nonce))
+    # Called with the status code of every Maxroll response; the workers point it at their metrics.
+    maxroll_response_listener: providers.Object[Callable[[int], None] | None] = providers.Object(
+        None
+    )
 
     # Gateways
     http_client = providers.Resource(http_client_resource, config.provided.maxroll)
     index_engine = providers.Resource(index_engine_resource, config.provided.database)
-    job_store_engine = providers.Resource(job_store_engine_resource, config.provided.scheduler)
     session_factory = providers.Singleton(async_sessionmaker, index_engine, expire_on_commit=False)
     thread_limiter = providers.Singleton(
         anyio.CapacityLimiter, config.provided.scheduler.max_workers
     )
-    metrics = providers.Singleton(WorkerMetrics)
     maxroll_client = providers.Singleton(
         MaxrollClient,
         http_client,
         config.provided.maxroll,
-        on_response=metrics.provided.maxroll_response,
+        on_response=maxroll_response_listener,
     )
     maxroll_gateway = providers.Singleton(
         MaxrollGateway,
@@ -71,7 +65,6 @@ class Container(containers.DeclarativeContainer):
     # Repositories
     sqlite_guide_writer = providers.Resource(sqlite_guide_writer_resource, config.provided.database)
     index_repository = providers.Singleton(IndexRepository, index_engine, sqlite_guide_writer)
-    run_history = providers.Singleton(RunHistory, job_store_engine, worker_id)
 
     # Services
     build_guide_service = providers.Factory(
@@ -85,7 +78,6 @@ class Container(containers.DeclarativeContainer):
     log_housekeeping_service = providers.Factory(
         LogHousekeepingService, config.provided.logging, thread_limiter
     )
-    job_runner = providers.Singleton(JobRunner, run_history, config, metrics)
 
 
 def build_container(config: AppConfig) -> Container:
@@ -104,12 +96,12 @@ async def open_container(config: AppConfig) -> AsyncIterator[Container]:
     """A container whose resources are open inside the block and closed after it."""
     container = build_container(config)
     try:
-        await _await_if_needed(container.init_resources())
+        await await_if_needed(container.init_resources())
         yield container
     finally:
-        await _await_if_needed(container.shutdown_resources())
+        await await_if_needed(container.shutdown_resources())
 
 
-async def _await_if_needed(value: Any) -> None:
+async def await_if_needed(value: Any) -> None:
     if inspect.isawaitable(value):
         await value

@@ -27,6 +27,11 @@ from d3_item_salvager.maxroll.models import BuildRecord, CatalogItem, GuideRecor
 from tests.conftest import make_config
 from tests.index_reader import IndexReader
 
+KEPT_USAGES = (
+    "SELECT u.item_id FROM item_usages u JOIN builds b ON b.id = u.build_id "
+    "WHERE b.planner_id = 'p2'"
+)
+CHECKED = "SELECT last_checked_at FROM guides"
 SYNCED = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 GUIDE = GuideRecord(guide_id=1, title="Guide", url="https://site/guide", modified_unix=10)
 
@@ -45,8 +50,8 @@ def build(planner: str, index: int, name: str, *usages: tuple[str, str, str]) ->
     )
 
 
-# (guide, builds, catalog records) written in order; each step is a kind of change.
-SCENARIO: list[tuple[GuideRecord, list[BuildRecord], list[CatalogItem]]] = [
+# (guide, builds, catalog records, kept planners) written in order; each step a kind of change.
+SCENARIO: list[tuple[GuideRecord, list[BuildRecord], list[CatalogItem], set[str]]] = [
     # A new guide; an item the catalog does not know gets a placeholder.
     (
         GUIDE,
@@ -55,6 +60,7 @@ SCENARIO: list[tuple[GuideRecord, list[BuildRecord], list[CatalogItem]]] = [
             build("p1", 1, "Ice", ("a", "ring", "follower")),
         ],
         [item("a"), placeholder_item("b")],
+        set(),
     ),
     # The same again: nothing changes.
     (
@@ -64,6 +70,7 @@ SCENARIO: list[tuple[GuideRecord, list[BuildRecord], list[CatalogItem]]] = [
             build("p1", 1, "Ice", ("a", "ring", "follower")),
         ],
         [item("a"), placeholder_item("b")],
+        set(),
     ),
     # A build renamed, one removed, one added; usages removed and added; items renamed/known.
     (
@@ -73,18 +80,32 @@ SCENARIO: list[tuple[GuideRecord, list[BuildRecord], list[CatalogItem]]] = [
             build("p2", 0, "Lightning", ("b", "ring", "main")),
         ],
         [item("a", "Renamed"), item("b"), placeholder_item("c")],
+        set(),
+    ),
+    # Planner p2 could not be read: its build and usages stay while p1 gains a build, and the
+    # guide is left unchecked.
+    (
+        GUIDE,
+        [
+            build("p1", 0, "Fire v2", ("a", "ring", "main"), ("c", "ring", "main")),
+            build("p1", 2, "Frost", ("c", "ring", "kanai")),
+        ],
+        [item("a", "Renamed"), placeholder_item("c")],
+        {"p2"},
     ),
     # A placeholder never overwrites a real record.
     (
         GUIDE,
         [build("p1", 0, "Fire v2", ("a", "ring", "main"))],
         [placeholder_item("a")],
+        set(),
     ),
     # The guide's URL moved to a new post id: the old guide goes, with its builds (cascade).
     (
         GuideRecord(guide_id=2, title="Moved", url=GUIDE.url, modified_unix=12),
         [build("p3", 0, "Poison", ("a", "ring", "main"))],
         [item("a", "Renamed")],
+        set(),
     ),
 ]
 
@@ -131,12 +152,16 @@ async def test_every_step_changes_the_same_rows_and_reports_the_same_counts(
     core_reader = IndexReader(indexes.core_config)
     writer_reader = IndexReader(indexes.writer_config)
     try:
-        for step, (guide, builds, records) in enumerate(SCENARIO):
+        for step, (guide, builds, records, kept) in enumerate(SCENARIO):
             catalog = {record.item_id: record for record in records}
-            expected = await core.write_guide(guide, builds, catalog, SYNCED)
-            actual = await writer.write_guide(guide, builds, catalog, SYNCED)
+            expected = await core.write_guide(guide, builds, catalog, SYNCED, kept_planners=kept)
+            actual = await writer.write_guide(guide, builds, catalog, SYNCED, kept_planners=kept)
             assert asdict(actual) == asdict(expected), f"step {step}"
             assert writer_reader.dump() == core_reader.dump(), f"step {step}"
+            if kept:
+                # The kept planner's usage survived the new build's re-read of build ids.
+                assert writer_reader.query(KEPT_USAGES) == [("b",)], f"step {step}"
+                assert writer_reader.query(CHECKED) == [(None,)], f"step {step}"
         # The scenario did exercise every kind of change.
         assert core_reader.query("SELECT id FROM guides") == [(2,)]
     finally:
@@ -148,7 +173,7 @@ async def test_a_failing_write_rolls_the_whole_guide_back(
     indexes: Indexes,
 ) -> None:
     config, writer = indexes.writer_config, indexes.writer
-    guide, builds, records = SCENARIO[0]
+    guide, builds, records, _ = SCENARIO[0]
     await writer.write_guide(guide, builds, {r.item_id: r for r in records}, SYNCED)
     reader = IndexReader(config)
     try:
@@ -176,7 +201,7 @@ async def test_a_write_waits_for_the_busy_timeout_then_fails_cleanly(
     other = sqlite3.connect(path, isolation_level=None)
     try:
         other.execute("BEGIN IMMEDIATE")  # another writer holds the lock past the 0.2 s timeout
-        guide, builds, records = SCENARIO[0]
+        guide, builds, records, _ = SCENARIO[0]
         with pytest.raises(IndexDatabaseError, match="locked"):
             await writer.write_guide(guide, builds, {r.item_id: r for r in records}, SYNCED)
         other.execute("ROLLBACK")
@@ -193,7 +218,7 @@ async def test_a_sqlite_container_writes_guides_on_its_writer_thread_and_stops_i
     config = make_config(tmp_path)
     async with open_container(config) as container:
         repository: IndexRepository = await resolve(container.index_repository)
-        guide, builds, records = SCENARIO[0]
+        guide, builds, records, _ = SCENARIO[0]
         await repository.write_guide(guide, builds, {r.item_id: r for r in records}, SYNCED)
         seen = [t.name for t in threading.enumerate() if t.name.startswith("index-writer")]
         assert seen, "the guide was not written by the SQLite writer thread"

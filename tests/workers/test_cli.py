@@ -8,6 +8,7 @@ import sqlite3
 from pathlib import Path
 from typing import Any
 
+import anyio
 import pytest
 
 from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
@@ -182,3 +183,79 @@ async def test_two_schedulers_on_one_store_run_each_scheduled_run_once(
     assert len(runs) >= 4
     assert len({r["scheduled_for"] for r in runs}) == len(runs)
     assert len({r["worker"] for r in runs}) == 1
+
+
+async def test_sigterm_cancels_a_manual_run_and_json_still_prints_one_object(
+    tmp_path: Path, fake_maxroll: FakeMaxroll
+) -> None:
+    """`run scrape_guides --json` (the job id works as well as the CLI name) stopped by SIGTERM:
+    the run is recorded cancelled, stdout holds one JSON object, the exit code is 130."""
+    config = cli_config(tmp_path, fake_maxroll)
+    fake_maxroll.latency = 1.0  # a sync that takes a while
+    output = tmp_path / "stdout.json"
+    worker = await WorkerProcess.start(
+        "run", "scrape_guides", "--json", "--config", str(config), cwd=tmp_path, stdout=output
+    )
+    try:
+        await worker.wait_for("run started")
+        code = await worker.stop(signal.SIGTERM)
+    finally:
+        await worker.kill()
+    assert code == 130, "\n".join(worker.lines)
+    text = output.read_text(encoding="utf-8")
+    assert text.strip().count("\n") == 0
+    result = json.loads(text)
+    assert (result["job_id"], result["outcome"]) == ("scrape_guides", "cancelled")
+    [row] = job_runs(tmp_path)
+    assert (row["run_id"], row["outcome"]) == (result["run_id"], "cancelled")
+    assert "Traceback" not in "\n".join(worker.lines)
+
+
+async def test_run_is_refused_while_another_process_runs_the_job(
+    tmp_path: Path, fake_maxroll: FakeMaxroll
+) -> None:
+    """A manual run of a job another live process is running now exits 3 with one line."""
+    config = cli_config(tmp_path, fake_maxroll)
+    fake_maxroll.latency = 1.0
+    first = await WorkerProcess.start("run", "scrape-guides", "--config", str(config), cwd=tmp_path)
+    try:
+        await first.wait_for("run started")
+        code, stdout, stderr = await run_cli(
+            "run", "scrape-guides", "--config", str(config), cwd=tmp_path
+        )
+        other = await run_cli("run", "cleanup-logs", "--config", str(config), cwd=tmp_path)
+        await first.stop(signal.SIGINT)
+    finally:
+        await first.kill()
+    assert code == 3, stderr
+    assert "refused: scrape-guides is running now in" in stderr
+    assert stdout == ""
+    assert other[0] == 0  # another job is not held up
+    runs = sorted((r["job_id"], r["outcome"]) for r in job_runs(tmp_path))
+    # The refused run left no row; the first one ended however the SIGINT found it.
+    assert [job_id for job_id, _ in runs] == ["cleanup_logs", "scrape_guides"]
+    assert runs[0][1] == "success"
+    assert runs[1][1] in ("success", "cancelled")
+
+
+async def test_run_scheduler_exits_1_when_its_job_store_is_replaced(
+    tmp_path: Path, fake_maxroll: FakeMaxroll
+) -> None:
+    """Deleting the job-store file under run-scheduler stops it within a lease period: exit 1
+    with one line naming the setting."""
+    config = cli_config(tmp_path, fake_maxroll, cleanup_logs={"interval_minutes": 60})
+    worker = await WorkerProcess.start("run-scheduler", "--config", str(config), cwd=tmp_path)
+    try:
+        await worker.wait_for("holding the scheduler lease")
+        store = tmp_path / "jobs.sqlite"
+        store.rename(tmp_path / "jobs.sqlite.moved")
+        with anyio.fail_after(60):
+            code = await worker.process.wait()
+    finally:
+        await worker.kill()
+    assert code == 1, "\n".join(worker.lines)
+    assert any(
+        line.startswith("error: scheduler.job_store_path") and "deleted or replaced" in line
+        for line in worker.lines
+    )
+    assert "Traceback" not in "\n".join(worker.lines)

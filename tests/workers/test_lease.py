@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from d3_item_salvager.container import open_container, resolve
+from d3_item_salvager.container import resolve
+from d3_item_salvager.workers.container import open_worker_container
 from d3_item_salvager.workers.lease import SchedulerLease
 from tests.conftest import make_config
 
@@ -20,7 +21,7 @@ class Clock:
 async def test_lease_is_exclusive_expires_and_is_taken_over(tmp_path: Path) -> None:
     """One holder at a time; renewals keep it; once expired a standby takes it; release frees it."""
     clock = Clock()
-    async with open_container(make_config(tmp_path)) as container:
+    async with open_worker_container(make_config(tmp_path)) as container:
         engine = await resolve(container.job_store_engine)
         first = SchedulerLease(engine, "first", 8, clock=clock)
         second = SchedulerLease(engine, "second", 8, clock=clock)

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import socket
 import sqlite3
+import time
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -62,19 +66,72 @@ async def test_runtime_serves_prometheus_text(metrics_config: AppConfig) -> None
     assert next_runs == {
         (("job", job),) for job in ("scrape_guides", "refresh_cache", "cleanup_logs")
     }
-    assert values[("d3is_event_loop_lag_seconds_count", ())] >= 0
+    assert ("d3is_event_loop_lag_seconds_count", ()) in values
     assert "test-token-123" not in response.text
 
 
-async def test_metrics_port_in_use_is_a_config_error(metrics_config: AppConfig) -> None:
-    """Two runtimes on one metrics port: the second gives a clear error naming metrics.port."""
-    async with WorkerRuntime(metrics_config, run_scheduler=False):
+async def test_metrics_port_in_use_at_start_is_a_config_error(metrics_config: AppConfig) -> None:
+    """A leader that cannot bind metrics.port at start gives a clear error naming the setting."""
+    port = metrics_config.metrics.port
+    assert port is not None
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", port))
+        taken.listen()
         with pytest.raises(ConfigError, match="metrics.port"):
-            async with WorkerRuntime(metrics_config, run_scheduler=False):
+            async with WorkerRuntime(metrics_config):
                 pass
 
 
+async def test_only_the_lease_holder_serves_metrics_and_a_new_leader_takes_over(
+    metrics_config: AppConfig,
+) -> None:
+    """Several runtimes on one config: the leader binds metrics.port, a standby and a one-off
+    runtime do not, and the standby binds it once it takes the lease over."""
+    async with AsyncExitStack() as stack:
+        first = await stack.enter_async_context(WorkerRuntime(metrics_config))
+        one_off = await stack.enter_async_context(
+            WorkerRuntime(metrics_config, run_scheduler=False)
+        )
+        second = await stack.enter_async_context(WorkerRuntime(metrics_config))
+        assert first.is_leader
+        assert first.metrics_url is not None
+        assert (one_off.metrics_url, second.metrics_url) == (None, None)
+        url = first.metrics_url
+        await first.__aexit__(None, None, None)
+        with anyio.fail_after(20):
+            await second.became_leader.wait()
+        assert second.metrics_url == url
+        async with httpx.AsyncClient() as client:
+            response = await client.get(url)
+    assert samples(response.text)[("d3is_scheduler_lease_held", ())] == 1
+
+
+async def test_loop_lag_is_measured(
+    metrics_config: AppConfig, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host callback that blocks the loop for 0.8 s (past the 0.5 s probe) shows up as lag."""
+    async with WorkerRuntime(metrics_config, run_scheduler=False) as runtime:
+        lag = runtime.metrics.loop_lag
+        observed: asyncio.Queue[float] = asyncio.Queue()
+        record = lag.observe
+
+        def spy(value: float, exemplar: dict[str, str] | None = None) -> None:
+            record(value)
+            observed.put_nowait(value)
+
+        monkeypatch.setattr(lag, "observe", spy)
+        with anyio.fail_after(10):
+            await observed.get()  # the probe has just gone back to sleep for 0.5 s
+            time.sleep(0.8)  # noqa: ASYNC251 - the fault being injected: a blocked event loop
+            late = await observed.get()
+    assert late >= 0.25
+    [family] = lag.collect()
+    [total] = [s.value for s in family.samples if s.name.endswith("_sum")]
+    assert total >= late
+
+
 def report(next_run: str | None, outcome: str | None, enabled: bool = True) -> dict[str, object]:
+    error = "boom" if outcome == "failed" else None
     return {
         "jobs": [
             {
@@ -82,9 +139,12 @@ def report(next_run: str | None, outcome: str | None, enabled: bool = True) -> d
                 "enabled": enabled,
                 "next_run_time": next_run,
                 "last_outcome": outcome,
-                "last_error": "boom" if outcome == "failed" else None,
+                "last_error": error,
+                "conclusive_outcome": outcome,
+                "conclusive_error": error,
             }
-        ]
+        ],
+        "lease": {"holder": "h:1:x", "expires_at": "2030-01-01T00:00:00+00:00", "live": True},
     }
 
 
@@ -94,6 +154,7 @@ def report(next_run: str | None, outcome: str | None, enabled: bool = True) -> d
         (30, "success", True, []),
         (30, None, True, []),
         (30, "skipped", True, []),
+        (30, "cancelled", True, []),
         (-5, "success", True, []),
         (-30, "success", True, ["scrape_guides: overdue"]),
         (None, None, True, ["scrape_guides: not scheduled"]),
@@ -116,29 +177,37 @@ def test_health_problems(
     assert [p[: len(e)] for p, e in zip(problems, expected, strict=True)] == expected
 
 
+@pytest.mark.parametrize("lease", [None, {"holder": "h", "expires_at": "x", "live": False}])
+def test_no_live_lease_holder_is_the_one_problem(lease: dict[str, object] | None) -> None:
+    """With nobody holding the lease, the check says so in one line, whatever the jobs say."""
+    unhealthy = {**report(None, "failed"), "lease": lease}
+    assert health_problems(unhealthy, 15) == [
+        "no scheduler is running: no live process holds the scheduler lease"
+    ]
+
+
 async def test_status_check_exit_codes(tmp_path: Path, fake_maxroll: FakeMaxroll) -> None:
-    """`status --check` fails before jobs are scheduled and after a failed run, passes when fine."""
+    """`status --check`: exit 2 without a job store, 0 while a leader runs, 1 after a failed run."""
     config = cli_config(tmp_path, fake_maxroll, cleanup_logs={"interval_minutes": 60})
-    code, stdout, _ = await run_cli("status", "--check", "--config", str(config), cwd=tmp_path)
-    assert (code, stdout.strip()) == (
-        1,
-        "cleanup_logs: not scheduled (no scheduler has registered it)",
-    )
+    code, _, stderr = await run_cli("status", "--check", "--config", str(config), cwd=tmp_path)
+    assert code == 2
+    assert "no job store there" in stderr
 
     async with WorkerRuntime(load_config(config)) as runtime:
         assert runtime.is_leader
-    code, stdout, _ = await run_cli("status", "--check", "--config", str(config), cwd=tmp_path)
-    assert (code, stdout.strip()) == (0, "ok: 1 enabled job(s) healthy")
+        code, stdout, _ = await run_cli("status", "--check", "--config", str(config), cwd=tmp_path)
+        assert (code, stdout.strip()) == (0, "ok: 1 enabled job(s) healthy")
 
-    with sqlite3.connect(tmp_path / "jobs.sqlite") as connection:
-        connection.execute(
-            "INSERT INTO job_runs (run_id, job_id, trigger, started_at, finished_at, outcome, error,"
-            " attempt, worker) VALUES ('r', 'cleanup_logs', 'manual', '2026-01-01T00:00:00+00:00',"
-            " '2026-01-01T00:00:01+00:00', 'failed', 'disk full', 0, 'w')"
+        with sqlite3.connect(tmp_path / "jobs.sqlite") as connection:
+            connection.execute(
+                "INSERT INTO job_runs (run_id, job_id, trigger, started_at, finished_at, outcome,"
+                " error, attempt, worker) VALUES ('r', 'cleanup_logs', 'manual',"
+                " '2026-01-01T00:00:00+00:00', '2026-01-01T00:00:01+00:00', 'failed', 'disk full',"
+                " 0, 'w')"
+            )
+        code, stdout, _ = await run_cli(
+            "status", "--check", "--json", "--config", str(config), cwd=tmp_path
         )
-    code, stdout, _ = await run_cli(
-        "status", "--check", "--json", "--config", str(config), cwd=tmp_path
-    )
     assert code == 1
     assert '"healthy": false' in stdout
     assert "cleanup_logs: last run failed: disk full" in stdout

@@ -48,7 +48,7 @@ async def test_runs_missed_within_the_grace_are_coalesced_into_one(tmp_path: Pat
     await store_with_due_time(config, datetime.now(UTC) - timedelta(minutes=4, seconds=30))
     async with WorkerRuntime(config) as runtime:
         with anyio.fail_after(20):
-            [run] = await runtime.runner.wait_for_runs("cleanup_logs", 1)
+            [run] = await runtime.wait_for_runs("cleanup_logs", 1)
         assert runtime.scheduler is not None
         next_run = runtime.scheduler.get_job("cleanup_logs").next_run_time
     assert (run.trigger, run.outcome) == ("scheduled", "success")
@@ -62,6 +62,6 @@ async def test_run_missed_beyond_the_grace_is_recorded_as_missed(tmp_path: Path)
     await store_with_due_time(config, datetime.now(UTC) - timedelta(hours=2))
     async with WorkerRuntime(config) as runtime:
         with anyio.fail_after(20):
-            [run] = await runtime.runner.wait_for_runs("cleanup_logs", 1)
+            [run] = await runtime.wait_for_runs("cleanup_logs", 1)
     assert run.outcome == "missed"
     assert outcomes(config) == [("cleanup_logs", "scheduled", "missed")]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import sqlite3
 import time
 from contextlib import AsyncExitStack
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 import anyio
@@ -48,7 +49,7 @@ async def test_embedded_runtime_runs_jobs_while_the_host_keeps_ticking(
             with anyio.fail_after(60):
                 # On a busy machine the next tick may come while the first sync still runs:
                 # that run is recorded as skipped, so wait for the success itself.
-                runs = await runtime.runner.wait_for(
+                runs = await runtime.tracker.wait_for(
                     lambda runs: any(r.outcome == "success" for r in runs)
                 )
     finally:
@@ -88,3 +89,60 @@ async def test_second_runtime_on_the_same_store_stands_by_then_takes_over(
             await second.became_leader.wait()
         assert second.is_leader
         assert second.scheduler.state == STATE_RUNNING
+
+
+def collected(value: object) -> bool:
+    """Whether the cyclic collector tracks `value` (frozen objects are out of its reach)."""
+    return any(candidate is value for candidate in gc.get_objects())
+
+
+async def test_embedding_leaves_the_hosts_frozen_objects_frozen(tmp_path: Path) -> None:
+    """By default the runtime neither freezes nor unfreezes: what the host froze stays frozen,
+    and what the runtime creates is not frozen behind the host's back."""
+    host_state: list[object] = [object()]
+    gc.freeze()
+    try:
+        async with WorkerRuntime(make_config(tmp_path)) as runtime:
+            assert runtime.is_leader
+            assert collected(runtime.container)
+        assert not collected(host_state)
+    finally:
+        gc.unfreeze()
+    assert collected(host_state)
+
+
+async def test_freeze_gc_freezes_start_up_objects_and_hands_them_back(tmp_path: Path) -> None:
+    """With freeze_gc=True (the CLI's choice) start-up objects are frozen until exit."""
+    async with WorkerRuntime(make_config(tmp_path), run_scheduler=False, freeze_gc=True) as runtime:
+        assert not collected(runtime.container)
+    assert collected(runtime.container)
+
+
+async def test_burst_mode_runs_the_due_jobs_once_and_returns(
+    tmp_path: Path, fake_maxroll: FakeMaxroll
+) -> None:
+    """run_due_jobs runs every due job once, returns the results, and leaves them scheduled for
+    their next time; a second call finds nothing due."""
+    config = make_config(
+        tmp_path,
+        maxroll=fake_maxroll.config_values(),
+        scheduler={"run_new_jobs_at_once": True},
+    )
+    async with WorkerRuntime(config, burst=True) as runtime:
+        assert runtime.is_leader
+        assert runtime.scheduler is not None
+        assert runtime.scheduler.state == STATE_PAUSED  # nothing runs on its own
+        results = await runtime.run_due_jobs()
+        again = await runtime.run_due_jobs()
+        next_runs = {job.id: job.next_run_time for job in runtime.scheduler.get_jobs()}
+    assert sorted(r.job_id for r in results) == ["cleanup_logs", "refresh_cache", "scrape_guides"]
+    assert all(r.succeeded and r.trigger == "scheduled" for r in results)
+    assert again == []
+    assert all(moment > datetime.now(UTC) for moment in next_runs.values())
+    database = config.database.sqlite_path
+    assert database is not None
+    assert stored_rows(database) == expected_rows(fake_maxroll.site)
+    with sqlite3.connect(config.scheduler.job_store_path) as connection:
+        due_times = connection.execute("SELECT scheduled_for FROM job_runs").fetchall()
+    assert len(due_times) == 3
+    assert all(due is not None for (due,) in due_times)

@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import anyio
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.schedulers.base import STATE_RUNNING
 from apscheduler.triggers.interval import IntervalTrigger
 
 from d3_item_salvager.config import AppConfig
+from d3_item_salvager.container import resolve
+from d3_item_salvager.workers.container import open_worker_container
+from d3_item_salvager.workers.job_runner import JobRunner
+from d3_item_salvager.workers.jobs import JOBS
+from d3_item_salvager.workers.runs import Outcome, RunTracker, Trigger
 from d3_item_salvager.workers.scheduler import (
-    JOB_FUNCTIONS,
     build_scheduler,
     register_jobs,
+    start_scheduler,
     stop_scheduler,
 )
-from tests.conftest import make_config
+from tests.conftest import make_config, with_interval_seconds
 
 Jobs = dict[str, dict[str, Any]]
 
@@ -48,9 +57,9 @@ async def test_register_adds_enabled_jobs_with_ids_refs_and_intervals(tmp_path: 
     async with started(config) as scheduler:
         report = register_jobs(scheduler, config)
         jobs = stored(scheduler)
-    assert sorted(report.added) == sorted(jobs) == sorted(JOB_FUNCTIONS)
+    assert sorted(report.added) == sorted(jobs) == sorted(JOBS)
     for job_id, job in jobs.items():
-        assert job.func_ref == JOB_FUNCTIONS[job_id]
+        assert job.func_ref == JOBS[job_id].task
         assert isinstance(job.trigger, IntervalTrigger)
         assert (job.kwargs, job.args) == ({}, ())
         assert (job.coalesce, job.max_instances, job.misfire_grace_time) == (True, 1, 300)
@@ -82,7 +91,7 @@ async def test_restart_keeps_next_run_times_and_does_not_duplicate(tmp_path: Pat
         after = {job_id: job.next_run_time for job_id, job in stored(scheduler).items()}
         assert len(scheduler.get_jobs()) == 3
     assert before == after
-    assert sorted(report.unchanged) == sorted(JOB_FUNCTIONS)
+    assert sorted(report.unchanged) == sorted(JOBS)
     assert report.added == report.rescheduled == []
 
 
@@ -141,3 +150,60 @@ async def test_new_jobs_run_at_once_when_configured(tmp_path: Path) -> None:
         register_jobs(scheduler, config)
         again = {job.id: job.next_run_time for job in scheduler.get_jobs()}
     assert again == due
+
+
+def only_cleanup(tmp_path: Path, interval_minutes: float) -> AppConfig:
+    return config_with(
+        tmp_path,
+        {
+            "scrape_guides": {"enabled": False},
+            "refresh_cache": {"enabled": False},
+            "cleanup_logs": {"interval_minutes": interval_minutes},
+        },
+    )
+
+
+async def test_seed_api_build_register_start_runs_jobs_in_that_container(tmp_path: Path) -> None:
+    """build_scheduler(config, container), register_jobs(...), start_scheduler(...): the jobs run
+    through that container, and the exit stack stops the scheduler."""
+    config = with_interval_seconds(only_cleanup(tmp_path, 1), "cleanup_logs", 0.18)
+    async with open_worker_container(config) as container:
+        runner: JobRunner = await resolve(container.job_runner)
+        tracker = RunTracker(runner.events)
+        async with AsyncExitStack() as stack:
+            scheduler = build_scheduler(config, container)
+            report = register_jobs(scheduler, config, container)
+            start_scheduler(scheduler, stack)
+            assert scheduler.state == STATE_RUNNING
+            with anyio.fail_after(30):
+                runs = await tracker.wait_for_runs("cleanup_logs", 2)
+        assert not scheduler.running
+    assert report.added == ["cleanup_logs"]
+    assert all(run.trigger is Trigger.SCHEDULED for run in runs)
+    assert {run.outcome for run in runs} <= {Outcome.SUCCESS, Outcome.SKIPPED}
+
+
+def test_start_scheduler_without_a_stack_stops_with_the_loop(tmp_path: Path) -> None:
+    """Without an exit stack the scheduler is shut down when `asyncio.run` ends; no signal
+    handler is installed."""
+    config = only_cleanup(tmp_path, 60)
+    before = signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+
+    async def main() -> AsyncIOScheduler:
+        scheduler = build_scheduler(config)
+        register_jobs(scheduler, config)
+        start_scheduler(scheduler)
+        assert scheduler.state == STATE_RUNNING
+        return scheduler
+
+    scheduler = asyncio.run(main())
+    assert not scheduler.running
+    assert (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)) == before
+
+
+def test_seed_tasks_are_exported_by_the_scheduler_module() -> None:
+    """The three tasks are part of workers.scheduler's public face, and are the registry's."""
+    from d3_item_salvager.workers import scheduler
+
+    for job_id, spec in JOBS.items():
+        assert getattr(scheduler, f"{job_id}_task") is spec.task_function()

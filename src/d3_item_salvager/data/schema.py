@@ -44,6 +44,9 @@ guides = Table(
     Column("class_name", Text),
     Column("modified_unix", Integer, nullable=False),  # post_modified_unix at the last sync
     Column("last_synced_at", Text, nullable=False),  # ISO 8601, UTC
+    # When every document of the guide was last confirmed with Maxroll (ISO 8601, UTC); NULL
+    # while a document failed, so the next sync checks the guide again.
+    Column("last_checked_at", Text),
 )
 
 builds = Table(

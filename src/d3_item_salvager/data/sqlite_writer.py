@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from d3_item_salvager.data.repository import PLACEHOLDER_QUALITY, GuideChanges
-from d3_item_salvager.errors import IndexDatabaseError
+from d3_item_salvager.errors import IndexDatabaseError, IndexLockedError
 from d3_item_salvager.maxroll.models import BuildRecord, CatalogItem, GuideRecord
 
 if TYPE_CHECKING:
@@ -32,7 +32,8 @@ if TYPE_CHECKING:
 # Well under SQLite's limit on bound parameters per statement (999 before 3.32).
 _IN_CHUNK = 500
 
-_GuideRow = tuple[int, str, str, str | None, int, str]  # id, url, title, class, modified, synced
+# id, url, title, class_name, modified_unix, last_synced_at, last_checked_at
+_GuideRow = tuple[int, str, str, str | None, int, str, str | None]
 _ItemRow = tuple[str, str, str | None, str, str | None]  # id, name, slot, quality, set_name
 _UsageKey = tuple[str, str, str]  # item_id, slot, context
 _BuildRow = tuple[str, int, str, str | None, tuple[_UsageKey, ...]]
@@ -46,6 +47,7 @@ class _GuidePayload:
     guide: _GuideRow
     items: tuple[_ItemRow, ...]
     builds: tuple[_BuildRow, ...]
+    kept_planners: frozenset[str]
 
 
 def _payload(
@@ -53,6 +55,7 @@ def _payload(
     guide_builds: Iterable[BuildRecord],
     catalog: Mapping[str, CatalogItem],
     synced_at: datetime,
+    kept_planners: frozenset[str],
 ) -> _GuidePayload:
     return _GuidePayload(
         url=guide.url,
@@ -63,6 +66,7 @@ def _payload(
             guide.class_name,
             guide.modified_unix,
             synced_at.isoformat(),
+            None if kept_planners else synced_at.isoformat(),
         ),
         items=tuple((r.item_id, r.name, r.slot, r.quality, r.set_name) for r in catalog.values()),
         builds=tuple(
@@ -75,6 +79,7 @@ def _payload(
             )
             for b in guide_builds
         ),
+        kept_planners=kept_planners,
     )
 
 
@@ -104,9 +109,11 @@ class SqliteGuideWriter:
         guide_builds: Iterable[BuildRecord],
         catalog: Mapping[str, CatalogItem],
         synced_at: datetime,
+        *,
+        kept_planners: Collection[str] = (),
     ) -> GuideChanges:
         """As `IndexRepository.write_guide`: this guide's builds and usages, one transaction."""
-        payload = _payload(guide, guide_builds, catalog, synced_at)
+        payload = _payload(guide, guide_builds, catalog, synced_at, frozenset(kept_planners))
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(self._executor, self._write, payload)
 
@@ -148,31 +155,42 @@ class SqliteGuideWriter:
             try:
                 changes.guide_created = _upsert_guide(connection, payload.guide)
                 changes.items_upserted = _upsert_items(connection, payload.items)
-                build_ids = _sync_builds(connection, payload.guide[0], payload.builds, changes)
+                build_ids = _sync_builds(
+                    connection, payload.guide[0], payload.builds, payload.kept_planners, changes
+                )
                 _sync_usages(connection, build_ids, payload.builds, changes)
             except BaseException:
                 connection.execute("ROLLBACK")
                 raise
             connection.execute("COMMIT")
         except sqlite3.Error as exc:
-            raise IndexDatabaseError(f"writing guide {payload.url} failed: {exc}") from None
+            raise _database_error(f"writing guide {payload.url}", exc) from None
         return changes
 
 
+def _database_error(action: str, exc: sqlite3.Error) -> IndexDatabaseError:
+    """As repository.database_error: a lock held past the busy timeout is transient."""
+    text = str(exc)
+    if "database is locked" in text or "database table is locked" in text:
+        return IndexLockedError(f"{action} failed: the index is locked by another writer ({text})")
+    return IndexDatabaseError(f"{action} failed: {text}")
+
+
 def _upsert_guide(connection: sqlite3.Connection, row: _GuideRow) -> bool:
-    guide_id, url, title, class_name, modified_unix, synced_at = row
+    guide_id, url, title, class_name, modified_unix, synced_at, checked_at = row
     updated = connection.execute(
         "UPDATE guides SET url = ?, title = ?, class_name = ?, modified_unix = ?, "
-        "last_synced_at = ? WHERE id = ?",
-        (url, title, class_name, modified_unix, synced_at, guide_id),
+        "last_synced_at = ?, last_checked_at = ? WHERE id = ?",
+        (url, title, class_name, modified_unix, synced_at, checked_at, guide_id),
     )
     if updated.rowcount:
         return False
     # A guide whose URL moved to a new post id replaces the old row.
     connection.execute("DELETE FROM guides WHERE url = ?", (url,))
     connection.execute(
-        "INSERT INTO guides (id, url, title, class_name, modified_unix, last_synced_at) "
-        "VALUES (?, ?, ?, ?, ?, ?)",
+        "INSERT INTO guides "
+        "(id, url, title, class_name, modified_unix, last_synced_at, last_checked_at) "
+        "VALUES (?, ?, ?, ?, ?, ?, ?)",
         row,
     )
     return True
@@ -213,8 +231,10 @@ def _sync_builds(
     connection: sqlite3.Connection,
     guide_id: int,
     wanted_rows: Sequence[_BuildRow],
+    kept: frozenset[str],
     changes: GuideChanges,
 ) -> dict[tuple[str, int], int]:
+    """Ids of the wanted builds; builds of `kept` planners (not read this time) stay."""
     wanted = {(row[0], row[1]): row for row in wanted_rows}
     stored = {
         (planner_id, profile_index): (build_id, name, class_name)
@@ -223,7 +243,7 @@ def _sync_builds(
             (guide_id,),
         )
     }
-    gone = [row[0] for key, row in stored.items() if key not in wanted]
+    gone = [row[0] for key, row in stored.items() if key not in wanted and key[0] not in kept]
     if gone:
         for chunk in _chunks(gone):
             marks = _marks(len(chunk))
@@ -252,11 +272,13 @@ def _sync_builds(
             changes.builds_updated += 1
     if not new:
         return {key: row[0] for key, row in stored.items() if key in wanted}
+    # Only the wanted builds: a kept planner's builds (and their usages) are not diffed.
     return {
         (planner_id, profile_index): build_id
         for build_id, planner_id, profile_index in connection.execute(
             "SELECT id, planner_id, profile_index FROM builds WHERE guide_id = ?", (guide_id,)
         )
+        if (planner_id, profile_index) in wanted
     }
 
 

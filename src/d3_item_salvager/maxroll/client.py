@@ -11,7 +11,7 @@ from __future__ import annotations
 import email.utils
 import time
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import anyio
@@ -25,7 +25,12 @@ from tenacity import (
 )
 
 from d3_item_salvager.config import MaxrollConfig
-from d3_item_salvager.errors import FetchError, NotFoundError, TransientFetchError
+from d3_item_salvager.errors import (
+    FetchError,
+    NotFoundError,
+    TokenRefusedError,
+    TransientFetchError,
+)
 from d3_item_salvager.logging_setup import get_logger
 from d3_item_salvager.maxroll.urls import guide_page_url, planner_profile_url
 
@@ -74,7 +79,6 @@ class RequestStats:
     retries: int = 0
     not_modified: int = 0
     bytes_received: int = 0
-    by_status: dict[int, int] = field(default_factory=dict)
 
     def snapshot(self) -> RequestStats:
         return RequestStats(
@@ -82,7 +86,6 @@ class RequestStats:
             self.retries,
             self.not_modified,
             self.bytes_received,
-            dict(self.by_status),
         )
 
 
@@ -143,7 +146,14 @@ class MaxrollClient:
             "content-type": "application/json",
         }
         body = {"q": "", "facets": [], "limit": limit, "offset": offset}
-        fetched = await self._request("POST", self._config.search_url, headers=headers, json=body)
+        try:
+            fetched = await self._request(
+                "POST", self._config.search_url, headers=headers, json=body
+            )
+        except FetchError as exc:
+            if exc.status_code in (401, 403):
+                raise TokenRefusedError(exc.url, exc.status_code) from None
+            raise
         assert fetched.body is not None  # unconditional requests always carry a body
         return fetched.body
 
@@ -238,7 +248,6 @@ class MaxrollClient:
         return Fetched(url=url, body=body, validators=validators)
 
     def _count_status(self, status: int) -> None:
-        self.stats.by_status[status] = self.stats.by_status.get(status, 0) + 1
         if self._on_response is not None:
             self._on_response(status)
 

@@ -1,6 +1,8 @@
 """Command line: `d3-item-salvager-workers COMMAND`, or `python -m d3_item_salvager.workers COMMAND`.
 
-Exit codes: 0 success, 1 the job failed, 2 bad usage or configuration.
+Exit codes: 0 success, 1 the job failed (or the scheduler had to stop), 2 bad usage or
+configuration, 3 `run JOB` refused because another process is running that job now, 130 `run JOB`
+stopped by SIGINT or SIGTERM (the run is recorded `cancelled`).
 """
 
 from __future__ import annotations
@@ -8,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import signal
-from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,12 +18,12 @@ import typer
 from d3_item_salvager.config import AppConfig, load_config
 from d3_item_salvager.errors import ConfigError, IndexDatabaseError
 from d3_item_salvager.logging_setup import configure_app_logging, get_logger
+from d3_item_salvager.workers.jobs import JOBS, JobSpec, check_jobs_config, job_spec
 
 # The runtime, the tasks and status pull in SQLAlchemy, httpx and APScheduler: each command imports
 # them when it runs, so `--help` and usage errors answer at once.
 
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-NEEDS_TOKEN = ("scrape_guides", "refresh_cache")
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 SCRIPT_NAME = "d3-item-salvager-workers"  # the console script; `__main__` names itself instead
 
@@ -31,12 +32,11 @@ app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 _log = get_logger(__name__)
 
 
-class Job(StrEnum):
-    """Jobs an operator can run now."""
-
-    scrape_guides = "scrape-guides"
-    refresh_cache = "refresh-cache"
-    cleanup_logs = "cleanup-logs"
+def _job_argument(name: str) -> JobSpec:
+    try:
+        return job_spec(name)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 ConfigOption = Annotated[
@@ -70,14 +70,23 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(EXIT_USAGE)
 
 
-def _setup(config_file: Path | None, needs_token: tuple[str, ...] = ()) -> AppConfig:
-    """Load and check the config and start logging; exit 2 with one clear message on error."""
+def _setup(
+    config_file: Path | None, needs_token: tuple[str, ...] = (), *, start_logging: bool = True
+) -> AppConfig:
+    """Load and check the config and start logging; exit 2 with one clear message on error.
+
+    `needs_token`: job ids that need the Maxroll search token when enabled.
+    """
+    from d3_item_salvager.workers.jobs import job_settings
+
     try:
         config = load_config(config_file)
+        check_jobs_config(config)
         for job_id in needs_token:
-            if config.scheduler.jobs.by_id()[job_id].enabled:
+            if JOBS[job_id].needs_token and job_settings(config, job_id).enabled:
                 config.maxroll.require_bearer_token()
-        configure_app_logging(config, capture_apscheduler=True)  # our own process
+        if start_logging:
+            configure_app_logging(config, capture_apscheduler=True)  # our own process
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     return config
@@ -93,7 +102,8 @@ def _run_async(main: Any) -> Any:
 @app.command("run-scheduler")
 def run_scheduler(config_file: ConfigOption = None) -> None:
     """Run the scheduler until SIGINT or SIGTERM, then stop gracefully."""
-    config = _setup(config_file, NEEDS_TOKEN)
+    config = _setup(config_file, tuple(JOBS))
+    from d3_item_salvager.workers.leadership import FatalLeadershipError
     from d3_item_salvager.workers.runtime import WorkerRuntime
 
     async def serve() -> None:
@@ -101,46 +111,93 @@ def run_scheduler(config_file: ConfigOption = None) -> None:
         loop = asyncio.get_running_loop()
         for signum in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(signum, stop.set)
-        async with WorkerRuntime(config):
+        # This process is ours alone, so freezing the start-up objects out of the collector's
+        # reach (shorter full collections during runs) harms nobody.
+        async with WorkerRuntime(config, freeze_gc=True) as runtime:
             _log.info("scheduler started; SIGINT or SIGTERM stops it")
-            await stop.wait()
-            _log.info("stop requested")
+            failed = loop.create_task(runtime.wait_stopped())
+            stopping = loop.create_task(stop.wait())
+            await asyncio.wait({failed, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            stopping.cancel()
+            if failed.done():
+                failed.exception()  # leaving the runtime raises it; retrieved here, not twice
+            else:
+                failed.cancel()
+                _log.info("stop requested")
 
-    _run_async(serve())
+    try:
+        _run_async(serve())
+    except FatalLeadershipError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
 
 
 @app.command("run")
 def run_job(
-    job: Annotated[Job, typer.Argument(help="The job to run once, now.")],
+    job: Annotated[
+        str,
+        typer.Argument(
+            help="The job to run once, now: "
+            + ", ".join(spec.cli_name for spec in JOBS.values())
+            + " (underscores work too).",
+            metavar="JOB",
+        ),
+    ],
     force_refresh: Annotated[
         bool, typer.Option("--force-refresh", help="scrape-guides: refetch every document.")
     ] = False,
     as_json: JsonOption = False,
     config_file: ConfigOption = None,
 ) -> None:
-    """Run one job now (recorded as a manual run) and print its summary."""
-    job_id = job.name
-    config = _setup(config_file, (job_id,) if job_id in NEEDS_TOKEN else ())
+    """Run one job now (recorded as a manual run) and print its summary.
+
+    Refused (exit 3) while another process runs the same job; SIGINT or SIGTERM cancels the run
+    (recorded `cancelled`, exit 130).
+    """
+    spec = _job_argument(job)
+    config = _setup(config_file, (spec.id,))
     from d3_item_salvager.workers.runtime import WorkerRuntime
-    from d3_item_salvager.workers.tasks import TASKS
 
     async def once() -> Any:
-        async with WorkerRuntime(config, run_scheduler=False):
-            kwargs: dict[str, Any] = {"trigger": "manual"}
-            if job_id == "scrape_guides":
+        loop = asyncio.get_running_loop()
+        async with WorkerRuntime(config, run_scheduler=False) as runtime:
+            elsewhere = await runtime.runner.history.running_elsewhere(spec.id)
+            if elsewhere is not None:
+                return elsewhere
+            kwargs: dict[str, Any] = {}
+            if spec.id == "scrape_guides":
                 kwargs["force_refresh"] = force_refresh
-            return await TASKS[job_id](**kwargs)
+            task = loop.create_task(runtime.run_job(spec.id, **kwargs))
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(signum, task.cancel)
+            try:
+                return await task
+            except asyncio.CancelledError:
+                if not task.cancelled():
+                    raise
+                [*_, result] = runtime.tracker.runs(spec.id)
+                return result
+            finally:
+                for signum in (signal.SIGINT, signal.SIGTERM):
+                    loop.remove_signal_handler(signum)
 
     result = _run_async(once())
+    if isinstance(result, str):
+        typer.echo(
+            f"refused: {spec.cli_name} is running now in {result}; try again later", err=True
+        )
+        raise typer.Exit(EXIT_REFUSED)
     if as_json:
         typer.echo(json.dumps(result.to_dict(), default=str))
     else:
-        typer.echo(f"{job.value}: {result.outcome} in {result.duration_seconds:.1f}s")
+        typer.echo(f"{spec.cli_name}: {result.outcome} in {result.duration_seconds:.1f}s")
         if result.error:
             typer.echo(f"  error: {result.error}")
         for key, value in (result.summary or {}).items():
             if key != "failures":
                 typer.echo(f"  {key}: {value}")
+    if result.outcome == "cancelled":
+        raise typer.Exit(EXIT_INTERRUPTED)
     raise typer.Exit(EXIT_OK if result.succeeded else EXIT_FAILED)
 
 
@@ -151,17 +208,24 @@ def status(
         bool,
         typer.Option(
             "--check",
-            help="Health check: exit 1 with one line per problem when an enabled job's last run "
-            "failed or it is overdue by more than health.overdue_margin_minutes.",
+            help="Health check: exit 1 with one line per problem when no live process holds the "
+            "scheduler lease, or an enabled job's last run failed or it is overdue by more than "
+            "health.overdue_margin_minutes.",
         ),
     ] = False,
     config_file: ConfigOption = None,
 ) -> None:
-    """Show every job: enabled, trigger, next run, last outcome and duration, lease holder."""
-    config = _setup(config_file)
+    """Show every job: enabled, trigger, next run, last outcome, duration and problems, lease holder.
+
+    Read-only: it creates no file and changes nothing (exit 2 when there is no job store).
+    """
+    config = _setup(config_file, start_logging=False)
     from d3_item_salvager.workers.status import collect_status, health_problems, render_status
 
-    report = _run_async(collect_status(config))
+    try:
+        report = collect_status(config)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
     if not check:
         typer.echo(json.dumps(report, default=str) if as_json else render_status(report))
         return
@@ -174,6 +238,30 @@ def status(
         enabled = sum(job["enabled"] for job in report["jobs"])
         typer.echo(f"ok: {enabled} enabled job(s) healthy")
     raise typer.Exit(EXIT_FAILED if problems else EXIT_OK)
+
+
+@app.command("history")
+def history(
+    job: Annotated[
+        str | None, typer.Option("--job", help="Only this job's runs.", metavar="JOB")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many runs.")] = 20,
+    as_json: JsonOption = False,
+    config_file: ConfigOption = None,
+) -> None:
+    """List recent runs, newest first: trigger, due time, start, duration, outcome, problems, error.
+
+    Read-only, like `status`.
+    """
+    spec = _job_argument(job) if job is not None else None
+    config = _setup(config_file, start_logging=False)
+    from d3_item_salvager.workers.status import collect_history, render_history
+
+    try:
+        runs = collect_history(config, spec.id if spec is not None else None, limit)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(json.dumps({"runs": runs}, default=str) if as_json else render_history(runs))
 
 
 def main(prog_name: str = SCRIPT_NAME) -> None:

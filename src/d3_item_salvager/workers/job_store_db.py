@@ -4,7 +4,8 @@ APScheduler's SQLAlchemyJobStore is synchronous and runs on the event loop. The 
 the lease use a second synchronous engine on the same file, always through whole transactions run
 in a worker thread. Never an async (aiosqlite) transaction here: one that spans an await would hold
 the write lock while the loop is blocked inside the job store waiting for that very lock. Both
-engines use WAL and a busy timeout, so several processes share the file.
+engines use WAL and the configured busy timeout (`database.busy_timeout_seconds`), so several
+processes share the file.
 """
 
 from __future__ import annotations
@@ -21,10 +22,6 @@ from d3_item_salvager.config import SchedulerConfig
 from d3_item_salvager.data.dialects import retry_schema_race, sqlite_pragmas
 from d3_item_salvager.errors import ConfigError
 
-BUSY_TIMEOUT_SECONDS = 30.0
-RUN_OUTCOMES = ("success", "failed", "timeout", "missed", "skipped", "cancelled", "abandoned")
-RUN_TRIGGERS = ("scheduled", "manual", "retry")
-
 metadata = MetaData()
 
 job_runs = Table(
@@ -32,11 +29,11 @@ job_runs = Table(
     metadata,
     Column("run_id", Text, primary_key=True),
     Column("job_id", Text, nullable=False, index=True),
-    Column("trigger", Text, nullable=False),  # scheduled | manual | retry
+    Column("trigger", Text, nullable=False),  # a workers.runs.Trigger
     Column("scheduled_for", Text),  # ISO 8601 UTC; null for manual runs
     Column("started_at", Text, nullable=False),
     Column("finished_at", Text),  # null while running
-    Column("outcome", Text),  # null while running; then one of RUN_OUTCOMES
+    Column("outcome", Text),  # null while running; then a workers.runs.Outcome
     Column("error", Text),
     Column("summary", Text),  # JSON object
     Column("attempt", Integer, nullable=False, default=0),
@@ -72,23 +69,23 @@ def sync_job_store_url(config: SchedulerConfig) -> str:
     return f"sqlite:///{job_store_file(config)}"
 
 
-def engine_options(url: str) -> dict[str, Any]:
+def engine_options(url: str, busy_timeout_seconds: float) -> dict[str, Any]:
     """create_engine options for the job store's URL."""
     if url.startswith("sqlite"):
-        return {"connect_args": {"timeout": BUSY_TIMEOUT_SECONDS, "check_same_thread": False}}
+        return {"connect_args": {"timeout": busy_timeout_seconds, "check_same_thread": False}}
     return {"pool_pre_ping": True}
 
 
-def install_sqlite_pragmas(sync_engine: Engine) -> None:
+def install_sqlite_pragmas(sync_engine: Engine, busy_timeout_seconds: float) -> None:
     """WAL and busy timeout on a SQLite job-store engine (nothing for PostgreSQL)."""
     if sync_engine.dialect.name == "sqlite":
-        event.listen(sync_engine, "connect", sqlite_pragmas(BUSY_TIMEOUT_SECONDS))
+        event.listen(sync_engine, "connect", sqlite_pragmas(busy_timeout_seconds))
 
 
-def _open_job_store(config: SchedulerConfig) -> Engine:
+def _open_job_store(config: SchedulerConfig, busy_timeout_seconds: float) -> Engine:
     url = sync_job_store_url(config)
-    engine = create_engine(url, **engine_options(url))
-    install_sqlite_pragmas(engine)
+    engine = create_engine(url, **engine_options(url, busy_timeout_seconds))
+    install_sqlite_pragmas(engine, busy_timeout_seconds)
     try:
         retry_schema_race(lambda: metadata.create_all(engine))
     except DBAPIError:
@@ -97,10 +94,12 @@ def _open_job_store(config: SchedulerConfig) -> Engine:
     return engine
 
 
-async def job_store_engine_resource(config: SchedulerConfig) -> AsyncIterator[Engine]:
+async def job_store_engine_resource(
+    config: SchedulerConfig, busy_timeout_seconds: float
+) -> AsyncIterator[Engine]:
     """Container resource: the engine for run history and the lease (use it from threads)."""
     try:
-        engine = await anyio.to_thread.run_sync(_open_job_store, config)
+        engine = await anyio.to_thread.run_sync(_open_job_store, config, busy_timeout_seconds)
     except DBAPIError as exc:
         if config.job_store_url is not None:
             raise ConfigError(

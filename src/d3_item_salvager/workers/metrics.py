@@ -6,6 +6,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
@@ -13,10 +14,17 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from d3_item_salvager.workers.runs import (
+    Outcome,
+    RetryScheduled,
+    RunEvent,
+    RunEvents,
+    RunFinished,
+    RunResult,
+)
+
 if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
-
-    from d3_item_salvager.workers.job_runner import RunResult
 
 PREFIX = "d3is"
 
@@ -42,7 +50,7 @@ class _NextRunCollector(Collector):
 
 
 class WorkerMetrics:
-    """Counters, gauges and histograms updated by the runner, the client and the runtime."""
+    """Counters, gauges and histograms fed by run events, the client and the runtime."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -91,19 +99,26 @@ class WorkerMetrics:
         """Report next run times from this scheduler (None to stop)."""
         self._next_runs.scheduler = scheduler
 
+    def subscribe(self, events: RunEvents) -> None:
+        """Count the runs and retries that `events` reports."""
+        events.subscribe(self.observe)
+
+    def observe(self, event: RunEvent) -> None:
+        if isinstance(event, RunFinished):
+            self.run_finished(event.result, time.time())
+        elif isinstance(event, RetryScheduled):
+            self.retries.labels(event.job_id).inc()
+
     def run_finished(self, result: RunResult, finished_at: float) -> None:
-        self.runs.labels(result.job_id, result.trigger, result.outcome).inc()
-        if result.outcome == "missed":
+        self.runs.labels(result.job_id, str(result.trigger), str(result.outcome)).inc()
+        if result.outcome is Outcome.MISSED:
             self.misfires.labels(result.job_id).inc()
-        elif result.outcome == "skipped":
+        elif result.outcome is Outcome.SKIPPED:
             self.skipped.labels(result.job_id).inc()
         else:
             self.duration.labels(result.job_id).observe(result.duration_seconds)
-        if result.outcome == "success":
+        if result.outcome is Outcome.SUCCESS:
             self.last_success.labels(result.job_id).set(finished_at)
-
-    def retry_scheduled(self, job_id: str) -> None:
-        self.retries.labels(job_id).inc()
 
     def maxroll_response(self, status: int) -> None:
         self.maxroll_requests.labels(str(status)).inc()

@@ -14,6 +14,7 @@ import anyio.to_thread
 from sqlalchemy import Connection, Engine, and_, delete, func, select, update
 
 from d3_item_salvager.workers.job_store_db import job_runs
+from d3_item_salvager.workers.runs import Outcome, Trigger
 
 Clock = Callable[[], datetime]
 
@@ -113,7 +114,7 @@ class RunHistory:
         statement = job_runs.insert().values(
             run_id=run_id,
             job_id=job_id,
-            trigger=trigger,
+            trigger=str(trigger),
             scheduled_for=_iso(scheduled_for),
             started_at=_iso(started),
             attempt=attempt,
@@ -131,7 +132,7 @@ class RunHistory:
             .where(job_runs.c.run_id == run_id)
             .values(
                 finished_at=_iso(self._clock()),
-                outcome=outcome,
+                outcome=str(outcome),
                 error=error,
                 summary=json.dumps(summary, default=str) if summary is not None else None,
             )
@@ -152,11 +153,11 @@ class RunHistory:
         statement = job_runs.insert().values(
             run_id=run_id,
             job_id=job_id,
-            trigger=trigger,
+            trigger=str(trigger),
             scheduled_for=_iso(scheduled_for),
             started_at=now,
             finished_at=now,
-            outcome=outcome,
+            outcome=str(outcome),
             error=error,
             attempt=0,
             worker=self.worker,
@@ -178,7 +179,7 @@ class RunHistory:
             dead = [
                 row.run_id
                 for row in rows
-                if row.trigger != "manual" or not _process_alive(row.worker)
+                if row.trigger != Trigger.MANUAL or not _process_alive(row.worker)
             ]
             if dead:
                 connection.execute(
@@ -186,13 +187,44 @@ class RunHistory:
                     .where(job_runs.c.run_id.in_(dead))
                     .values(
                         finished_at=now,
-                        outcome="abandoned",
+                        outcome=str(Outcome.ABANDONED),
                         error="the process running it stopped before it finished",
                     )
                 )
             return len(dead)
 
         return await self._write(mark)
+
+    async def running_elsewhere(self, job_id: str) -> str | None:
+        """The worker of another live process running `job_id` now, if any.
+
+        A row left open by a process that died on this host does not count; one from another
+        host counts until a leader marks it abandoned.
+        """
+        query = select(job_runs.c.worker).where(
+            and_(
+                job_runs.c.job_id == job_id,
+                job_runs.c.finished_at.is_(None),
+                job_runs.c.worker != self.worker,
+            )
+        )
+
+        def read(connection: Connection) -> str | None:
+            for (worker,) in connection.execute(query):
+                if _process_alive(worker):
+                    return str(worker)
+            return None
+
+        return await self._read(read)
+
+    async def jobs_that_succeeded(self) -> set[str]:
+        """The ids of jobs with at least one successful run on record."""
+        query = (
+            select(job_runs.c.job_id)
+            .where(job_runs.c.outcome == str(Outcome.SUCCESS))
+            .group_by(job_runs.c.job_id)
+        )
+        return await self._read(lambda connection: {row[0] for row in connection.execute(query)})
 
     async def runs(self, job_id: str | None = None) -> list[RunRow]:
         """Every run, oldest first (optionally of one job)."""

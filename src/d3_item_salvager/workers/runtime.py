@@ -2,12 +2,14 @@
 
     async with WorkerRuntime(config) as runtime:
         ...  # the host app runs; jobs run on the same event loop
+        result = await runtime.run_job("scrape_guides")  # a manual run, now
 
-On entry it opens the container's resources, wires the tasks, starts the scheduler (paused) and
-begins competing for the job store's lease; the process holding the lease registers the jobs and
-runs them, the others stand by. On exit everything is torn down in reverse order: the scheduler
-stops taking runs, running jobs get `scheduler.shutdown_timeout_seconds`, the lease is released,
-the wiring undone and the client and engines closed.
+It composes the seed's parts: a container of its own (bound to this runtime only, see binding.py),
+`build_scheduler` / `register_jobs` / `start_scheduler` (scheduler.py), leadership (the job store's
+lease, leadership.py) and metrics. The scheduler starts paused; the process holding the lease
+registers the jobs and runs them, the others stand by. On exit everything is torn down in reverse
+order: the scheduler stops taking runs, running jobs get `scheduler.shutdown_timeout_seconds`, the
+lease is released, and the client and engines are closed.
 """
 
 from __future__ import annotations
@@ -15,31 +17,31 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-from collections.abc import Coroutine
+import os
+from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
+from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
-import anyio
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from prometheus_client import start_wsgi_server
+from apscheduler.schedulers.base import STATE_RUNNING
 from sqlalchemy.exc import DBAPIError
 
 from d3_item_salvager.config import AppConfig
-from d3_item_salvager.container import Container, build_container, resolve
+from d3_item_salvager.container import await_if_needed, resolve
 from d3_item_salvager.errors import ConfigError
 from d3_item_salvager.logging_setup import get_logger
-from d3_item_salvager.workers import tasks
+from d3_item_salvager.workers import binding
+from d3_item_salvager.workers.container import WorkerContainer, build_worker_container
 from d3_item_salvager.workers.job_runner import JobRunner
+from d3_item_salvager.workers.jobs import base_job_id, check_jobs_config, job_spec
+from d3_item_salvager.workers.leadership import FatalLeadershipError, Leadership
 from d3_item_salvager.workers.lease import SchedulerLease
 from d3_item_salvager.workers.metrics import WorkerMetrics
-from d3_item_salvager.workers.scheduler import (
-    SchedulerRetryPlanner,
-    build_scheduler,
-    register_jobs,
-    start_paused,
-    stop_scheduler,
-)
+from d3_item_salvager.workers.metrics_server import MetricsServer
+from d3_item_salvager.workers.runs import RunResult, RunTracker, Trigger
+from d3_item_salvager.workers.scheduler import build_scheduler, start_scheduler, stop_scheduler
 
 _log = get_logger(__name__)
 
@@ -47,38 +49,128 @@ LAG_PROBE_SECONDS = 0.5
 
 
 class WorkerRuntime:
-    """Container, wiring, scheduler and lease for one process.
+    """Container, scheduler, leadership and metrics for one runtime.
 
     Args:
         config: the validated configuration.
-        run_scheduler: False for one-off use (`run JOB`, tests): no scheduler and no lease.
+        run_scheduler: False for one-off use (`run JOB`, tests): no scheduler, no lease, and no
+            metrics server.
         freeze_gc: move every object alive after start-up out of the cyclic garbage collector's
-            reach (`gc.freeze()`). Full collections then scan only what jobs allocate, which
-            keeps them from stalling the host's event loop for tens of milliseconds.
+            reach (`gc.freeze()`), and `gc.unfreeze()` on exit. That is process-wide, so it is
+            off by default; the CLI, which owns its process, turns it on.
+        burst: lead (take the lease, register the jobs) but keep the scheduler paused: jobs run
+            only through `run_due_jobs()`, like arq's `burst=True`. For tests and cron-style use.
     """
 
     def __init__(
-        self, config: AppConfig, *, run_scheduler: bool = True, freeze_gc: bool = True
+        self,
+        config: AppConfig,
+        *,
+        run_scheduler: bool = True,
+        freeze_gc: bool = False,
+        burst: bool = False,
     ) -> None:
+        check_jobs_config(config)
         self.config = config
         self.run_scheduler = run_scheduler
+        self.burst = burst
         self.freeze_gc = freeze_gc
-        self.container: Container = build_container(config)
+        self.container: WorkerContainer = build_worker_container(config)
         self.scheduler: AsyncIOScheduler | None = None
-        self.lease: SchedulerLease | None = None
-        self.is_leader = False
-        self.became_leader = asyncio.Event()
+        self.leadership: Leadership | None = None
+        self.metrics: WorkerMetrics = self.container.metrics()
+        self.metrics_server: MetricsServer | None = None
         self._runner: JobRunner | None = None
-        self.metrics: WorkerMetrics | None = None
-        self.metrics_url: str | None = None
+        self._tracker: RunTracker | None = None
         self._stack = AsyncExitStack()
-        self._lease_task: asyncio.Task[None] | None = None
+
+    # Public face
 
     @property
     def runner(self) -> JobRunner:
         if self._runner is None:
             raise RuntimeError("the runtime is not running")
         return self._runner
+
+    @property
+    def lease(self) -> SchedulerLease | None:
+        return self.leadership.lease if self.leadership is not None else None
+
+    @property
+    def is_leader(self) -> bool:
+        return self.leadership is not None and self.leadership.is_leader
+
+    @property
+    def became_leader(self) -> asyncio.Event:
+        if self.leadership is None:
+            raise RuntimeError("this runtime runs no scheduler")
+        return self.leadership.became_leader
+
+    @property
+    def metrics_url(self) -> str | None:
+        return self.metrics_server.url if self.metrics_server is not None else None
+
+    async def run_job(self, job: str, **kwargs: Any) -> RunResult:
+        """Run a job now in this runtime (a manual run unless `trigger` says otherwise).
+
+        `job` is its id or CLI name; other keyword arguments go to its task (for example
+        `force_refresh=True` for scrape_guides). Returns how the run ended.
+        """
+        spec = job_spec(job)
+        kwargs.setdefault("trigger", Trigger.MANUAL)
+        token = binding.use(self.container)
+        try:
+            return await spec.task_function()(**kwargs)
+        finally:
+            binding.reset(token)
+
+    async def run_due_jobs(self) -> list[RunResult]:
+        """Run once, one after another, every stored job (retry runs included) that is due now,
+        advance each to its next run time, and return the results in that order.
+
+        Burst mode (`WorkerRuntime(config, burst=True)`) keeps the scheduler from running them
+        on its own; in a normal runtime the scheduler is paused meanwhile. Only the lease holder
+        runs jobs: a standby returns an empty list.
+        """
+        scheduler = self.scheduler
+        if scheduler is None or not self.is_leader:
+            return []
+        was_running = scheduler.state == STATE_RUNNING
+        scheduler.pause()
+        results = []
+        try:
+            now = datetime.now(UTC)
+            due = [job for job in scheduler.get_jobs() if job.next_run_time is not None]
+            for job in sorted(due, key=lambda stored: stored.next_run_time):
+                if job.next_run_time > now:
+                    continue
+                following = job.trigger.get_next_fire_time(job.next_run_time, now)
+                if following is None:
+                    scheduler.remove_job(job.id)
+                else:
+                    scheduler.modify_job(job.id, next_run_time=following)
+                job_id = base_job_id(job.id)
+                self.runner.note_submitted(job_id, [job.next_run_time])  # its due time
+                kwargs = {"trigger": Trigger.SCHEDULED, **job.kwargs}
+                results.append(await self.run_job(job_id, **kwargs))
+        finally:
+            if was_running and self.is_leader:
+                scheduler.resume()
+        return results
+
+    async def wait_for_runs(self, job: str, count: int) -> list[RunResult]:
+        """Wait until `count` runs of the job have finished in this runtime since it started
+        (wrap it in a timeout); returns the job's most recent runs, oldest first."""
+        return await self.tracker.wait_for_runs(job_spec(job).id, count)
+
+    @property
+    def tracker(self) -> RunTracker:
+        """The runs this runtime finished: counts per job and the most recent results."""
+        if self._tracker is None:
+            raise RuntimeError("the runtime is not running")
+        return self._tracker
+
+    # Lifecycle
 
     async def __aenter__(self) -> Self:
         try:
@@ -95,18 +187,21 @@ class WorkerRuntime:
         traceback: TracebackType | None,
     ) -> None:
         await self._stack.aclose()
+        failure = self.leadership.failed if self.leadership is not None else None
+        if failure is not None and exc is None:
+            raise failure
 
     async def _start(self) -> None:
         container = self.container
-        init = container.init_resources()
+        token = binding.bind(container)
+        self._stack.callback(binding.unbind, container, token)
         self._stack.push_async_callback(self._shutdown_resources)
-        if init is not None:
-            await init
-        container.wire(modules=[tasks])
-        self._stack.callback(container.unwire)
+        await await_if_needed(container.init_resources())
         self._runner = await resolve(container.job_runner)
-        self.metrics = container.metrics()
-        self._serve_metrics()
+        events = self.runner.events
+        self.metrics.subscribe(events)
+        self._tracker = RunTracker(events)
+        self._stack.callback(self._tracker.close)
         self._background_task(self._measure_loop_lag())
         if self.freeze_gc:
             gc.freeze()
@@ -116,9 +211,11 @@ class WorkerRuntime:
             return
 
         # The scheduler starts paused: only the lease holder registers and runs jobs.
-        scheduler = self.scheduler = build_scheduler(self.config, self.runner)
+        engine = await resolve(container.job_store_engine)
+        worker = await resolve(container.worker_id)
+        scheduler = self.scheduler = build_scheduler(self.config, container)
         try:
-            start_paused(scheduler)
+            start_scheduler(scheduler, paused=True)
         except DBAPIError as exc:
             settings = self.config.scheduler
             setting = (
@@ -127,34 +224,58 @@ class WorkerRuntime:
                 else f"scheduler.job_store_path = {str(settings.job_store_path)!r}"
             )
             raise ConfigError(f"{setting}: cannot load the job store ({exc.orig})") from None
-        engine = await resolve(container.job_store_engine)
-        worker = await resolve(container.worker_id)
-        self.lease = SchedulerLease(engine, worker, self.config.scheduler.lease_seconds)
-        self._stack.push_async_callback(self._stop_scheduling)
-        await self._lease_round()  # take the lease at once when it is free
-        self._lease_task = asyncio.get_running_loop().create_task(self._hold_lease())
+        self.leadership = Leadership(
+            SchedulerLease(engine, worker, self.config.scheduler.lease_seconds),
+            scheduler,
+            self.runner,
+            self.config,
+            on_change=self._leadership_changed,
+            check=self._job_store_check(),
+            resume=not self.burst,
+        )
+        # Exit runs these in reverse: running jobs finish (the lease still renewed), the metrics
+        # port is freed, then the lease is released (so the next leader can bind that port).
+        self._stack.push_async_callback(self.leadership.stop)
+        if self.config.metrics.port is not None:
+            self.metrics_server = MetricsServer(self.config.metrics, self.metrics.registry)
+            self._stack.callback(self.metrics_server.stop)
+        self._stack.push_async_callback(self._stop_scheduler)
+        await self.leadership.start()
+        if self.metrics_server is not None and self.metrics_server.error is not None:
+            raise ConfigError(self.metrics_server.error)
 
-    def _serve_metrics(self) -> None:
-        settings = self.config.metrics
-        if settings.port is None or self.metrics is None:
+    def _leadership_changed(self, leading: bool) -> None:
+        self.metrics.lease_held.set(1 if leading else 0)
+        self.metrics.bind_scheduler(self.scheduler if leading else None)
+        if self.metrics_server is None:
             return
-        try:
-            server, thread = start_wsgi_server(
-                settings.port, addr=settings.host, registry=self.metrics.registry
-            )
-        except OSError as exc:
-            raise ConfigError(
-                f"metrics.port = {settings.port}: cannot listen on {settings.host} ({exc.strerror})"
-            ) from None
-        self.metrics_url = f"http://{settings.host}:{server.server_port}/metrics"
-        _log.info("serving metrics", extra={"url": self.metrics_url})
+        # Only the lease holder serves metrics.port, so several processes embedding the runtime
+        # can share one configuration; a new leader takes the port over.
+        if leading:
+            self.metrics_server.start()
+        else:
+            self.metrics_server.stop_soon()
 
-        def stop() -> None:
-            server.shutdown()
-            server.server_close()
-            thread.join(5)
+    def _job_store_check(self) -> Callable[[], None]:
+        """A check that the SQLite job-store file is still the one opened at start."""
+        settings = self.config.scheduler
+        if settings.job_store_url is not None:
+            return lambda: None
+        path = settings.job_store_path
+        opened = os.stat(path)
 
-        self._stack.callback(stop)
+        def check() -> None:
+            try:
+                now = os.stat(path)
+            except FileNotFoundError:
+                now = None
+            if now is None or (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):
+                raise FatalLeadershipError(
+                    f"scheduler.job_store_path = {str(path)!r}: the job store was deleted or "
+                    "replaced while the scheduler ran; stopping (restart to use the new file)"
+                )
+
+        return check
 
     def _background_task(self, coroutine: Coroutine[Any, Any, None]) -> None:
         """A task owned by the runtime: cancelled and awaited on exit."""
@@ -168,7 +289,6 @@ class WorkerRuntime:
         self._stack.push_async_callback(cancel)
 
     async def _measure_loop_lag(self) -> None:
-        assert self.metrics is not None
         loop = asyncio.get_running_loop()
         while True:
             asked = loop.time()
@@ -176,61 +296,24 @@ class WorkerRuntime:
             self.metrics.loop_lag.observe(max(loop.time() - asked - LAG_PROBE_SECONDS, 0.0))
 
     async def _shutdown_resources(self) -> None:
-        result = self.container.shutdown_resources()
-        if result is not None:
-            await result
+        await await_if_needed(self.container.shutdown_resources())
 
-    async def _stop_scheduling(self) -> None:
+    async def _stop_scheduler(self) -> None:
         assert self.scheduler is not None
-        assert self.lease is not None
-        # Keep renewing the lease while running jobs finish, so no standby starts them again.
+        # The lease keeps being renewed while running jobs finish, so no standby starts them.
         await stop_scheduler(
             self.scheduler, self.runner, self.config.scheduler.shutdown_timeout_seconds
         )
-        if self._lease_task is not None:
-            self._lease_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._lease_task
-        if self.is_leader:
-            with contextlib.suppress(DBAPIError):
-                await self.lease.release()
-            self._set_leader(False)
         _log.info("scheduler stopped")
 
-    def _set_leader(self, leading: bool) -> None:
-        self.is_leader = leading
-        if self.metrics is not None:
-            self.metrics.lease_held.set(1 if leading else 0)
-            self.metrics.bind_scheduler(self.scheduler if leading else None)
+    async def wait_stopped(self) -> None:
+        """Wait until leading fails for good (e.g. the job store was replaced), then raise why.
 
-    async def _hold_lease(self) -> None:
-        assert self.lease is not None
-        while True:
-            await anyio.sleep(self.lease.check_interval)
-            await self._lease_round()
-
-    async def _lease_round(self) -> None:
-        assert self.lease is not None
-        assert self.scheduler is not None
-        try:
-            if self.is_leader:
-                if not await self.lease.renew():
-                    self.scheduler.pause()
-                    self._set_leader(False)
-                    self.became_leader.clear()
-                    _log.warning("lost the scheduler lease; standing by")
-            elif await self.lease.try_acquire():
-                await self._lead()
-        except DBAPIError as exc:
-            # A locked or busy job store: try again next round; the lease period absorbs it.
-            _log.warning("lease check failed", extra={"error": str(exc.orig)})
-
-    async def _lead(self) -> None:
-        assert self.scheduler is not None
-        abandoned = await self.runner.history.mark_abandoned()
-        register_jobs(self.scheduler, self.config)
-        self.runner.retry_planner = SchedulerRetryPlanner(self.scheduler, self.config)
-        self.scheduler.resume()
-        self._set_leader(True)
-        self.became_leader.set()
-        _log.info("holding the scheduler lease; running jobs", extra={"abandoned_runs": abandoned})
+        A host app may run it as a task beside its own work; `run-scheduler` does.
+        """
+        if self.leadership is None:
+            await asyncio.Event().wait()
+            return
+        await self.leadership.stopped.wait()
+        if self.leadership.failed is not None:
+            raise self.leadership.failed

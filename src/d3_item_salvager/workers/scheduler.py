@@ -1,16 +1,24 @@
-"""The APScheduler 3 `AsyncIOScheduler` on a persistent SQLite job store.
+"""The scheduler, the workers' public face: build it, register the jobs, start it.
 
-Jobs are stored as textual `module:function` references with plain kwargs, so the store never
+    scheduler = build_scheduler(config, container)
+    register_jobs(scheduler, config, container)
+    start_scheduler(scheduler)
+
+`WorkerRuntime` is these three calls plus the container, the lease and metrics. The scheduler is an
+APScheduler 3 `AsyncIOScheduler` on a persistent job store; jobs are stored as textual
+`module:function` references (from the job registry, jobs.py) with plain kwargs, so the store never
 holds a container, client or bound method. Registration is idempotent: stable ids, unchanged jobs
-keep their stored next run time, changed ones are rescheduled, disabled ones are removed.
+keep their stored next run time, changed ones are rescheduled (with a warning naming the change),
+disabled ones are removed.
 """
 
 from __future__ import annotations
 
 import asyncio
+from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo
 
 import anyio
@@ -31,21 +39,38 @@ from apscheduler.triggers.interval import IntervalTrigger
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.data.dialects import retry_schema_race
 from d3_item_salvager.logging_setup import get_logger
-from d3_item_salvager.workers.job_runner import JobRunner, base_job_id, retry_job_id
+from d3_item_salvager.workers.executor import BoundExecutor
+from d3_item_salvager.workers.job_runner import JobRunner
 from d3_item_salvager.workers.job_store_db import (
     engine_options,
     install_sqlite_pragmas,
     sync_job_store_url,
 )
+from d3_item_salvager.workers.jobs import (
+    JOBS,
+    all_job_settings,
+    base_job_id,
+    is_retry_job_id,
+    retry_job_id,
+)
+from d3_item_salvager.workers.runs import Outcome, Trigger
+from d3_item_salvager.workers.tasks import cleanup_logs_task, refresh_cache_task, scrape_guides_task
+
+if TYPE_CHECKING:
+    from d3_item_salvager.workers.container import WorkerContainer
+
+__all__ = [
+    "RegistrationReport",
+    "build_scheduler",
+    "cleanup_logs_task",
+    "refresh_cache_task",
+    "register_jobs",
+    "scrape_guides_task",
+    "start_scheduler",
+    "stop_scheduler",
+]
 
 _log = get_logger(__name__)
-
-TASKS_MODULE = "d3_item_salvager.workers.tasks"
-JOB_FUNCTIONS = {
-    "scrape_guides": f"{TASKS_MODULE}:scrape_guides_task",
-    "refresh_cache": f"{TASKS_MODULE}:refresh_cache_task",
-    "cleanup_logs": f"{TASKS_MODULE}:cleanup_logs_task",
-}
 
 
 @dataclass
@@ -56,20 +81,27 @@ class RegistrationReport:
     rescheduled: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    changes: list[str] = field(default_factory=list)  # one line per difference from the store
 
 
-def build_scheduler(config: AppConfig, runner: JobRunner | None = None) -> AsyncIOScheduler:
+def build_scheduler(
+    config: AppConfig, container: WorkerContainer | None = None
+) -> AsyncIOScheduler:
     """A scheduler on the configured job store, with safe job defaults; not started.
 
-    With a runner, the scheduler's events feed the run history: due times of submitted runs,
-    missed runs and runs skipped because the previous one was still going.
+    With a container, its jobs run bound to that container (whatever else is open in the process)
+    and its events feed that container's run history: due times of submitted runs, missed runs,
+    and runs skipped because the previous one was still going. Without one, jobs use the runtime
+    current where they run.
     """
     settings = config.scheduler
+    busy_timeout = config.database.busy_timeout_seconds
     url = sync_job_store_url(settings)
-    job_store = SQLAlchemyJobStore(url=url, engine_options=engine_options(url))
-    install_sqlite_pragmas(job_store.engine)
+    job_store = SQLAlchemyJobStore(url=url, engine_options=engine_options(url, busy_timeout))
+    install_sqlite_pragmas(job_store.engine, busy_timeout)
     scheduler = AsyncIOScheduler(
         jobstores={"default": job_store},
+        executors={"default": BoundExecutor(container)},
         job_defaults={
             "coalesce": True,
             "max_instances": 1,
@@ -77,9 +109,9 @@ def build_scheduler(config: AppConfig, runner: JobRunner | None = None) -> Async
         },
         timezone=ZoneInfo(settings.timezone),
     )
-    if runner is not None:
+    if container is not None:
         scheduler.add_listener(
-            _history_listener(runner),
+            _history_listener(container),
             EVENT_JOB_SUBMITTED | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES,
         )
     return scheduler
@@ -90,18 +122,59 @@ def start_paused(scheduler: AsyncIOScheduler) -> None:
     retry_schema_race(lambda: scheduler.start(paused=True))
 
 
-def _history_listener(runner: JobRunner) -> Any:
+def start_scheduler(
+    scheduler: AsyncIOScheduler,
+    stack: AsyncExitStack | None = None,
+    *,
+    paused: bool = False,
+    grace_seconds: float = 0,
+) -> None:
+    """Start the scheduler (or resume it) on the running loop and register its shutdown.
+
+    With an exit stack, the graceful stop runs when the stack closes. Without one, it runs when
+    the running loop cancels its remaining tasks (as `asyncio.run` does on the way out). It
+    installs no signal handlers: that is the CLI's business, or the host app's.
+    """
+    if not scheduler.running:
+        start_paused(scheduler)
+    if not paused:
+        scheduler.resume()
+    if stack is not None:
+        stack.push_async_callback(stop_scheduler, scheduler, None, grace_seconds)
+        return
+    loop = asyncio.get_running_loop()
+
+    async def stop_with_the_loop() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            if scheduler.running:
+                scheduler.shutdown(wait=False)
+
+    guard = loop.create_task(stop_with_the_loop(), name="d3is-scheduler-shutdown")
+    _guards.add(guard)
+    guard.add_done_callback(_guards.discard)
+    scheduler.add_listener(lambda _event: guard.cancel(), EVENT_SCHEDULER_SHUTDOWN)
+
+
+_guards: set[asyncio.Task[None]] = set()
+
+
+def _history_listener(container: WorkerContainer) -> Any:
+    from d3_item_salvager.workers.container import resolved
+
     def listen(event: JobEvent) -> None:
         job_id = base_job_id(event.job_id)
-        if job_id not in JOB_FUNCTIONS:
+        if job_id not in JOBS:
             return
-        trigger = "retry" if event.job_id != job_id else "scheduled"
+        runner: JobRunner = resolved(container.job_runner)
+        trigger = Trigger.RETRY if is_retry_job_id(event.job_id) else Trigger.SCHEDULED
         if isinstance(event, JobSubmissionEvent) and event.code == EVENT_JOB_SUBMITTED:
             runner.note_submitted(job_id, list(event.scheduled_run_times))
         elif isinstance(event, JobSubmissionEvent):  # EVENT_JOB_MAX_INSTANCES
-            runner.record_not_run(job_id, trigger, "skipped", event.scheduled_run_times[-1])
+            runner.record_not_run(job_id, trigger, Outcome.SKIPPED, event.scheduled_run_times[-1])
         else:
-            runner.record_not_run(job_id, trigger, "missed", event.scheduled_run_time)
+            runner.record_not_run(job_id, trigger, Outcome.MISSED, event.scheduled_run_time)
 
     return listen
 
@@ -118,14 +191,21 @@ def _same_trigger(current: Any, wanted: IntervalTrigger) -> bool:
     )
 
 
-def register_jobs(scheduler: AsyncIOScheduler, config: AppConfig) -> RegistrationReport:
-    """Make the store hold exactly the enabled jobs, keeping next run times that still apply.
+def register_jobs(
+    scheduler: AsyncIOScheduler, config: AppConfig, container: WorkerContainer | None = None
+) -> RegistrationReport:
+    """Make the store hold exactly the enabled jobs of the registry, keeping next run times that
+    still apply. A scheduler not started yet is started paused first, so it sees the stored jobs.
 
-    Call it on a started (possibly paused) scheduler, so it sees the jobs already stored.
+    `container` is accepted for the seed's signature; registration needs only the config.
     """
+    del container
+    if not scheduler.running:
+        start_paused(scheduler)
     report = RegistrationReport()
     grace = config.scheduler.misfire_grace_seconds
-    for job_id, job in config.scheduler.jobs.by_id().items():
+    for job_id, job in all_job_settings(config).items():
+        task = JOBS[job_id].task
         existing = scheduler.get_job(job_id)
         if not job.enabled:
             for stored_id in (job_id, retry_job_id(job_id)):
@@ -133,6 +213,7 @@ def register_jobs(scheduler: AsyncIOScheduler, config: AppConfig) -> Registratio
                     scheduler.remove_job(stored_id)
             if existing is not None:
                 report.removed.append(job_id)
+                report.changes.append(f"{job_id}: disabled, removed from the job store")
             continue
         trigger = _interval_trigger(config, job.interval_minutes)
         if existing is None:
@@ -144,19 +225,17 @@ def register_jobs(scheduler: AsyncIOScheduler, config: AppConfig) -> Registratio
                 else {}
             )
             scheduler.add_job(
-                JOB_FUNCTIONS[job_id],
-                trigger,
-                id=job_id,
-                name=job_id,
-                replace_existing=True,
-                **first_run,
+                task, trigger, id=job_id, name=job_id, replace_existing=True, **first_run
             )
             report.added.append(job_id)
-        elif existing.func_ref != JOB_FUNCTIONS[job_id] or not _same_trigger(
-            existing.trigger, trigger
-        ):
+        elif existing.func_ref != task or not _same_trigger(existing.trigger, trigger):
+            report.changes.append(
+                f"{job_id}: {existing.trigger} -> {trigger}"
+                if existing.func_ref == task
+                else f"{job_id}: task {existing.func_ref} -> {task}"
+            )
             scheduler.remove_job(job_id)
-            scheduler.add_job(JOB_FUNCTIONS[job_id], trigger, id=job_id, name=job_id)
+            scheduler.add_job(task, trigger, id=job_id, name=job_id)
             report.rescheduled.append(job_id)
         else:
             if (existing.misfire_grace_time, existing.coalesce, existing.max_instances) != (
@@ -164,11 +243,16 @@ def register_jobs(scheduler: AsyncIOScheduler, config: AppConfig) -> Registratio
                 True,
                 1,
             ):
+                report.changes.append(
+                    f"{job_id}: misfire grace {existing.misfire_grace_time}s -> {grace}s"
+                )
                 # modify_job keeps next_run_time; only the run policy changes.
                 scheduler.modify_job(
                     job_id, misfire_grace_time=grace, coalesce=True, max_instances=1
                 )
             report.unchanged.append(job_id)
+    for change in report.changes:
+        _log.warning("job store differs from this configuration: %s", change)
     _log.info(
         "jobs registered",
         extra={
@@ -181,12 +265,21 @@ def register_jobs(scheduler: AsyncIOScheduler, config: AppConfig) -> Registratio
     return report
 
 
+def drop_retries(scheduler: AsyncIOScheduler) -> list[str]:
+    """Remove every pending retry run from the store; returns their job ids."""
+    dropped = []
+    for job in scheduler.get_jobs():
+        if is_retry_job_id(job.id):
+            scheduler.remove_job(job.id)
+            dropped.append(base_job_id(job.id))
+    return dropped
+
+
 class SchedulerRetryPlanner:
     """Schedules one-off retry runs that start before the job's next regular run."""
 
-    def __init__(self, scheduler: AsyncIOScheduler, config: AppConfig) -> None:
+    def __init__(self, scheduler: AsyncIOScheduler) -> None:
         self._scheduler = scheduler
-        self._config = config
 
     def schedule_retry(self, job_id: str, attempt: int, delay_seconds: float) -> datetime | None:
         run_at = datetime.now(UTC) + timedelta(seconds=delay_seconds)
@@ -195,11 +288,11 @@ class SchedulerRetryPlanner:
         if next_regular is not None and run_at >= next_regular:
             return None
         self._scheduler.add_job(
-            JOB_FUNCTIONS[job_id],
+            JOBS[job_id].task,
             DateTrigger(run_date=run_at),
             id=retry_job_id(job_id),
             name=retry_job_id(job_id),
-            kwargs={"trigger": "retry", "attempt": attempt},
+            kwargs={"trigger": str(Trigger.RETRY), "attempt": attempt},
             replace_existing=True,
         )
         return run_at

@@ -1,24 +1,23 @@
 """The scheduled tasks: thin async functions that resolve a service, call it, and report.
 
 The job store keeps only `d3_item_salvager.workers.tasks:<name>` and plain kwargs; services come
-from the container when the task runs (dependency-injector wiring), never when it is scheduled.
+from the container of the runtime the task runs in (see binding.py) when it runs, never when it is
+scheduled. Each task is registered in jobs.py.
 """
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-from dependency_injector.wiring import Provide, inject
-
-from d3_item_salvager.config import AppConfig
-from d3_item_salvager.container import Container
+from d3_item_salvager.container import resolve
 from d3_item_salvager.logging_setup import get_logger
 from d3_item_salvager.services.build_guides import BuildGuideService
 from d3_item_salvager.services.cache_refresh import CacheRefreshService
 from d3_item_salvager.services.log_housekeeping import LogHousekeepingService
-from d3_item_salvager.workers.job_runner import JobRunner, RunResult, WorkResult
+from d3_item_salvager.workers.binding import current_container
+from d3_item_salvager.workers.job_runner import JobRunner, WorkResult
 from d3_item_salvager.workers.run_history import utc_now
+from d3_item_salvager.workers.runs import RunResult, Trigger
 
 _log = get_logger(__name__)
 
@@ -36,54 +35,49 @@ class _ProgressLog:
             _log.info("progress: %d/%d guides", done, total, extra={"done": done, "total": total})
 
 
-@inject
 async def scrape_guides_task(
     force_refresh: bool = False,
     *,
-    trigger: str = "scheduled",
+    trigger: str = Trigger.SCHEDULED,
     attempt: int = 0,
-    runner: JobRunner = Provide[Container.job_runner],
-    service: BuildGuideService = Provide[Container.build_guide_service],
+    run_id: str | None = None,
 ) -> RunResult:
     """Sync the index with Maxroll (BuildGuideService.prepare_database)."""
+    container = current_container()
+    runner: JobRunner = await resolve(container.job_runner)
+    service: BuildGuideService = await resolve(container.build_guide_service)
 
     async def work() -> WorkResult:
         summary = await service.prepare_database(force_refresh, progress=_ProgressLog())
-        error = None
-        if summary.failures:
-            first = summary.failures[0]
-            error = f"{summary.guides_failed} guide(s) failed; first: {first.url}: {first.error}"
+        # The outcome policy lives with the summary (services/sync_summary.py).
+        error = summary.failure_reason()
         return WorkResult(summary.to_dict(), error, summary.has_transient_failures)
 
-    return await runner.run("scrape_guides", work, trigger=trigger, attempt=attempt)
+    return await runner.run("scrape_guides", work, trigger=trigger, attempt=attempt, run_id=run_id)
 
 
-@inject
 async def refresh_cache_task(
-    *,
-    trigger: str = "scheduled",
-    attempt: int = 0,
-    runner: JobRunner = Provide[Container.job_runner],
-    service: CacheRefreshService = Provide[Container.cache_refresh_service],
+    *, trigger: str = Trigger.SCHEDULED, attempt: int = 0, run_id: str | None = None
 ) -> RunResult:
     """Refresh the guide-list and item-catalog caches without writing the index."""
+    container = current_container()
+    runner: JobRunner = await resolve(container.job_runner)
+    service: CacheRefreshService = await resolve(container.cache_refresh_service)
 
     async def work() -> WorkResult:
         return WorkResult((await service.refresh()).to_dict())
 
-    return await runner.run("refresh_cache", work, trigger=trigger, attempt=attempt)
+    return await runner.run("refresh_cache", work, trigger=trigger, attempt=attempt, run_id=run_id)
 
 
-@inject
 async def cleanup_logs_task(
-    *,
-    trigger: str = "scheduled",
-    attempt: int = 0,
-    runner: JobRunner = Provide[Container.job_runner],
-    service: LogHousekeepingService = Provide[Container.log_housekeeping_service],
-    config: AppConfig = Provide[Container.config],
+    *, trigger: str = Trigger.SCHEDULED, attempt: int = 0, run_id: str | None = None
 ) -> RunResult:
     """Delete old log files and prune old run history."""
+    container = current_container()
+    runner: JobRunner = await resolve(container.job_runner)
+    service: LogHousekeepingService = await resolve(container.log_housekeeping_service)
+    config = container.config()
 
     async def work() -> WorkResult:
         summary = (await service.cleanup()).to_dict()
@@ -91,11 +85,4 @@ async def cleanup_logs_task(
         summary["history_rows_pruned"] = await runner.history.prune(utc_now() - retention)
         return WorkResult(summary)
 
-    return await runner.run("cleanup_logs", work, trigger=trigger, attempt=attempt)
-
-
-TASKS: dict[str, Callable[..., Awaitable[RunResult]]] = {
-    "scrape_guides": scrape_guides_task,
-    "refresh_cache": refresh_cache_task,
-    "cleanup_logs": cleanup_logs_task,
-}
+    return await runner.run("cleanup_logs", work, trigger=trigger, attempt=attempt, run_id=run_id)

@@ -1,0 +1,165 @@
+"""Leadership: hold the job store's lease, and act on gaining or losing it.
+
+The leader registers the jobs, resumes the scheduler and runs them; a standby keeps its scheduler
+paused and competes for the lease every lease period / 4. Losing the lease (another process took
+it, or our renewal failed) pauses the scheduler and cancels the scheduled runs still going
+(recorded `cancelled`, "lease lost"), so two processes never run the same job at once. An
+unexpected error while handling the lease is logged as an error and treated as losing it: step
+down (also dropping pending retry runs) and keep competing; the loop itself never dies.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Callable
+from datetime import UTC, datetime
+
+import anyio
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlalchemy.exc import DBAPIError
+
+from d3_item_salvager.config import AppConfig
+from d3_item_salvager.logging_setup import get_logger
+from d3_item_salvager.workers.job_runner import JobRunner
+from d3_item_salvager.workers.lease import SchedulerLease
+from d3_item_salvager.workers.scheduler import (
+    SchedulerRetryPlanner,
+    drop_retries,
+    register_jobs,
+)
+
+_log = get_logger(__name__)
+
+LEASE_LOST = "lease lost"
+
+
+class Leadership:
+    """One process's side of the lease: compete, lead, step down.
+
+    Args:
+        on_change: called with True on becoming leader and False on stepping down (metrics,
+            the metrics server).
+        check: an extra health check run every round while leading (e.g. "the job store file is
+            still the one we opened"); a FatalLeadershipError from it stops leading for good.
+        resume: False to lead with the scheduler kept paused (burst mode).
+    """
+
+    def __init__(
+        self,
+        lease: SchedulerLease,
+        scheduler: AsyncIOScheduler,
+        runner: JobRunner,
+        config: AppConfig,
+        *,
+        on_change: Callable[[bool], None] = lambda _leading: None,
+        check: Callable[[], None] = lambda: None,
+        resume: bool = True,
+    ) -> None:
+        self.lease = lease
+        self.scheduler = scheduler
+        self.runner = runner
+        self.config = config
+        self.is_leader = False
+        self.became_leader = asyncio.Event()
+        self.failed: BaseException | None = None
+        self.stopped = asyncio.Event()
+        self._on_change = on_change
+        self._check = check
+        self._resume = resume  # False in burst mode: due jobs run only when asked
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Take the lease at once when it is free, then keep competing in the background."""
+        await self.round()
+        self._task = asyncio.get_running_loop().create_task(self._hold(), name="d3is-lease")
+
+    async def _hold(self) -> None:
+        try:
+            while True:
+                await anyio.sleep(self.lease.check_interval)
+                await self.round()
+        except Exception as exc:  # a fatal check (job store replaced): nothing to compete for
+            self.failed = exc
+            self.stopped.set()
+            raise
+
+    async def round(self) -> None:
+        """One renewal (leader) or one attempt to take the lease (standby)."""
+        try:
+            if self.is_leader:
+                self._check()
+                if not await self.lease.renew():
+                    self.step_down("lost the scheduler lease; standing by")
+            elif await self.lease.try_acquire():
+                await self._lead()
+        except DBAPIError as exc:
+            # A locked or busy job store: try again next round; the lease period absorbs it.
+            _log.warning("lease check failed", extra={"error": str(exc.orig)})
+        except FatalLeadershipError as exc:
+            _log.error("%s", exc)
+            self.step_down("stopped leading", drop_pending_retries=True)
+            raise
+        except Exception:  # noqa: BLE001 - a bug must not leave us leading without renewing
+            _log.exception("lease handling failed; stepping down and competing again")
+            self.step_down("stepped down after an error", drop_pending_retries=True)
+
+    async def _lead(self) -> None:
+        abandoned = await self.runner.history.mark_abandoned()
+        report = register_jobs(self.scheduler, self.config)
+        if self.config.scheduler.run_new_jobs_at_once:
+            await self._retry_first_runs(report.unchanged + report.rescheduled)
+        self.runner.retry_planner = SchedulerRetryPlanner(self.scheduler)
+        if self._resume:
+            self.scheduler.resume()
+        self._set(True)
+        _log.info("holding the scheduler lease; running jobs", extra={"abandoned_runs": abandoned})
+
+    async def _retry_first_runs(self, job_ids: list[str]) -> None:
+        """A job that never succeeded (its first run was stopped or killed) is still new: it
+        runs at once, not one whole interval later."""
+        succeeded = await self.runner.history.jobs_that_succeeded()
+        now = datetime.now(UTC)
+        for job_id in job_ids:
+            if job_id not in succeeded:
+                self.scheduler.modify_job(job_id, next_run_time=now)
+                _log.info("no run of this job succeeded yet: running it now", extra={"job": job_id})
+
+    def step_down(self, message: str, *, drop_pending_retries: bool = False) -> None:
+        """Stop acting as leader: pause, cancel scheduled runs, optionally drop pending retries."""
+        was_leader = self.is_leader
+        self.runner.retry_planner = None
+        with contextlib.suppress(Exception):
+            self.scheduler.pause()
+        if drop_pending_retries:
+            with contextlib.suppress(Exception):  # the store may be what failed
+                dropped = drop_retries(self.scheduler)
+                if dropped:
+                    _log.warning("pending retry runs dropped", extra={"jobs": dropped})
+        cancelled = self.runner.cancel_scheduled_runs(LEASE_LOST)
+        self._set(False)
+        if was_leader:
+            _log.warning(message, extra={"cancelled_runs": cancelled})
+
+    def _set(self, leading: bool) -> None:
+        self.is_leader = leading
+        if leading:
+            self.became_leader.set()
+        else:
+            self.became_leader.clear()
+        self._on_change(leading)
+
+    async def stop(self) -> None:
+        """Stop competing; release the lease when we hold it, so a standby takes over at once."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self.is_leader:
+            with contextlib.suppress(DBAPIError):
+                await self.lease.release()
+            self._set(False)
+
+
+class FatalLeadershipError(RuntimeError):
+    """Leading cannot go on in this process (e.g. its job store was deleted or replaced)."""

@@ -1,0 +1,212 @@
+"""Leadership: losing the lease stops scheduled runs, an error steps down without dying, and a
+replaced job store ends leading with a clear error."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import sqlite3
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from d3_item_salvager.errors import TransientFetchError
+from d3_item_salvager.services.build_guides import SyncSummary
+from d3_item_salvager.workers.leadership import FatalLeadershipError
+from d3_item_salvager.workers.runs import Outcome, Trigger
+from d3_item_salvager.workers.runtime import WorkerRuntime
+from tests.conftest import make_config, with_interval_seconds
+from tests.workers.fakes import FakeSyncService
+from tests.workers.test_tasks import job_runs, with_fake
+
+
+def scrape_only(tmp_path: Path, **job: Any) -> Any:
+    return make_config(
+        tmp_path,
+        maxroll={"bearer_token": "t"},
+        scheduler={
+            "lease_seconds": 4,
+            "jobs": {
+                "scrape_guides": job,
+                "refresh_cache": {"enabled": False},
+                "cleanup_logs": {"enabled": False},
+            },
+        },
+    )
+
+
+def steal_lease(config: Any) -> None:
+    """Another process takes the lease (as after our renewals failed for a whole period)."""
+    with sqlite3.connect(config.scheduler.job_store_path) as connection:
+        connection.execute("UPDATE scheduler_lease SET holder = 'otherhost:1:thief'")
+
+
+async def test_losing_the_lease_cancels_running_scheduled_runs(tmp_path: Path) -> None:
+    """A leader that finds its lease taken pauses, and its running scheduled run is cancelled and
+    recorded with the error 'lease lost'."""
+    config = with_interval_seconds(scrape_only(tmp_path), "scrape_guides", 0.3)
+    fake = FakeSyncService("block")
+    async with with_fake(WorkerRuntime(config), fake) as runtime:
+        assert runtime.leadership is not None
+        with anyio.fail_after(30):
+            await fake.started.wait()  # a scheduled run is going
+            steal_lease(config)
+            await runtime.leadership.round()
+            [run] = await runtime.wait_for_runs("scrape_guides", 1)
+        assert not runtime.is_leader
+        assert runtime.scheduler is not None
+        assert runtime.scheduler.state == 2  # STATE_PAUSED
+    assert (run.trigger, run.outcome, run.error) == (
+        Trigger.SCHEDULED,
+        Outcome.CANCELLED,
+        "lease lost",
+    )
+    [row] = job_runs(config)
+    assert (row["outcome"], row["error"]) == ("cancelled", "lease lost")
+
+
+async def test_an_error_in_lease_handling_steps_down_and_competes_again(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An unexpected error while renewing is logged as an error; the process steps down (paused,
+    pending retries dropped) and takes the lease again on a later round."""
+    config = scrape_only(tmp_path, retry_backoff_seconds=600, interval_minutes=60)
+    fake = FakeSyncService(TransientFetchError("http://x", "HTTP 503"))
+    async with with_fake(WorkerRuntime(config), fake) as runtime:
+        leadership = runtime.leadership
+        assert leadership is not None
+        assert runtime.scheduler is not None
+        await runtime.run_job("scrape_guides", trigger=Trigger.SCHEDULED)
+        assert runtime.scheduler.get_job("scrape_guides:retry") is not None
+        renew = leadership.lease.renew
+
+        async def broken() -> bool:
+            raise KeyError("a bug in lease handling")
+
+        leadership.lease.renew = broken  # type: ignore[method-assign]
+        with caplog.at_level(logging.ERROR):
+            await leadership.round()
+        assert not runtime.is_leader
+        assert runtime.scheduler.state == 2  # STATE_PAUSED
+        assert runtime.scheduler.get_job("scrape_guides:retry") is None
+        assert "lease handling failed" in caplog.text
+        leadership.lease.renew = renew  # type: ignore[method-assign]
+        await leadership.round()  # the lease is still ours: take it again
+        assert runtime.is_leader
+        assert runtime.scheduler.state == 1  # STATE_RUNNING
+
+
+async def test_a_replaced_job_store_stops_leading_and_raises_to_the_host(tmp_path: Path) -> None:
+    """Deleting the job-store file under a running scheduler is noticed on the next lease round:
+    the runtime stops leading, wait_stopped raises, and so does leaving the block."""
+    config = scrape_only(tmp_path, enabled=False)
+    store = config.scheduler.job_store_path
+    runtime = WorkerRuntime(config)
+    await runtime.__aenter__()
+    try:
+        assert runtime.is_leader
+        store.rename(store.with_suffix(".moved"))
+        with anyio.fail_after(30), pytest.raises(FatalLeadershipError, match="deleted or replaced"):
+            await runtime.wait_stopped()
+        assert not runtime.is_leader
+    finally:
+        with pytest.raises(FatalLeadershipError):
+            await runtime.__aexit__(None, None, None)
+
+
+async def test_scheduled_retries_are_counted(tmp_path: Path) -> None:
+    """d3is_job_retries_scheduled_total counts the retry runs the runner schedules."""
+    config = scrape_only(tmp_path, retry_backoff_seconds=0.05, max_retries=2)
+    fake = FakeSyncService(TransientFetchError("http://x", "HTTP 503"), SyncSummary())
+    async with with_fake(WorkerRuntime(config), fake) as runtime:
+        await runtime.run_job("scrape_guides", trigger=Trigger.SCHEDULED)
+        with anyio.fail_after(20):
+            runs = await runtime.wait_for_runs("scrape_guides", 2)
+        retries = runtime.metrics.retries.labels("scrape_guides")._value.get()
+    assert [r.outcome for r in runs] == [Outcome.FAILED, Outcome.SUCCESS]
+    assert retries == 1
+
+
+async def test_manual_runs_survive_losing_the_lease(tmp_path: Path) -> None:
+    """Only scheduled runs belong to the lease holder; a manual run keeps going."""
+    config = scrape_only(tmp_path, interval_minutes=60)
+    fake = FakeSyncService("block")
+    async with with_fake(WorkerRuntime(config), fake) as runtime:
+        assert runtime.leadership is not None
+        manual = asyncio.get_running_loop().create_task(runtime.run_job("scrape_guides"))
+        with anyio.fail_after(10):
+            await fake.started.wait()
+        steal_lease(config)
+        await runtime.leadership.round()
+        assert not manual.done()
+        manual.cancel()
+    [row] = job_runs(config)
+    assert (row["outcome"], row["error"]) == ("cancelled", "cancelled while stopping")
+
+
+async def test_a_graceful_stop_that_cancels_a_run_logs_one_line(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Stopping past the shutdown timeout cancels the scheduled run: one warning line for it,
+    no ERROR and no traceback from APScheduler."""
+    config = make_config(
+        tmp_path,
+        maxroll={"bearer_token": "t"},
+        scheduler={
+            "shutdown_timeout_seconds": 0.1,
+            "jobs": {
+                "refresh_cache": {"enabled": False},
+                "cleanup_logs": {"enabled": False},
+            },
+        },
+    )
+    config = with_interval_seconds(config, "scrape_guides", 0.3)
+    fake = FakeSyncService("block")
+    with caplog.at_level(logging.INFO):
+        async with with_fake(WorkerRuntime(config), fake):
+            with anyio.fail_after(30):
+                await fake.started.wait()
+    cancelled = [r for r in caplog.records if "run cancelled" in r.getMessage()]
+    assert len(cancelled) == 1
+    assert [r for r in caplog.records if r.levelno >= logging.ERROR] == []
+    assert not [r for r in caplog.records if r.exc_info]
+    [row] = job_runs(config)
+    assert (row["outcome"], row["error"]) == ("cancelled", "cancelled while stopping")
+
+
+async def test_a_first_run_that_never_succeeded_runs_again_at_once(tmp_path: Path) -> None:
+    """With run_new_jobs_at_once, a job whose only run was stopped mid-way runs at once on the
+    next start instead of one interval later; a job that succeeded keeps its stored time."""
+    config = make_config(
+        tmp_path,
+        maxroll={"bearer_token": "t"},
+        scheduler={
+            "run_new_jobs_at_once": True,
+            "shutdown_timeout_seconds": 0,
+            "jobs": {
+                "scrape_guides": {"interval_minutes": 600},
+                "refresh_cache": {"enabled": False},
+                "cleanup_logs": {"interval_minutes": 600},
+            },
+        },
+    )
+    first = FakeSyncService("block")
+    async with with_fake(WorkerRuntime(config), first) as runtime:
+        with anyio.fail_after(30):
+            await first.started.wait()
+            await runtime.wait_for_runs("cleanup_logs", 1)
+    second = FakeSyncService(SyncSummary())
+    async with with_fake(WorkerRuntime(config), second) as runtime:
+        with anyio.fail_after(30):
+            [run] = await runtime.wait_for_runs("scrape_guides", 1)
+        assert runtime.scheduler is not None
+        cleanup_next = runtime.scheduler.get_job("cleanup_logs").next_run_time
+    assert (run.trigger, run.outcome) == (Trigger.SCHEDULED, Outcome.SUCCESS)
+    assert [row["outcome"] for row in job_runs(config) if row["job_id"] == "scrape_guides"] == [
+        "cancelled",
+        "success",
+    ]
+    assert (cleanup_next - datetime.now(UTC)).total_seconds() > 60 * 60

@@ -1,0 +1,113 @@
+"""The job registry: a fourth job added by one registry entry is scheduled, run, counted and
+reported like the built-in ones, with no other edit."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import anyio
+import pytest
+
+from d3_item_salvager.config import AppConfig
+from d3_item_salvager.container import resolve
+from d3_item_salvager.errors import ConfigError
+from d3_item_salvager.workers.binding import current_container
+from d3_item_salvager.workers.job_runner import JobRunner, WorkResult
+from d3_item_salvager.workers.jobs import (
+    JOBS,
+    JobSpec,
+    check_jobs_config,
+    job_settings,
+    job_spec,
+    register_job,
+    unregister_job,
+)
+from d3_item_salvager.workers.runs import RunResult, Trigger
+from d3_item_salvager.workers.runtime import WorkerRuntime
+from d3_item_salvager.workers.status import collect_status
+from tests.conftest import make_config
+
+BUILT_IN = {"scrape_guides": "scrape-guides", "refresh_cache": "refresh-cache"}
+
+
+async def ping_task(*, trigger: str = Trigger.SCHEDULED, attempt: int = 0) -> RunResult:
+    """The fourth job's task: resolve the runner of the current runtime and report a summary."""
+    runner: JobRunner = await resolve(current_container().job_runner)
+
+    async def work() -> WorkResult:
+        return WorkResult({"pong": 1})
+
+    return await runner.run("ping", work, trigger=trigger, attempt=attempt)
+
+
+@pytest.fixture
+def ping_job() -> Iterator[JobSpec]:
+    """The one registry entry that adds the job (removed again after the test)."""
+    spec = register_job(
+        JobSpec("ping", f"{__name__}:ping_task", interval_minutes=0.003, timeout_minutes=1)
+    )
+    yield spec
+    unregister_job("ping")
+
+
+def only_ping(tmp_path: Path, **ping: object) -> AppConfig:
+    jobs: dict[str, dict[str, object]] = {job_id: {"enabled": False} for job_id in JOBS}
+    jobs["ping"] = dict(ping)
+    return make_config(tmp_path, scheduler={"jobs": jobs})
+
+
+async def test_a_job_added_through_the_registry_alone_runs_everywhere(
+    tmp_path: Path, ping_job: JobSpec
+) -> None:
+    """Scheduled from its registry defaults, stored as a text reference, runnable by name,
+    counted in the metrics and listed by `status`."""
+    config = only_ping(tmp_path)
+    async with WorkerRuntime(config) as runtime:
+        with anyio.fail_after(30):
+            runs = await runtime.wait_for_runs("ping", 2)
+        assert runtime.scheduler is not None
+        stored = runtime.scheduler.get_job("ping")
+        assert stored.func_ref == ping_job.task
+        assert stored.trigger.interval.total_seconds() == pytest.approx(0.18)
+    async with WorkerRuntime(config, run_scheduler=False) as one_off:
+        manual = await one_off.run_job("ping")
+        counted = one_off.metrics.runs.labels("ping", "manual", "success")._value.get()
+    assert {r.trigger for r in runs} == {Trigger.SCHEDULED}
+    assert all(r.succeeded and r.summary == {"pong": 1} for r in runs)
+    assert (manual.trigger, manual.summary) == (Trigger.MANUAL, {"pong": 1})
+    assert counted == 1
+    report = collect_status(config)
+    assert [job["job_id"] for job in report["jobs"]] == [*JOBS]
+    assert report["jobs"][-1]["last_outcome"] == "success"
+
+
+def test_config_sections_follow_the_registry(tmp_path: Path, ping_job: JobSpec) -> None:
+    """A new job's section is accepted and sets its settings; a misspelt job id is an error."""
+    config = only_ping(tmp_path, timeout_minutes=5)
+    settings = job_settings(config, "ping")
+    assert (settings.interval_minutes, settings.timeout_minutes) == (0.003, 5)
+    check_jobs_config(config)
+    typo = make_config(tmp_path, scheduler={"jobs": {"pnig": {"enabled": False}}})
+    with pytest.raises(ConfigError, match=r"scheduler\.jobs\.pnig: unknown job"):
+        check_jobs_config(typo)
+    with pytest.raises(ConfigError, match="unknown job"):
+        WorkerRuntime(typo)
+
+
+def test_jobs_are_named_by_id_or_cli_name() -> None:
+    """`run scrape-guides` and `run scrape_guides` name the same registry entry."""
+    for job_id, cli_name in BUILT_IN.items():
+        assert job_spec(job_id) is job_spec(cli_name) is JOBS[job_id]
+        assert JOBS[job_id].cli_name == cli_name
+        assert JOBS[job_id].needs_token
+    assert not JOBS["cleanup_logs"].needs_token
+    with pytest.raises(ConfigError, match="unknown job 'nope'"):
+        job_spec("nope")
+
+
+def test_registering_a_job_twice_or_without_a_reference_fails(ping_job: JobSpec) -> None:
+    with pytest.raises(ValueError, match="already registered"):
+        register_job(ping_job)
+    with pytest.raises(ValueError, match="module:function"):
+        register_job(JobSpec("pong", "not_a_reference", 1, 1))

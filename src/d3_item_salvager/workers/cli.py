@@ -75,7 +75,8 @@ def _setup(
 ) -> AppConfig:
     """Load and check the config and start logging; exit 2 with one clear message on error.
 
-    `needs_token`: job ids that need the Maxroll search token when enabled.
+    `needs_token`: job ids that need the Maxroll search token when enabled. `start_logging=False`
+    for read-only commands, which must create no log file.
     """
     from d3_item_salvager.workers.jobs import job_settings
 

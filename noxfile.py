@@ -20,15 +20,25 @@ def tests(session: nox.Session) -> None:
 def lint(session: nox.Session) -> None:
     """ruff check and ruff format --check."""
     session.install("ruff>=0.6")
-    session.run("ruff", "check", "src", "tests", "benchmarks", "scripts", "noxfile.py")
-    session.run("ruff", "format", "--check", "src", "tests", "benchmarks", "scripts", "noxfile.py")
+    session.run("ruff", "check", "src", "tests", "benchmarks", "scripts", "examples", "noxfile.py")
+    session.run(
+        "ruff",
+        "format",
+        "--check",
+        "src",
+        "tests",
+        "benchmarks",
+        "scripts",
+        "examples",
+        "noxfile.py",
+    )
 
 
 @nox.session
 def typecheck(session: nox.Session) -> None:
     """mypy --strict on the package, relaxed on tests."""
     session.install("-e", ".[test]", "mypy>=1.11", "nox>=2024.4")
-    session.run("mypy", "src", "tests", "benchmarks", "scripts", "noxfile.py")
+    session.run("mypy", "src", "tests", "benchmarks", "scripts", "examples", "noxfile.py")
 
 
 @nox.session

@@ -9,6 +9,7 @@ import pytest
 from d3_item_salvager.config import AppConfig, DatabaseConfig, load_config
 from d3_item_salvager.errors import ConfigError
 from d3_item_salvager.logging_setup import configure_app_logging
+from d3_item_salvager.workers.jobs import job_settings
 from d3_item_salvager.workers.runtime import WorkerRuntime
 
 
@@ -47,9 +48,9 @@ def test_overrides_merge_nested_sections_setting_by_setting(
     config = load_config(
         overrides={"scheduler": {"jobs": {"cleanup_logs": {"enabled": False}}}},
     )
-    cleanup = config.scheduler.jobs.by_id()["cleanup_logs"]
+    cleanup = job_settings(config, "cleanup_logs")
     assert (cleanup.enabled, cleanup.interval_minutes) == (False, 5)
-    assert "scrape_guides" not in config.scheduler.jobs.by_id()  # registry defaults apply
+    assert job_settings(config, "scrape_guides").enabled is True
 
 
 def test_environment_false_ignores_every_d3is_variable(
@@ -132,7 +133,7 @@ async def test_one_home_isolates_a_whole_installation(
     monkeypatch.chdir(cwd)
     config = load_config(environment=False, home=home)
     configure_app_logging(config)
-    async with WorkerRuntime(config, freeze_gc=False):
+    async with WorkerRuntime(config):
         pass
     assert (home / "cache" / "d3_items.sqlite").is_file()
     assert (home / "cache" / "scheduler.sqlite").is_file()

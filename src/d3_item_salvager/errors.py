@@ -7,11 +7,13 @@ The tree::
     ├── MaxrollError                anything that went wrong talking to, or reading, Maxroll
     │   ├── FetchError              a request failed for good (4xx, refused URL, body too large)
     │   │   ├── TransientFetchError the request may succeed later (timeout, reset, 429, 5xx)
-    │   │   └── NotFoundError       404 (also a LookupError)
+    │   │   ├── NotFoundError       404 (also a LookupError)
+    │   │   └── TokenRefusedError   the search answered 401 or 403 to the bearer token
     │   └── ParseError              a document is not in the expected format
     ├── UnsafeUrlError              a value would send a request somewhere it must not go
     ├── CacheError                  a cache file could not be written
     └── IndexDatabaseError          the index database refused an operation
+        └── IndexLockedError        another writer held the index past the busy timeout
 
 Messages are built here from ids and URLs, so every caller reports the same facts the same way.
 """
@@ -63,6 +65,18 @@ class NotFoundError(FetchError, LookupError):
         super().__init__(url, "404 Not Found", status_code=404)
 
 
+class TokenRefusedError(FetchError):
+    """The search API refused the bearer token (401 or 403): no listing can be trusted."""
+
+    def __init__(self, url: str, status_code: int) -> None:
+        super().__init__(
+            url,
+            f"HTTP {status_code}: the bearer token was refused "
+            "(check maxroll.bearer_token; the cached guide list is not used in its place)",
+            status_code=status_code,
+        )
+
+
 class ParseError(MaxrollError):
     """A Maxroll document is malformed: names the document and what is wrong with it."""
 
@@ -87,3 +101,10 @@ class CacheError(D3ItemSalvagerError):
 
 class IndexDatabaseError(D3ItemSalvagerError):
     """The index database failed or holds a schema this version cannot use."""
+
+
+class IndexLockedError(IndexDatabaseError):
+    """Another writer held the index for longer than `database.busy_timeout_seconds`.
+
+    Transient: the run is retried later.
+    """

@@ -138,6 +138,9 @@ async def test_index_of_release_0_1_0_is_upgraded_in_place(backend: Backend) -> 
     assert backend.query(DATA_QUERY) == [
         ("https://maxroll.gg/d3/guides/a-guide", "Build", "Ring One", "ring1")
     ]
+    # 0002: the guides read by 0.1.0 count as checked at their last sync; 0.1.0 now refuses it.
+    assert backend.query("SELECT last_checked_at FROM guides") == [("2026-01-01T00:00:00+00:00",)]
+    assert backend.query("SELECT value FROM schema_meta") == [("2",)]
     async with opened(backend):  # and opens again as current
         pass
     assert backend.query("SELECT version_num FROM alembic_version") == [(HEAD_REVISION,)]
@@ -170,7 +173,7 @@ async def test_several_processes_opening_a_new_index_at_once_all_succeed(
         for engine in engines:
             await engine.dispose()
     assert backend.query("SELECT version_num FROM alembic_version") == [(HEAD_REVISION,)]
-    assert backend.query("SELECT value FROM schema_meta") == [("1",)]
+    assert backend.query("SELECT value FROM schema_meta") == [("2",)]
 
 
 @pytest.fixture

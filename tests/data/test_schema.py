@@ -13,7 +13,7 @@ from tests.conftest import make_config
 
 
 async def test_schema_is_created_with_version_and_fixed_names(tmp_path: Path) -> None:
-    """A new database gets the four index tables and schema version 1."""
+    """A new database gets the four index tables and schema version 2."""
     async with open_container(make_config(tmp_path)):
         pass
     with sqlite3.connect(tmp_path / "index.sqlite") as connection:
@@ -26,7 +26,7 @@ async def test_schema_is_created_with_version_and_fixed_names(tmp_path: Path) ->
         ).fetchone()
         usage_columns = [row[1] for row in connection.execute("PRAGMA table_info(item_usages)")]
     assert {"guides", "builds", "items", "item_usages", "schema_meta"} <= tables
-    assert version == ("1",)
+    assert version == ("2",)
     assert usage_columns == ["id", "build_id", "item_id", "slot", "context"]
 
 

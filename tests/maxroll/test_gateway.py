@@ -67,7 +67,9 @@ async def test_search_follows_pages_until_a_short_one(
 ) -> None:
     """All guides come back across pages; resources are dropped; pagination stops by itself."""
     site = fake_maxroll.site
-    guides = await gateway.search_guides()
+    listing = await gateway.search_guides()
+    guides = listing.guides
+    assert listing.complete
     assert [g.url for g in guides] == [g.permalink for g in site.guides]
     assert [g.guide_id for g in guides] == [g.guide_id for g in site.guides]
     hits = len(site.search_hits())
@@ -82,8 +84,9 @@ async def test_search_page_cap(tmp_path: Path, fake_maxroll: FakeMaxroll) -> Non
         maxroll=fake_maxroll.config_values() | {"search_page_size": 2, "search_max_pages": 1},
     )
     async with open_gateway(config) as gateway:
-        guides = await gateway.search_guides()
-    assert len(guides) == 1
+        listing = await gateway.search_guides()
+    assert len(listing.guides) == 1
+    assert "the page cap (maxroll.search_max_pages = 1) was reached" in listing.incomplete
     assert fake_maxroll.count("/indexes") == 1
 
 
@@ -91,7 +94,7 @@ async def test_guide_planners_are_fetched_conditionally(
     gateway: MaxrollGateway, fake_maxroll: FakeMaxroll
 ) -> None:
     """The second read of an unchanged page is a 304 answered from the cached planner ids."""
-    [guide] = [g for g in await gateway.search_guides() if g.guide_id == 1001]
+    [guide] = [g for g in (await gateway.search_guides()).guides if g.guide_id == 1001]
     first = await gateway.guide_planners(guide)
     second = await gateway.guide_planners(guide)
     assert first.planner_ids == second.planner_ids
@@ -164,7 +167,7 @@ async def test_guide_list_cache_round_trip_and_corruption(
     gateway: MaxrollGateway, clock: FakeClock
 ) -> None:
     """The saved list reads back while fresh; a corrupt file is treated as no cache."""
-    guides = await gateway.refresh_guide_list()
+    guides = list((await gateway.refresh_guide_list()).guides)
     assert await gateway.cached_guide_list(max_age_seconds=60) == guides
     clock.now += 61
     assert await gateway.cached_guide_list(max_age_seconds=60) is None
@@ -188,7 +191,7 @@ async def test_search_pages_whatever_the_estimate_says(
             maxroll=fake.config_values() | {"search_page_size": 7, "search_max_pages": max_pages},
         )
         async with open_gateway(config) as gateway:
-            guides = await gateway.search_guides()
+            guides = (await gateway.search_guides()).guides
         pages = fake.count("/indexes")
     assert [g.url for g in guides] == [g.permalink for g in site.guides]
     expected_pages = {10: 9, 1000: 20, None: 9}[estimate]  # 60 hits, 7 a page
@@ -199,7 +202,7 @@ async def test_failed_guide_list_refresh_keeps_the_cached_list(
     gateway: MaxrollGateway, fake_maxroll: FakeMaxroll, live_config: AppConfig
 ) -> None:
     """A refresh that fails raises and leaves the previous cached list untouched."""
-    guides = await gateway.refresh_guide_list()
+    guides = list((await gateway.refresh_guide_list()).guides)
     before = gateway.guide_list_cache.path.read_bytes()
     attempts = live_config.maxroll.retry_attempts
     fake_maxroll.fail("/indexes/wp_posts_1/search", *[Fault(status=503)] * attempts)

@@ -58,7 +58,7 @@ async def test_sync_is_exact_and_idempotent_on_postgres(
         [(version,)] = connection.execute("SELECT value FROM schema_meta")
     for table in ("guides", "builds", "item_usages"):
         assert stored[table] == expected[table]
-    assert version == "1"
+    assert version == "2"
 
 
 async def test_run_history_and_lease_on_postgres(

@@ -74,7 +74,7 @@ async def test_permanent_faults_fail_one_guide_and_keep_its_rows(
     fault: Fault,
     error: str,
 ) -> None:
-    """The broken guide is reported failed with the reason and keeps its rows; others sync."""
+    """A broken page fails its guide, a broken profile is a problem of it; rows are kept."""
     await sync(any_backend_config)
     site = fake_maxroll.site
     before = index.rows()
@@ -89,18 +89,32 @@ async def test_permanent_faults_fail_one_guide_and_keep_its_rows(
     )
     fake_maxroll.fail(path, fault)
     summary = await sync(any_backend_config)
-    assert (summary.guides_failed, summary.guides_processed) == (1, 1)
-    assert summary.failures[0].url == broken.permalink
-    assert error in summary.failures[0].error
-    assert not summary.has_transient_failures
     after = index.rows()
-    assert {b for b in after["builds"] if b[0] == broken.guide_id} == {
-        b for b in before["builds"] if b[0] == broken.guide_id
-    }
-    [(modified,)] = index.query(
-        "SELECT modified_unix FROM guides WHERE id = :id", id=broken.guide_id
-    )
-    assert modified == broken.modified_unix - 100  # still the last good sync's time
+    if where == "page":
+        assert (summary.guides_failed, summary.guides_processed) == (1, 1)
+        assert summary.failures[0].url == broken.permalink
+        assert error in summary.failures[0].error
+        kept = {b for b in before["builds"] if b[0] == broken.guide_id}
+        [(modified,)] = index.query(
+            "SELECT modified_unix FROM guides WHERE id = :id", id=broken.guide_id
+        )
+        assert modified == broken.modified_unix - 100  # still the last good sync's time
+    else:
+        # One broken planner is a problem of the guide: its rows are kept, the guide's other
+        # planners sync, and the guide stays unchecked so the next sync reads it again.
+        assert (summary.guides_failed, summary.guides_processed) == (0, 2)
+        assert summary.warnings[0].where == broken.permalink
+        assert error in summary.warnings[0].error
+        kept = {
+            b for b in before["builds"] if b[:2] == (broken.guide_id, path[len(PROFILE_PREFIX) :])
+        }
+        [(checked,)] = index.query(
+            "SELECT last_checked_at FROM guides WHERE id = :id", id=broken.guide_id
+        )
+        assert checked is None
+    assert summary.failure_reason() is None
+    assert not summary.has_transient_failures
+    assert kept <= after["builds"]
     assert (fine.guide_id, fine.variant_planners[0], 0, "Renamed", fine.class_name) in after[
         "builds"
     ]

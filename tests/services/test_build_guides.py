@@ -178,23 +178,33 @@ async def test_failure_mid_guide_rolls_back_that_guide_only(
     assert (good.guide_id, good.variant_planners[0], 3, "New", good.class_name) in after["builds"]
 
 
-async def test_permanent_fetch_failure_keeps_previous_rows(
+async def test_404_planner_beside_good_ones_keeps_its_rows_and_is_listed(
     service: BuildGuideService, fake_maxroll: FakeMaxroll, index: IndexReader
 ) -> None:
-    """A guide whose planner is gone (404) fails alone and keeps what it had; retried next run."""
+    """A planner gone (404) is a problem of the guide, not a failure: the other planners' rows
+    are updated, the gone planner's rows kept, and the guide is read again on the next sync."""
     await service.prepare_database()
     site = fake_maxroll.site
-    before = index.rows()
     guide = site.guides[0]
     touch_guide(guide)
-    site.planners.pop(guide.variant_planners[1])
+    gone = guide.variant_planners[1]
+    gone_builds = {row for row in index.rows()["builds"] if row[:2] == (guide.guide_id, gone)}
+    site.planners.pop(gone)
+    kept = site.planners[guide.variant_planners[0]]
+    kept.profiles[0]["name"] = "Renamed"
     summary = await service.prepare_database()
-    assert (summary.guides_failed, summary.guides_processed) == (1, 0)
-    assert not summary.has_transient_failures
-    assert index.rows()["builds"] == before["builds"]
+    assert (summary.guides_failed, summary.guides_processed) == (0, 1)
+    assert summary.failure_reason() is None
+    assert summary.problems == 1
+    [problem] = summary.warnings
+    assert (problem.where, problem.transient) == (guide.permalink, False)
+    assert "404" in problem.error
+    builds = index.rows()["builds"]
+    assert gone_builds <= builds
+    assert (guide.guide_id, guide.variant_planners[0], 0, "Renamed", guide.class_name) in builds
     fake_maxroll.reset_log()
     again = await service.prepare_database()
-    assert again.guides_failed == 1  # not marked synced: tried again, still failing
+    assert again.problems == 1  # not marked checked: read again, still a problem
     assert fake_maxroll.count(GUIDE_PREFIX + guide.slug) == 1
 
 

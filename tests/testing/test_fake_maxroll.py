@@ -16,7 +16,6 @@ from d3_item_salvager.testing.fake_maxroll import (
     PROFILE_PREFIX,
     SEARCH_PATH,
 )
-from d3_item_salvager.workers import tasks
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from tests.index_expectations import expected_rows, stored_rows
 
@@ -88,30 +87,52 @@ async def test_a_test_changes_the_site_and_the_next_sync_follows(tmp_path: Path)
         config = maxroll.config(tmp_path)
         database = config.database.sqlite_path
         assert database is not None
-        async with WorkerRuntime(config, run_scheduler=False, freeze_gc=False):
-            assert (await tasks.scrape_guides_task(trigger="manual")).succeeded
+        async with WorkerRuntime(config, run_scheduler=False) as runtime:
+            assert (await runtime.run_job("scrape_guides")).succeeded
             assert stored_rows(database) == expected_rows(maxroll.site)
 
             added = maxroll.add_guide("monk", planners=2, title="Fresh Monk")
             gone = maxroll.remove_guide(maxroll.site.guides[0].slug)
             edited = maxroll.edit_guide(maxroll.site.guides[0].slug, title="Retitled")
-            assert (await tasks.scrape_guides_task(trigger="manual")).succeeded
+            replanned = maxroll.site.guides[1]
+            new_planner = maxroll.add_planner("crusader", profiles=2)
+            maxroll.edit_guide(replanned.slug, variant_planners=[new_planner])
+            assert (await runtime.run_job("scrape_guides")).succeeded
             stored = assert_index_matches(database, maxroll)
             titles = {row[0]: row[2] for row in stored["guides"]}
             assert titles[added.guide_id] == "Fresh Monk"
             assert titles[edited.guide_id] == "Retitled"
             assert gone.guide_id not in titles
+            planners = {row[1] for row in stored["builds"] if row[0] == replanned.guide_id}
+            assert planners == {new_planner}
 
             # Profile edits and item renames leave the guide's modified time alone, as on Maxroll.
             planner = edited.variant_planners[0]
             maxroll.set_profile_item(planner, 0, "head", "Unique_Helm_005_x1")
             maxroll.rename_item("Unique_Helm_005_x1", "Crown of Tests")
             # data.json is cached for cache.item_catalog_ttl_minutes; refresh_cache revalidates it.
-            assert (await tasks.refresh_cache_task(trigger="manual")).succeeded
-            result = await tasks.scrape_guides_task(force_refresh=True, trigger="manual")
+            assert (await runtime.run_job("refresh_cache")).succeeded
+            result = await runtime.run_job("scrape_guides", force_refresh=True)
             assert result.succeeded
             stored = assert_index_matches(database, maxroll)
             assert ("Unique_Helm_005_x1", "Crown of Tests") in {row[:2] for row in stored["items"]}
+
+
+async def test_edits_name_what_is_missing() -> None:
+    """Editing an unknown guide, planner, item or field fails with a clear error."""
+    maxroll = FakeMaxroll()
+    with pytest.raises(KeyError, match="no guide with slug 'nope'"):
+        maxroll.edit_guide("nope", title="x")
+    with pytest.raises(AttributeError, match="no field 'colour'"):
+        maxroll.edit_guide(maxroll.site.guides[0].slug, colour="red")
+    with pytest.raises(KeyError, match="no planner '1'"):
+        maxroll.remove_planner("1")
+    with pytest.raises(KeyError, match="no item 'Nope'"):
+        maxroll.rename_item("Nope", "x")
+    with pytest.raises(ValueError, match="unknown class"):
+        maxroll.add_guide("bard")
+    with pytest.raises(RuntimeError, match="before asking its config"):
+        maxroll.config("/tmp/unused")
 
 
 async def test_removed_planner_answers_404_and_queued_faults_are_counted() -> None:

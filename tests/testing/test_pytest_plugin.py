@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,18 +12,17 @@ import pytest
 DOWNSTREAM_TEST = """
 import sqlite3
 
-import anyio
 import pytest
 
 
 {marker}
-async def test_the_runtime_syncs_the_fake_site(salvager_runtime, salvager_config, fake_maxroll):
-    with anyio.fail_after(90):
-        [run] = await salvager_runtime.wait_for_runs("scrape_guides", 1)
-    assert run.outcome == "success"
+async def test_due_jobs_fill_the_index(salvager_runtime, salvager_config, fake_maxroll):
+    results = await salvager_runtime.run_due_jobs()
+    assert {{run.job_id: run.outcome for run in results}}["scrape_guides"] == "success"
     with sqlite3.connect(salvager_config.database.sqlite_path) as index:
         (guides,) = index.execute("SELECT count(*) FROM guides").fetchone()
     assert guides == len(fake_maxroll.site.guides) > 0
+    assert await salvager_runtime.run_due_jobs() == []  # each job moved to its next run time
 
 
 def test_the_config_lives_under_tmp_path(salvager_config, fake_maxroll, tmp_path):
@@ -37,11 +37,17 @@ filterwarnings = error
 """
 
 
-def run_downstream_suite(folder: Path, *options: str) -> subprocess.CompletedProcess[str]:
+def run_downstream_suite(
+    folder: Path, *options: str, autoload: bool = True
+) -> subprocess.CompletedProcess[str]:
     """pytest in a fresh process, from a folder that knows nothing of this project's conftest."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("D3IS_", "PYTEST_"))}
+    if not autoload:
+        env["PYTEST_DISABLE_PLUGIN_AUTOLOAD"] = "1"
     return subprocess.run(
         [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *options],
         cwd=folder,
+        env=env,
         capture_output=True,
         text=True,
         timeout=240,
@@ -73,3 +79,20 @@ def test_plugin_can_be_disabled(tmp_path: Path) -> None:
     assert run_downstream_suite(tmp_path).returncode == 0
     disabled = run_downstream_suite(tmp_path, "-p", "no:d3_item_salvager")
     assert "fixture 'salvager_config' not found" in disabled.stdout
+
+
+@pytest.mark.slow
+def test_fixtures_load_with_p_when_autoloading_is_off(tmp_path: Path) -> None:
+    """With PYTEST_DISABLE_PLUGIN_AUTOLOAD, `-p d3_item_salvager.testing.pytest_plugin` loads it."""
+    (tmp_path / "pytest.ini").write_text(PYTEST_INI, encoding="utf-8")
+    (tmp_path / "test_host_app.py").write_text(
+        DOWNSTREAM_TEST.format(marker="@pytest.mark.asyncio"), encoding="utf-8"
+    )
+    result = run_downstream_suite(
+        tmp_path,
+        *("-p", "pytest_asyncio.plugin", "-p", "d3_item_salvager.testing.pytest_plugin"),
+        *("-o", "asyncio_mode=strict"),
+        autoload=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "2 passed" in result.stdout

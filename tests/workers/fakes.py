@@ -39,6 +39,7 @@ class FakeSyncService:
 
 
 def summary_with_failure(transient: bool) -> SyncSummary:
-    summary = SyncSummary(guides_seen=2, guides_processed=1, guides_failed=1)
+    # The only guide attempted failed: more than half, so the run fails (outcome policy).
+    summary = SyncSummary(guides_seen=1, guides_failed=1)
     summary.failures.append(GuideFailure("https://maxroll.gg/d3/guides/x", "boom", transient))
     return summary

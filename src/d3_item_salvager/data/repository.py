@@ -6,9 +6,10 @@ unchanged data writes nothing and every count it reports is a real change.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import DBAPIError
@@ -16,9 +17,12 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from d3_item_salvager.data.catalog_sync import sync_catalog_items
 from d3_item_salvager.data.schema import builds, guides, item_usages, items
-from d3_item_salvager.errors import IndexDatabaseError
+from d3_item_salvager.errors import IndexDatabaseError, IndexLockedError
 from d3_item_salvager.maxroll.catalog import ItemCatalog
 from d3_item_salvager.maxroll.models import BuildRecord, CatalogItem, GuideRecord
+
+if TYPE_CHECKING:
+    from d3_item_salvager.data.sqlite_writer import SqliteGuideWriter
 
 PLACEHOLDER_QUALITY = "unknown"
 
@@ -30,6 +34,7 @@ class StoredGuide:
     guide_id: int
     url: str
     modified_unix: int
+    last_checked_at: datetime | None = None  # None: a document failed, or never checked
 
 
 @dataclass(slots=True)
@@ -54,24 +59,61 @@ class RemovedGuides:
     usages: int
 
 
+def database_error(action: str, exc: DBAPIError) -> IndexDatabaseError:
+    """The error for a failed statement; a lock held past the busy timeout is transient."""
+    text = str(exc.orig)
+    if "database is locked" in text or "database table is locked" in text:
+        return IndexLockedError(f"{action} failed: the index is locked by another writer ({text})")
+    return IndexDatabaseError(f"{action} failed: {text}")
+
+
 def placeholder_item(item_id: str) -> CatalogItem:
     """The row stored for an item id the catalog does not know (kept, never dropped)."""
     return CatalogItem(item_id=item_id, name=item_id, slot=None, quality=PLACEHOLDER_QUALITY)
 
 
 class IndexRepository:
-    """The index on an AsyncEngine (SQLAlchemy Core)."""
+    """The index on an AsyncEngine (SQLAlchemy Core); SQLite guide writes via `guide_writer`."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, guide_writer: SqliteGuideWriter | None = None) -> None:
         self._engine = engine
+        self._guide_writer = guide_writer
 
     async def stored_guides(self) -> dict[int, StoredGuide]:
         """Every guide in the index, by id."""
         async with self._connect() as connection:
             rows = await connection.execute(
-                select(guides.c.id, guides.c.url, guides.c.modified_unix)
+                select(guides.c.id, guides.c.url, guides.c.modified_unix, guides.c.last_checked_at)
             )
-            return {row.id: StoredGuide(row.id, row.url, row.modified_unix) for row in rows}
+            return {
+                row.id: StoredGuide(
+                    row.id,
+                    row.url,
+                    row.modified_unix,
+                    None
+                    if row.last_checked_at is None
+                    else datetime.fromisoformat(row.last_checked_at),
+                )
+                for row in rows
+            }
+
+    async def guides_using_planners(self, planner_ids: Collection[str]) -> set[int]:
+        """Ids of the stored guides with a build from any of these planners."""
+        if not planner_ids:
+            return set()
+        async with self._connect() as connection:
+            rows = await connection.execute(
+                select(builds.c.guide_id)
+                .where(builds.c.planner_id.in_(list(planner_ids)))
+                .distinct()
+            )
+            return {row.guide_id for row in rows}
+
+    async def planner_ids(self) -> set[str]:
+        """Every planner some stored build comes from."""
+        async with self._connect() as connection:
+            rows = await connection.execute(select(builds.c.planner_id).distinct())
+            return {row.planner_id for row in rows}
 
     async def write_guide(
         self,
@@ -79,21 +121,35 @@ class IndexRepository:
         guide_builds: Iterable[BuildRecord],
         catalog: Mapping[str, CatalogItem],
         synced_at: datetime,
+        *,
+        kept_planners: Collection[str] = (),
     ) -> GuideChanges:
         """Make the index hold exactly this guide's builds and usages, in one transaction.
 
         `catalog` maps every used item id to its catalog record (or a placeholder).
+        `kept_planners` are planners that could not be read this time: their stored builds stay
+        as they are, and the guide is left unchecked (`last_checked_at` NULL) so the next sync
+        reads it again.
         """
+        if self._guide_writer is not None:  # SQLite: same diff, off the loop (sqlite_writer.py)
+            return await self._guide_writer.write_guide(
+                guide, guide_builds, catalog, synced_at, kept_planners=kept_planners
+            )
         wanted = {(b.planner_id, b.profile_index): b for b in guide_builds}
+        kept = frozenset(kept_planners)
         changes = GuideChanges()
         try:
             async with self._engine.begin() as connection:
-                changes.guide_created = await self._upsert_guide(connection, guide, synced_at)
+                changes.guide_created = await self._upsert_guide(
+                    connection, guide, synced_at, checked=not kept
+                )
                 changes.items_upserted = await self._upsert_items(connection, catalog.values())
-                build_ids = await self._sync_builds(connection, guide.guide_id, wanted, changes)
+                build_ids = await self._sync_builds(
+                    connection, guide.guide_id, wanted, kept, changes
+                )
                 await self._sync_usages(connection, build_ids, wanted, changes)
         except DBAPIError as exc:
-            raise IndexDatabaseError(f"writing guide {guide.url} failed: {exc.orig}") from None
+            raise database_error(f"writing guide {guide.url}", exc) from None
         return changes
 
     async def sync_catalog(self, catalog: ItemCatalog) -> int:
@@ -102,7 +158,7 @@ class IndexRepository:
             async with self._engine.begin() as connection:
                 return await sync_catalog_items(connection, catalog)
         except DBAPIError as exc:
-            raise IndexDatabaseError(f"writing the item catalog failed: {exc.orig}") from None
+            raise database_error("writing the item catalog", exc) from None
 
     async def remove_guides(self, guide_ids: Iterable[int]) -> RemovedGuides:
         """Delete guides with their builds and usages (one transaction)."""
@@ -120,7 +176,7 @@ class IndexRepository:
                 )
                 removed = await connection.execute(delete(guides).where(guides.c.id.in_(ids)))
         except DBAPIError as exc:
-            raise IndexDatabaseError(f"removing guides {ids} failed: {exc.orig}") from None
+            raise database_error(f"removing guides {ids}", exc) from None
         return RemovedGuides(removed.rowcount, removed_builds.rowcount, usages.rowcount)
 
     # Steps of write_guide
@@ -130,7 +186,7 @@ class IndexRepository:
 
     @staticmethod
     async def _upsert_guide(
-        connection: AsyncConnection, guide: GuideRecord, synced_at: datetime
+        connection: AsyncConnection, guide: GuideRecord, synced_at: datetime, *, checked: bool
     ) -> bool:
         values = {
             "url": guide.url,
@@ -138,6 +194,7 @@ class IndexRepository:
             "class_name": guide.class_name,
             "modified_unix": guide.modified_unix,
             "last_synced_at": synced_at.isoformat(),
+            "last_checked_at": synced_at.isoformat() if checked else None,
         }
         result = await connection.execute(
             update(guides).where(guides.c.id == guide.guide_id).values(**values)
@@ -180,11 +237,12 @@ class IndexRepository:
         connection: AsyncConnection,
         guide_id: int,
         wanted: Mapping[tuple[str, int], BuildRecord],
+        kept: frozenset[str],
         changes: GuideChanges,
     ) -> dict[tuple[str, int], int]:
         rows = await connection.execute(select(builds).where(builds.c.guide_id == guide_id))
         stored = {(row.planner_id, row.profile_index): row for row in rows}
-        gone = [row.id for key, row in stored.items() if key not in wanted]
+        gone = [row.id for key, row in stored.items() if key not in wanted and key[0] not in kept]
         if gone:
             await connection.execute(delete(item_usages).where(item_usages.c.build_id.in_(gone)))
             await connection.execute(delete(builds).where(builds.c.id.in_(gone)))
@@ -219,7 +277,12 @@ class IndexRepository:
                 builds.c.guide_id == guide_id
             )
         )
-        return {(row.planner_id, row.profile_index): row.id for row in ids}
+        # Only the wanted builds: a kept planner's usages must not be diffed away.
+        return {
+            (row.planner_id, row.profile_index): row.id
+            for row in ids
+            if (row.planner_id, row.profile_index) in wanted
+        }
 
     @staticmethod
     async def _sync_usages(

@@ -25,7 +25,12 @@ from tenacity import (
 )
 
 from d3_item_salvager.config import MaxrollConfig
-from d3_item_salvager.errors import FetchError, NotFoundError, TransientFetchError
+from d3_item_salvager.errors import (
+    FetchError,
+    NotFoundError,
+    TokenRefusedError,
+    TransientFetchError,
+)
 from d3_item_salvager.logging_setup import get_logger
 from d3_item_salvager.maxroll.urls import guide_page_url, planner_profile_url
 
@@ -141,7 +146,14 @@ class MaxrollClient:
             "content-type": "application/json",
         }
         body = {"q": "", "facets": [], "limit": limit, "offset": offset}
-        fetched = await self._request("POST", self._config.search_url, headers=headers, json=body)
+        try:
+            fetched = await self._request(
+                "POST", self._config.search_url, headers=headers, json=body
+            )
+        except FetchError as exc:
+            if exc.status_code in (401, 403):
+                raise TokenRefusedError(exc.url, exc.status_code) from None
+            raise
         assert fetched.body is not None  # unconditional requests always carry a body
         return fetched.body
 

@@ -38,8 +38,13 @@ class CachedDocument:
 
 def write_atomically(path: Path, data: bytes) -> None:
     """Replace `path` with `data` so that readers see the old or the new content, never half."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        handle, temporary = tempfile.mkstemp(
+            dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"
+        )
+    except OSError as exc:
+        raise CacheError(f"cannot write cache file {path}: {exc.strerror}") from None
     try:
         with os.fdopen(handle, "wb") as stream:
             stream.write(data)
@@ -113,6 +118,31 @@ class DocumentCache:
         if isinstance(meta, dict):
             meta["fetched_at"] = fetched_at
             write_atomically(meta_path, json.dumps(meta).encode())
+
+    def prune(self, namespace: str, keep: set[str]) -> int:
+        """Delete the entries of `namespace` whose URL is not in `keep`; returns how many.
+
+        Entries whose metadata cannot be read are deleted too (they would be discarded on read).
+        """
+        folder = self._folder / namespace
+        try:
+            metas = list(folder.glob("*.meta.json"))
+        except OSError:
+            return 0
+        pruned = 0
+        for meta_path in metas:
+            try:
+                url = json.loads(meta_path.read_bytes()).get("url")
+            except (OSError, ValueError, AttributeError):
+                url = None
+            if isinstance(url, str) and url in keep:
+                continue
+            body_path = meta_path.with_name(meta_path.name.removesuffix(".meta.json") + ".body")
+            for path in (meta_path, body_path):
+                with contextlib.suppress(OSError):
+                    path.unlink()
+            pruned += 1
+        return pruned
 
     def _discard(self, namespace: str, url: str, why: str) -> None:
         _log.warning("discarding corrupt cache entry", extra={"url": url, "reason": why})

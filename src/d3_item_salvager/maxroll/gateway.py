@@ -16,12 +16,13 @@ import anyio
 import anyio.to_thread
 
 from d3_item_salvager.config import CacheConfig, MaxrollConfig
-from d3_item_salvager.errors import FetchError, ParseError
+from d3_item_salvager.errors import CacheError, FetchError, ParseError, TokenRefusedError
 from d3_item_salvager.logging_setup import get_logger
 from d3_item_salvager.maxroll.catalog import ItemCatalog, parse_item_catalog
 from d3_item_salvager.maxroll.client import Fetched, MaxrollClient, Validators
 from d3_item_salvager.maxroll.document_cache import DocumentCache
 from d3_item_salvager.maxroll.guide_list_cache import GuideListCache
+from d3_item_salvager.maxroll.guide_listing import GuideListing, assemble_listing
 from d3_item_salvager.maxroll.guide_parser import GuidePlanners, parse_guide_planners
 from d3_item_salvager.maxroll.models import GuideRecord, PlannerProfile
 from d3_item_salvager.maxroll.profile_parser import parse_planner_profile
@@ -55,45 +56,55 @@ class MaxrollGateway:
         self.documents = DocumentCache(cache_config.dir / "documents")
         self.guide_list_cache = GuideListCache(cache_config.dir)
         self._catalog: tuple[str, ItemCatalog] | None = None
+        self.cache_write_failures = 0
+        self.last_cache_error = ""
 
     async def _in_thread(self, function: Callable[..., T], *args: object) -> T:
         return await anyio.to_thread.run_sync(function, *args, limiter=self._limiter)
 
     # Guide list
 
-    async def search_guides(self) -> list[GuideRecord]:
-        """Every D3 build guide from the search API.
+    async def search_guides(self) -> GuideListing:
+        """Every D3 build guide from the search API, and whether the listing is whole.
 
         The first page's `estimatedTotalHits` says how many more pages to ask for at once (the
         client's concurrency cap still applies); since it is only an estimate, pages are then read
-        one by one until a short or empty page, or the page cap.
+        one by one until a short or empty page, or the page cap. The first page failing raises
+        (there is no listing at all); a later page failing makes the listing incomplete.
         """
         limit = self._config.search_page_size
         max_pages = self._config.search_max_pages
-        pages = [await self._search_page(0)]
-        if pages[0].hit_count >= limit and pages[0].estimated_total:
-            expected = min(-(-pages[0].estimated_total // limit), max_pages)
+        first = await self._search_page(0)
+        pages: dict[int, SearchPage] = {0: first}
+        failed: dict[int, str] = {}
+        refused: list[TokenRefusedError] = []
+
+        async def fetch(number: int) -> None:
+            try:
+                pages[number] = await self._search_page(number)
+            except TokenRefusedError as exc:
+                refused.append(exc)
+            except (FetchError, ParseError) as exc:
+                failed[number] = str(exc)
+                _log.warning("search page failed", extra={"page": number + 1, "error": str(exc)})
+
+        if first.hit_count >= limit and first.estimated_total:
+            expected = min(-(-first.estimated_total // limit), max_pages)
             async with anyio.create_task_group() as group:
-                results: dict[int, SearchPage] = {}
-
-                async def fetch(number: int) -> None:
-                    results[number] = await self._search_page(number)
-
                 for number in range(1, expected):
                     group.start_soon(fetch, number)
-            pages.extend(results[number] for number in sorted(results))
-        while pages[-1].hit_count >= limit and len(pages) < max_pages:
-            pages.append(await self._search_page(len(pages)))
-        if pages[-1].hit_count >= limit:
-            _log.warning(
-                "search page cap reached; later guides were not listed",
-                extra={"max_pages": max_pages},
-            )
-        guides: dict[str, GuideRecord] = {}
-        for page in pages:
-            for guide in page.guides:
-                guides.setdefault(guide.url, guide)
-        return list(guides.values())
+        while (
+            not (failed or refused)
+            and pages[max(pages)].hit_count >= limit
+            and max(pages) + 1 < max_pages
+        ):
+            await fetch(max(pages) + 1)
+        if refused:
+            raise refused[0]
+        listing = assemble_listing(pages, failed, page_size=limit, max_pages=max_pages)
+        for reason in listing.incomplete:
+            _log.warning("guide listing incomplete: %s", reason, extra={"reason": reason})
+        return listing
 
     async def _search_page(self, number: int) -> SearchPage:
         offset = number * self._config.search_page_size
@@ -105,11 +116,17 @@ class MaxrollGateway:
             _log.warning("search hit refused", extra={"problem": problem})
         return page
 
-    async def refresh_guide_list(self) -> list[GuideRecord]:
-        """Read the list from the API and store it in the cache."""
-        guides = await self.search_guides()
-        await self._in_thread(self.guide_list_cache.save, guides, self._clock())
-        return guides
+    async def refresh_guide_list(self) -> GuideListing:
+        """Read the list from the API; store it in the cache only when it is whole."""
+        listing = await self.search_guides()
+        if listing.complete:
+            try:
+                await self._in_thread(
+                    self.guide_list_cache.save, list(listing.guides), self._clock()
+                )
+            except CacheError as exc:
+                self._cache_write_failed(exc)
+        return listing
 
     async def cached_guide_list(self, max_age_seconds: float | None) -> list[GuideRecord] | None:
         """The cached list when present and (if max_age_seconds is given) younger than that."""
@@ -133,26 +150,40 @@ class MaxrollGateway:
         *,
         conditional: bool,
         parse_cached: Callable[[bytes], T] | None = None,
-    ) -> T:
-        """Fetch with the cached validators; on 304 parse the cached copy instead."""
+    ) -> tuple[T, bool]:
+        """Fetch with the cached validators; on 304 parse the cached copy instead.
+
+        Returns the result and whether the document differs from the cached copy (True when
+        there was none). The cache is an optimisation: failing to write it (disk full) is
+        logged and counted, never an error of the document.
+        """
         cached = await self._in_thread(self.documents.get, namespace, key) if conditional else None
         fetched = await fetch(cached.validators if cached else None)
         now = self._clock()
         if fetched.body is None:
             if cached is None:
                 raise FetchError(fetched.url, "304 Not Modified without a cached copy")
-            await self._in_thread(self.documents.touch, namespace, key, now)
-            return await self._in_thread(parse_cached or parse, cached.body)
+            try:
+                await self._in_thread(self.documents.touch, namespace, key, now)
+            except CacheError as exc:
+                self._cache_write_failed(exc)
+            return await self._in_thread(parse_cached or parse, cached.body), False
         result = await self._in_thread(parse, fetched.body)
-        await self._in_thread(
-            self.documents.put,
-            namespace,
-            key,
-            encode(result, fetched.body),
-            fetched.validators,
-            now,
+        encoded = encode(result, fetched.body)
+        try:
+            await self._in_thread(
+                self.documents.put, namespace, key, encoded, fetched.validators, now
+            )
+        except CacheError as exc:
+            self._cache_write_failed(exc)
+        return result, cached is None or cached.body != encoded
+
+    def _cache_write_failed(self, error: CacheError) -> None:
+        self.cache_write_failures += 1
+        self.last_cache_error = str(error)
+        _log.warning(
+            "could not write the cache; continuing without it", extra={"error": str(error)}
         )
-        return result
 
     async def guide_planners(
         self, guide: GuideRecord, *, conditional: bool = True
@@ -171,7 +202,7 @@ class MaxrollGateway:
             payload = {"planner_ids": result.planner_ids, "from_variants": result.from_variants}
             return json.dumps(payload).encode()
 
-        planners = await self._conditional(
+        planners, _changed = await self._conditional(
             GUIDE_PLANNERS,
             guide.url,
             lambda validators: self.client.guide_page(guide.url, validators),
@@ -186,6 +217,13 @@ class MaxrollGateway:
 
     async def planner_profile(self, planner_id: str, *, conditional: bool = True) -> PlannerProfile:
         """A planner's builds (the raw profile document is cached)."""
+        profile, _changed = await self.planner_profile_update(planner_id, conditional=conditional)
+        return profile
+
+    async def planner_profile_update(
+        self, planner_id: str, *, conditional: bool = True
+    ) -> tuple[PlannerProfile, bool]:
+        """A planner's builds, and whether the profile changed since the cached copy."""
         return await self._conditional(
             PROFILES,
             planner_id,
@@ -194,6 +232,11 @@ class MaxrollGateway:
             lambda _result, body: body,
             conditional=conditional,
         )
+
+    async def prune_documents(self, guide_urls: set[str], planner_ids: set[str]) -> int:
+        """Delete cached guide pages and profiles no listed guide refers to; returns how many."""
+        pruned = await self._in_thread(self.documents.prune, GUIDE_PLANNERS, guide_urls)
+        return pruned + await self._in_thread(self.documents.prune, PROFILES, planner_ids)
 
     # Item catalog
 
@@ -215,7 +258,7 @@ class MaxrollGateway:
         if cached and fresh and not (force_refresh or revalidate):
             return await self._parse_catalog(cached.body)
         try:
-            return await self._conditional(
+            catalog, _changed = await self._conditional(
                 ITEM_DATA,
                 url,
                 lambda validators: self.client.item_data(validators),
@@ -223,6 +266,7 @@ class MaxrollGateway:
                 lambda _result, body: body,
                 conditional=not force_refresh,
             )
+            return catalog
         except (FetchError, ParseError) as exc:
             if cached is None:
                 raise

@@ -5,10 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from d3_item_salvager.errors import ParseError
+from d3_item_salvager.errors import ParseError, UnsafeUrlError
 from d3_item_salvager.maxroll._json import load_json_object, optional_text
 from d3_item_salvager.maxroll.models import CLASS_NAMES, GuideRecord
-from d3_item_salvager.maxroll.urls import is_build_guide_permalink
+from d3_item_salvager.maxroll.urls import guide_path, is_other_maxroll_post
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,9 +59,10 @@ def _guide_from_hit(hit: dict[str, Any]) -> GuideRecord:
 def parse_search_page(body: bytes | str, document: str = "guide search page") -> SearchPage:
     """The build guides on one search page, de-duplicated by URL.
 
-    A guide is a hit whose permalink is under https://maxroll.gg/d3/guides/ (resources and meta
-    posts are not). A guide hit with a broken id or modified time is refused and named in
-    `rejected`; a page without a `hits` list is a ParseError.
+    A guide is a hit whose permalink is a valid https://maxroll.gg/d3/guides/<slug> URL. Other
+    Maxroll posts (resources, meta posts) are skipped. Any other permalink (another host,
+    userinfo, `..`, a query or fragment, a missing one), a broken id or modified time, makes the
+    hit refused: named in `rejected`, never fetched. A page without a `hits` list is a ParseError.
     """
     payload = load_json_object(body, document)
     hits = payload.get("hits")
@@ -73,7 +74,12 @@ def parse_search_page(body: bytes | str, document: str = "guide search page") ->
         if not isinstance(hit, dict):
             rejected.append(f"hit {position}: not an object")
             continue
-        if not is_build_guide_permalink(hit.get("permalink")):
+        permalink = hit.get("permalink")
+        try:
+            guide_path(permalink)  # refuses a non-string too
+        except UnsafeUrlError as exc:
+            if not is_other_maxroll_post(permalink):
+                rejected.append(f"hit {position}: {exc}")
             continue
         try:
             guide = _guide_from_hit(hit)

@@ -27,14 +27,16 @@ def planner_profile_url(template: str, planner_id: str) -> str:
     return template.replace("{planner_id}", validate_planner_id(planner_id))
 
 
-def guide_path(permalink: str) -> str:
+def guide_path(permalink: object) -> str:
     """The path of a build guide's permalink, refusing anything but `/d3/guides/<slug>`.
 
     The permalink must be an https URL on maxroll.gg; its slug must be lowercase letters, digits
     and hyphens, so no encoded, dotted, `@` or `//` form can reach another host or path.
     """
-    if not isinstance(permalink, str) or any(ch in permalink for ch in "\\@%\x00\r\n\t "):
-        raise UnsafeUrlError("permalink", str(permalink), "contains a forbidden character")
+    if not isinstance(permalink, str):
+        raise UnsafeUrlError("permalink", str(permalink), "is missing or not a string")
+    if any(ch in permalink for ch in "\\@%\x00\r\n\t "):
+        raise UnsafeUrlError("permalink", permalink, "contains a forbidden character")
     parts = urlsplit(permalink)
     if parts.scheme != "https" or parts.netloc not in MAXROLL_HOSTS:
         raise UnsafeUrlError("permalink", permalink, "is not an https URL on maxroll.gg")
@@ -52,8 +54,20 @@ def guide_page_url(site_url: str, permalink: str) -> str:
     return site_url.rstrip("/") + guide_path(permalink)
 
 
-def is_build_guide_permalink(permalink: object) -> bool:
-    """True for permalinks under https://maxroll.gg/d3/guides/ (docs/maxroll-formats.md)."""
-    return isinstance(permalink, str) and any(
-        permalink.startswith(f"https://{host}{GUIDE_PATH_PREFIX}") for host in MAXROLL_HOSTS
+def is_other_maxroll_post(permalink: object) -> bool:
+    """True for a plain https Maxroll URL outside /d3/guides/ (a resource or meta post).
+
+    Such hits are not guides and are skipped quietly; anything else that is not a valid guide
+    permalink is junk and is refused.
+    """
+    if not isinstance(permalink, str) or any(ch in permalink for ch in "\\@%\x00\r\n\t "):
+        return False
+    parts = urlsplit(permalink)
+    return (
+        parts.scheme == "https"
+        and parts.netloc in MAXROLL_HOSTS
+        and not parts.query
+        and not parts.fragment
+        and "/d3/guides" not in parts.path
+        and ".." not in parts.path
     )

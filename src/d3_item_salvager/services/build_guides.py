@@ -1,28 +1,28 @@
 """BuildGuideService: keep the index in step with the guides on Maxroll.
 
-One sync: read the guide list (search API; the cached list only when the API is unreachable), skip
-guides whose modified time is unchanged since their last successful sync, read each remaining
-guide's planners and their profiles (each profile once per sync, however many guides share it),
-resolve every item against the catalog, write each guide in its own transaction, and remove guides
-that vanished from Maxroll. One guide failing never stops the others.
+One sync: read the guide listing (search API; the cached list only when the API is unreachable
+for transient reasons, and only up to GUIDE_LIST_FALLBACK_MAX_AGE_HOURS old), pick the guides to
+read (new, modified, or last checked longer ago than `cache.revalidate_after_minutes`), read each
+one's planners and their profiles with conditional requests (each profile once per sync, however
+many guides share it; a stored guide sharing a profile that changed is re-read too, so every
+guide reflects one version), resolve every item against the catalog, write each guide in its own
+transaction, and, only from a whole listing, remove guides that vanished and prune the cache.
+One guide or planner failing never stops the others; see sync_summary.py for the outcome policy.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable, Collection
+from datetime import UTC, datetime, timedelta
 
 import anyio
 
 from d3_item_salvager.config import CacheConfig, MaxrollConfig
-from d3_item_salvager.data.repository import IndexRepository, placeholder_item
+from d3_item_salvager.data.repository import IndexRepository, StoredGuide, placeholder_item
 from d3_item_salvager.errors import (
     D3ItemSalvagerError,
-    FetchError,
-    IndexDatabaseError,
+    IndexLockedError,
     MaxrollError,
     ParseError,
     TransientFetchError,
@@ -30,52 +30,27 @@ from d3_item_salvager.errors import (
 from d3_item_salvager.logging_setup import get_logger
 from d3_item_salvager.maxroll.catalog import ItemCatalog
 from d3_item_salvager.maxroll.gateway import MaxrollGateway
+from d3_item_salvager.maxroll.guide_listing import GuideListing
 from d3_item_salvager.maxroll.models import BuildRecord, CatalogItem, GuideRecord, PlannerProfile
 from d3_item_salvager.services.single_flight import SingleFlight
+from d3_item_salvager.services.sync_summary import GuideFailure, Problem, SyncSummary
+
+__all__ = [
+    "GUIDE_LIST_FALLBACK_MAX_AGE_HOURS",
+    "BuildGuideService",
+    "GuideFailure",
+    "Problem",
+    "SyncSummary",
+]
 
 _log = get_logger(__name__)
 
 Progress = Callable[[int, int], None]
+Profiles = SingleFlight[str, tuple[PlannerProfile, bool]]
 
-
-@dataclass(frozen=True, slots=True)
-class GuideFailure:
-    """A guide that did not sync, and why."""
-
-    url: str
-    error: str
-    transient: bool
-
-
-@dataclass(slots=True)
-class SyncSummary:
-    """What one sync did. Every count is a real change in the index."""
-
-    guides_seen: int = 0
-    guides_processed: int = 0
-    guides_skipped: int = 0
-    guides_failed: int = 0
-    guides_removed: int = 0
-    builds_created: int = 0
-    builds_updated: int = 0
-    builds_removed: int = 0
-    items_upserted: int = 0
-    unknown_items: int = 0
-    usages_created: int = 0
-    usages_removed: int = 0
-    requests: int = 0
-    not_modified: int = 0
-    bytes_received: int = 0
-    guide_list_source: str = "api"
-    duration_seconds: float = 0.0
-    failures: list[GuideFailure] = field(default_factory=list)
-
-    @property
-    def has_transient_failures(self) -> bool:
-        return any(failure.transient for failure in self.failures)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+# The cached guide list stands in for an unreachable search only while younger than this: a
+# three-day-old list still names nearly every guide, and nothing is removed while it is used.
+GUIDE_LIST_FALLBACK_MAX_AGE_HOURS = 72.0
 
 
 class BuildGuideService:
@@ -103,7 +78,7 @@ class BuildGuideService:
             cached = await self._gateway.cached_guide_list(max_age_seconds=max_age)
             if cached is not None:
                 return cached
-        return await self._gateway.refresh_guide_list()
+        return list((await self._gateway.refresh_guide_list()).guides)
 
     async def prepare_database(
         self, force_refresh: bool = False, progress: Progress | None = None
@@ -112,35 +87,72 @@ class BuildGuideService:
 
         Raises:
             ConfigError: no bearer token is configured.
-            FetchError, ParseError: neither the search API nor a cached guide list is available,
-                or the item catalog cannot be had.
+            TokenRefusedError: the search refused the bearer token.
+            FetchError, ParseError: no usable guide listing (the search failed with no recent
+                cached list, or listed no guide), or the item catalog cannot be had.
         """
         started = time.monotonic()
         self._maxroll_config.require_bearer_token()
         stats_before = self._gateway.client.stats.snapshot()
+        cache_failures_before = self._gateway.cache_write_failures
         summary = SyncSummary()
 
-        guides = await self._current_guides(summary)
+        listing = await self._current_listing(summary)
+        guides = listing.guides
         summary.guides_seen = len(guides)
         stored = await self._repository.stored_guides()
-        todo = [
-            guide
-            for guide in guides
-            if force_refresh
-            or guide.guide_id not in stored
-            or stored[guide.guide_id].modified_unix != guide.modified_unix
-            or stored[guide.guide_id].url != guide.url
-        ]
-        summary.guides_skipped = len(guides) - len(todo)
+        now = self._now()
+        todo = [g for g in guides if force_refresh or self._due(g, stored.get(g.guide_id), now)]
+        summary.guides_revalidated = sum(
+            1
+            for g in todo
+            if g.guide_id in stored
+            and (stored[g.guide_id].modified_unix, stored[g.guide_id].url)
+            == (g.modified_unix, g.url)
+        )
 
         # The whole catalog is in the index (for "what does no build use"): a new data.json
         # reaches `items` on the next sync even when no guide changed.
         catalog = await self._gateway.item_catalog()
-        summary.items_upserted += await self._repository.sync_catalog(catalog)
+        try:
+            summary.items_upserted += await self._repository.sync_catalog(catalog)
+        except IndexLockedError as exc:
+            # Transient: the guides are still tried (they may find the lock gone) and a retry
+            # run follows.
+            summary.warn("item catalog", str(exc), transient=True)
         if todo:
-            await self._sync_guides(todo, catalog, summary, force_refresh, progress)
+            profiles: Profiles = SingleFlight(
+                lambda planner_id: self._gateway.planner_profile_update(
+                    planner_id, conditional=not force_refresh
+                )
+            )
+            read = {guide.guide_id for guide in todo}
+            conditional = not force_refresh
+            changed = await self._sync_guides(
+                todo, catalog, profiles, summary, progress, conditional
+            )
+            # A stored guide whose profile changed under another guide is re-read now, so that
+            # every guide sharing the profile shows the same version of it.
+            sharing = await self._repository.guides_using_planners(changed)
+            followers = [g for g in guides if g.guide_id in sharing and g.guide_id not in read]
+            if followers:
+                await self._sync_guides(
+                    followers, catalog, profiles, summary, progress, conditional
+                )
+        summary.guides_skipped = (
+            summary.guides_seen - summary.guides_processed - summary.guides_failed
+        )
 
-        await self._remove_vanished(guides, stored, summary)
+        if listing.complete:
+            await self._remove_vanished(guides, stored, summary)
+            await self._prune_cache(guides, summary)
+        cache_failures = self._gateway.cache_write_failures - cache_failures_before
+        if cache_failures:
+            summary.warn(
+                "document cache",
+                f"{cache_failures} document(s) could not be cached "
+                f"(last: {self._gateway.last_cache_error})",
+            )
         stats = self._gateway.client.stats
         summary.requests = stats.requests - stats_before.requests
         summary.not_modified = stats.not_modified - stats_before.not_modified
@@ -150,54 +162,75 @@ class BuildGuideService:
 
     # Steps
 
-    async def _current_guides(self, summary: SyncSummary) -> list[GuideRecord]:
+    def _due(self, guide: GuideRecord, stored: StoredGuide | None, now: datetime) -> bool:
+        """A guide is read when new, modified, moved, or not checked within the window."""
+        if stored is None or (stored.modified_unix, stored.url) != (guide.modified_unix, guide.url):
+            return True
+        if stored.last_checked_at is None:
+            return True
+        window = timedelta(minutes=self._cache_config.revalidate_after_minutes)
+        return now - stored.last_checked_at >= window
+
+    async def _current_listing(self, summary: SyncSummary) -> GuideListing:
         try:
-            return await self._gateway.refresh_guide_list()
-        except (FetchError, ParseError) as exc:
-            cached = await self._gateway.cached_guide_list(max_age_seconds=None)
+            listing = await self._gateway.refresh_guide_list()
+        except TransientFetchError as exc:
+            max_age = GUIDE_LIST_FALLBACK_MAX_AGE_HOURS * 3600
+            cached = await self._gateway.cached_guide_list(max_age_seconds=max_age)
             if cached is None:
                 raise
-            _log.warning(
-                "guide search failed; using the cached guide list", extra={"error": str(exc)}
-            )
             summary.guide_list_source = "cache"
-            return cached
+            summary.guide_list_complete = False
+            summary.warn(
+                "guide listing", f"search unreachable, cached list used: {exc}", transient=True
+            )
+            return GuideListing(tuple(cached), ("the cached list stands in for the search",))
+        summary.hits_refused = listing.hits_refused
+        if not listing.guides:
+            raise ParseError(
+                "the guide search", "it listed no build guide (an empty listing is never trusted)"
+            )
+        if not listing.complete:
+            summary.guide_list_complete = False
+            summary.warn(
+                "guide listing",
+                "incomplete, so no guide was removed and the cached list was kept: "
+                + "; ".join(listing.incomplete),
+            )
+        return listing
 
     async def _sync_guides(
         self,
         todo: list[GuideRecord],
         catalog: ItemCatalog,
+        profiles: Profiles,
         summary: SyncSummary,
-        force_refresh: bool,
         progress: Progress | None,
-    ) -> None:
-        profiles: SingleFlight[str, PlannerProfile] = SingleFlight(
-            lambda planner_id: self._gateway.planner_profile(
-                planner_id, conditional=not force_refresh
-            )
-        )
+        conditional: bool,
+    ) -> set[str]:
+        """Read and write `todo`; returns the planners whose profile changed."""
         # Fetching runs concurrently (the client caps requests in flight); writes are serialised
         # because SQLite has one writer, and queueing here is cheaper than its busy timeout.
         write_lock = anyio.Lock()
         guide_slots = anyio.Semaphore(self._maxroll_config.max_concurrency * 2)
+        changed: set[str] = set()
         done = 0
 
         async def sync_one(guide: GuideRecord) -> None:
             nonlocal done
             async with guide_slots:
                 try:
-                    builds = await self._read_guide(guide, profiles, force_refresh)
+                    builds, missing = await self._read_guide(
+                        guide, profiles, summary, changed, conditional
+                    )
                     resolved, unknown = self._resolve_items(builds, catalog)
                     async with write_lock:
                         changes = await self._repository.write_guide(
-                            guide, builds, resolved, self._now()
+                            guide, builds, resolved, self._now(), kept_planners=missing
                         )
-                except (MaxrollError, IndexDatabaseError, D3ItemSalvagerError) as exc:
-                    summary.guides_failed += 1
-                    summary.failures.append(
-                        GuideFailure(guide.url, str(exc), isinstance(exc, TransientFetchError))
-                    )
-                    _log.warning("guide failed", extra={"guide": guide.url, "error": str(exc)})
+                except (MaxrollError, D3ItemSalvagerError) as exc:
+                    transient = isinstance(exc, TransientFetchError | IndexLockedError)
+                    summary.fail_guide(guide.url, str(exc), transient=transient)
                 else:
                     summary.guides_processed += 1
                     summary.unknown_items += unknown
@@ -214,19 +247,40 @@ class BuildGuideService:
         async with anyio.create_task_group() as group:
             for guide in todo:
                 group.start_soon(sync_one, guide)
+        return changed
 
     async def _read_guide(
         self,
         guide: GuideRecord,
-        profiles: SingleFlight[str, PlannerProfile],
-        force_refresh: bool,
-    ) -> list[BuildRecord]:
-        planners = await self._gateway.guide_planners(guide, conditional=not force_refresh)
+        profiles: Profiles,
+        summary: SyncSummary,
+        changed: set[str],
+        conditional: bool,
+    ) -> tuple[list[BuildRecord], set[str]]:
+        """The builds of every planner that loaded, and the planners that did not.
+
+        A planner that fails (404, broken, unreachable) is listed as a problem and its stored
+        builds are kept; the guide fails only when none of its planners loaded.
+        """
+        planners = await self._gateway.guide_planners(guide, conditional=conditional)
         builds: list[BuildRecord] = []
+        missing: set[str] = set()
+        errors: list[MaxrollError] = []
         for planner_id in planners.planner_ids:
-            profile = await profiles.get(planner_id)
+            try:
+                profile, profile_changed = await profiles.get(planner_id)
+            except MaxrollError as exc:
+                missing.add(planner_id)
+                errors.append(exc)
+                continue
+            if profile_changed:
+                changed.add(planner_id)
             builds.extend(profile.builds)
-        return builds
+        if errors and len(missing) == len(planners.planner_ids):
+            raise errors[0]
+        for error in errors:
+            summary.warn(guide.url, str(error), transient=isinstance(error, TransientFetchError))
+        return builds, missing
 
     @staticmethod
     def _resolve_items(
@@ -250,21 +304,29 @@ class BuildGuideService:
         return resolved, unknown
 
     async def _remove_vanished(
-        self, guides: list[GuideRecord], stored: dict[int, Any], summary: SyncSummary
+        self,
+        guides: Collection[GuideRecord],
+        stored: dict[int, StoredGuide],
+        summary: SyncSummary,
     ) -> None:
+        """Delete the guides a whole listing no longer names."""
         listed = {guide.guide_id for guide in guides}
         vanished = [guide_id for guide_id in stored if guide_id not in listed]
         if not vanished:
             return
-        if not guides:
-            # An empty list is far likelier a broken search than Maxroll deleting every guide.
-            _log.warning(
-                "the guide list is empty; keeping the stored guides",
-                extra={"stored": len(stored)},
-            )
+        try:
+            removed = await self._repository.remove_guides(vanished)
+        except IndexLockedError as exc:
+            summary.warn("removing vanished guides", str(exc), transient=True)
             return
-        removed = await self._repository.remove_guides(vanished)
         summary.guides_removed = removed.guides
         summary.builds_removed += removed.builds
         summary.usages_removed += removed.usages
         _log.info("removed guides that vanished from Maxroll", extra={"guides": removed.guides})
+
+    async def _prune_cache(self, guides: Collection[GuideRecord], summary: SyncSummary) -> None:
+        """Delete cached pages and profiles no listed guide refers to any more."""
+        planners = await self._repository.planner_ids()
+        summary.documents_pruned = await self._gateway.prune_documents(
+            {guide.url for guide in guides}, planners
+        )

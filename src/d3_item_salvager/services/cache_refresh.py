@@ -14,6 +14,7 @@ class CacheRefreshSummary:
     """What a cache refresh fetched."""
 
     guides: int
+    guide_list_complete: bool  # False: the listing was not whole and the cached list was kept
     catalog_items: int
     requests: int
     not_modified: int
@@ -32,15 +33,17 @@ class CacheRefreshService:
     async def refresh(self) -> CacheRefreshSummary:
         """Re-read the guide list and revalidate the item catalog (a 304 when unchanged).
 
-        A failure leaves the previous caches in place and is raised to the caller.
+        A failure leaves the previous caches in place and is raised to the caller; a listing
+        that is not whole is reported and does not replace the cached list.
         """
         started = time.monotonic()
         before = self._gateway.client.stats.snapshot()
-        guides = await self._gateway.refresh_guide_list()
+        listing = await self._gateway.refresh_guide_list()
         catalog = await self._gateway.item_catalog(revalidate=True)
         stats = self._gateway.client.stats
         return CacheRefreshSummary(
-            guides=len(guides),
+            guides=len(listing.guides),
+            guide_list_complete=listing.complete,
             catalog_items=len(catalog),
             requests=stats.requests - before.requests,
             not_modified=stats.not_modified - before.not_modified,

@@ -113,10 +113,14 @@ class JobRunner:
         *,
         trigger: Trigger | str = Trigger.SCHEDULED,
         attempt: int = 0,
+        run_id: str | None = None,
     ) -> RunResult:
-        """Run `work` once with a run id, timeout, log lines, history row and error handling."""
+        """Run `work` once with a run id, timeout, log lines, history row and error handling.
+
+        `run_id` lets a caller name the run before it starts (a host app answering at once).
+        """
         trigger = Trigger(trigger)
-        run_id = uuid.uuid4().hex[:12]
+        run_id = run_id or uuid.uuid4().hex[:12]
         due = self._pop_due(job_id) if trigger is not Trigger.MANUAL else None
         if job_id in self._busy:
             # Another run of the same job (e.g. a retry meeting the regular run) is in progress.

@@ -36,7 +36,11 @@ class _ProgressLog:
 
 
 async def scrape_guides_task(
-    force_refresh: bool = False, *, trigger: str = Trigger.SCHEDULED, attempt: int = 0
+    force_refresh: bool = False,
+    *,
+    trigger: str = Trigger.SCHEDULED,
+    attempt: int = 0,
+    run_id: str | None = None,
 ) -> RunResult:
     """Sync the index with Maxroll (BuildGuideService.prepare_database)."""
     container = current_container()
@@ -45,16 +49,16 @@ async def scrape_guides_task(
 
     async def work() -> WorkResult:
         summary = await service.prepare_database(force_refresh, progress=_ProgressLog())
-        error = None
-        if summary.failures:
-            first = summary.failures[0]
-            error = f"{summary.guides_failed} guide(s) failed; first: {first.url}: {first.error}"
+        # The outcome policy lives with the summary (services/sync_summary.py).
+        error = summary.failure_reason()
         return WorkResult(summary.to_dict(), error, summary.has_transient_failures)
 
-    return await runner.run("scrape_guides", work, trigger=trigger, attempt=attempt)
+    return await runner.run("scrape_guides", work, trigger=trigger, attempt=attempt, run_id=run_id)
 
 
-async def refresh_cache_task(*, trigger: str = Trigger.SCHEDULED, attempt: int = 0) -> RunResult:
+async def refresh_cache_task(
+    *, trigger: str = Trigger.SCHEDULED, attempt: int = 0, run_id: str | None = None
+) -> RunResult:
     """Refresh the guide-list and item-catalog caches without writing the index."""
     container = current_container()
     runner: JobRunner = await resolve(container.job_runner)
@@ -63,10 +67,12 @@ async def refresh_cache_task(*, trigger: str = Trigger.SCHEDULED, attempt: int =
     async def work() -> WorkResult:
         return WorkResult((await service.refresh()).to_dict())
 
-    return await runner.run("refresh_cache", work, trigger=trigger, attempt=attempt)
+    return await runner.run("refresh_cache", work, trigger=trigger, attempt=attempt, run_id=run_id)
 
 
-async def cleanup_logs_task(*, trigger: str = Trigger.SCHEDULED, attempt: int = 0) -> RunResult:
+async def cleanup_logs_task(
+    *, trigger: str = Trigger.SCHEDULED, attempt: int = 0, run_id: str | None = None
+) -> RunResult:
     """Delete old log files and prune old run history."""
     container = current_container()
     runner: JobRunner = await resolve(container.job_runner)
@@ -79,4 +85,4 @@ async def cleanup_logs_task(*, trigger: str = Trigger.SCHEDULED, attempt: int = 
         summary["history_rows_pruned"] = await runner.history.prune(utc_now() - retention)
         return WorkResult(summary)
 
-    return await runner.run("cleanup_logs", work, trigger=trigger, attempt=attempt)
+    return await runner.run("cleanup_logs", work, trigger=trigger, attempt=attempt, run_id=run_id)

@@ -1,0 +1,81 @@
+"""examples/fastapi_app.py through its real lifespan (asgi-lifespan + httpx) against FakeMaxroll."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import anyio
+import httpx
+from asgi_lifespan import LifespanManager
+from examples.fastapi_app import create_app
+from prometheus_client.parser import text_string_to_metric_families
+
+from d3_item_salvager.testing import FakeMaxroll
+from d3_item_salvager.workers.runtime import WorkerRuntime
+from tests.index_expectations import expected_rows, stored_rows
+
+
+@asynccontextmanager
+async def serving(
+    maxroll: FakeMaxroll, home: Path
+) -> AsyncIterator[tuple[httpx.AsyncClient, WorkerRuntime]]:
+    """A client talking ASGI to the example app, started through its lifespan; and its runtime."""
+    # Jobs wait for their interval: the test decides when a run happens.
+    app = create_app(maxroll.config(home, scheduler={"run_new_jobs_at_once": False}))
+    async with (
+        LifespanManager(app, startup_timeout=60, shutdown_timeout=60) as manager,
+        httpx.AsyncClient(
+            transport=httpx.ASGITransport(app=manager.app), base_url="http://app"
+        ) as client,
+    ):
+        yield client, app.state.workers
+
+
+async def test_manual_run_health_and_metrics_through_the_real_lifespan(tmp_path: Path) -> None:
+    """POST starts a run and answers 202 at once; GET follows it; health and metrics report it."""
+    async with FakeMaxroll() as maxroll, serving(maxroll, tmp_path) as (client, runtime):
+        health = await client.get("/health")
+        assert (health.status_code, health.json()) == (200, {"healthy": True, "problems": []})
+
+        started = await client.post("/jobs/scrape-guides/runs")
+        assert started.status_code == 202
+        run_id = started.json()["run_id"]
+        assert (await client.get(f"/runs/{run_id}")).json()["state"] in ("running", "finished")
+
+        with anyio.fail_after(60):
+            [finished] = await runtime.wait_for_runs("scrape_guides", 1)
+        assert finished.run_id == run_id  # the id the app answered with is the recorded one
+        run = (await client.get(f"/runs/{run_id}")).json()
+        assert (run["state"], run["outcome"], run["trigger"]) == ("finished", "success", "manual")
+        assert run["summary"]["guides_seen"] == len(maxroll.site.guides)
+        database = runtime.config.database.sqlite_path
+        assert database is not None
+        assert stored_rows(database)["guides"] == expected_rows(maxroll.site)["guides"]
+
+        metrics = await client.get("/metrics/")
+        runs = {
+            (sample.labels["job"], sample.labels["outcome"]): sample.value
+            for family in text_string_to_metric_families(metrics.text)
+            for sample in family.samples
+            if sample.name == "d3is_job_runs_total"
+        }
+        assert runs[("scrape_guides", "success")] == 1
+
+        assert (await client.post("/jobs/no-such-job/runs")).status_code == 404
+        assert (await client.get("/runs/unknown")).status_code == 404
+
+
+async def test_health_is_503_with_the_problem_after_a_failed_run(tmp_path: Path) -> None:
+    """A run that fails (the search token was rotated) makes /health answer 503 naming it."""
+    async with FakeMaxroll() as maxroll, serving(maxroll, tmp_path) as (client, runtime):
+        maxroll.token = "rotated-by-maxroll"
+        run_id = (await client.post("/jobs/scrape_guides/runs")).json()["run_id"]
+        with anyio.fail_after(60):
+            await runtime.wait_for_runs("scrape_guides", 1)
+        assert (await client.get(f"/runs/{run_id}")).json()["outcome"] == "failed"
+        health = await client.get("/health")
+        assert health.status_code == 503
+        assert health.json()["healthy"] is False
+        assert any("scrape_guides: last run failed" in line for line in health.json()["problems"])

@@ -116,7 +116,8 @@ def create_app(config: AppConfig | None = None) -> FastAPI:
     @app.get("/health")
     async def health(request: Request) -> JSONResponse:
         runtime: WorkerRuntime = request.app.state.workers
-        report = await collect_status(runtime.config)
+        # status reads the job store with blocking calls: off the loop.
+        report = await anyio.to_thread.run_sync(collect_status, runtime.config)
         problems = health_problems(report, runtime.config.health.overdue_margin_minutes)
         body = {"healthy": not problems, "problems": problems}
         return JSONResponse(body, status_code=503 if problems else 200)
@@ -124,7 +125,7 @@ def create_app(config: AppConfig | None = None) -> FastAPI:
     @app.post("/jobs/{job}/runs", status_code=202)
     async def start_run(job: str, request: Request) -> dict[str, str]:
         try:
-            job_id = job_spec(job).id  # scrape_guides or scrape-guides
+            job_id = job_spec(job).id
         except ConfigError as exc:
             raise HTTPException(404, str(exc)) from None
         run_id = request.app.state.runs.start(job_id)

@@ -10,7 +10,7 @@ from typing import Any
 
 import pytest
 
-from d3_item_salvager.config import AppConfig, load_config
+from d3_item_salvager.config import AppConfig, JobConfig, load_config
 from d3_item_salvager.container import Container, open_container
 from d3_item_salvager.logging_setup import LOGGER_NAME
 from d3_item_salvager.testing import FakeMaxroll
@@ -70,7 +70,8 @@ def with_interval_seconds(config: AppConfig, job_id: str, seconds: float) -> App
     validate).
     """
     jobs = config.scheduler.jobs
-    job = getattr(jobs, job_id).model_copy(update={"interval_minutes": seconds / 60})
+    section = jobs.by_id().get(job_id) or JobConfig()
+    job = section.model_copy(update={"interval_minutes": seconds / 60})
     scheduler = config.scheduler.model_copy(update={"jobs": jobs.model_copy(update={job_id: job})})
     return config.model_copy(update={"scheduler": scheduler})
 

@@ -4,7 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
+import sqlite3
 import sys
+from contextlib import closing
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -188,3 +192,42 @@ async def test_help_imports_no_database_or_config_code(tmp_path: Path) -> None:
     imported = {line.rsplit("|", 1)[-1].strip() for line in stderr.decode().splitlines()}
     assert "d3_item_salvager.index_cli" in imported
     assert not {"sqlalchemy", "d3_item_salvager.config", "d3_item_salvager.data"} & imported
+
+
+async def test_version_and_the_console_script(tmp_path: Path) -> None:
+    """`--version` answers without a config; the console script names itself in its help."""
+    code, out, _ = await player_cli("--version", cwd=tmp_path)
+    assert (code, out.strip()) == (0, f"d3-item-salvager {version('d3-item-salvager')}")
+    script = shutil.which("d3-item-salvager", path=str(Path(sys.executable).parent))
+    assert script is not None, "pip install -e . installs the d3-item-salvager script"
+    process = await asyncio.create_subprocess_exec(
+        script, "--help", cwd=tmp_path, env=child_env({"COLUMNS": "240"}),
+        stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    with anyio.fail_after(60):
+        stdout, _ = await process.communicate()
+    assert process.returncode == 0
+    assert "Usage: d3-item-salvager " in stdout.decode()
+    assert "--install-completion" in stdout.decode()
+
+
+async def test_reads_while_a_sync_holds_the_write_lock(
+    live_config: AppConfig, tmp_path: Path
+) -> None:
+    """A writer in the middle of a transaction neither blocks the command nor leaks into it."""
+    async with open_container(live_config) as container:
+        service: BuildGuideService = await resolve(container.build_guide_service)
+        await service.prepare_database()
+    path = live_config.database.sqlite_path
+    assert path is not None
+    config = str(config_file(tmp_path, live_config))
+    with closing(sqlite3.connect(path, isolation_level=None)) as writer:
+        writer.execute("BEGIN IMMEDIATE")
+        writer.execute("UPDATE items SET name = 'Half Written' WHERE quality = 'set'")
+        code, out, err = await player_cli("items", "--unused", "--json", "--config", config,
+                                          cwd=tmp_path)  # fmt: skip
+        writer.execute("ROLLBACK")
+    assert (code, err) == (0, "")
+    assert "Half Written" not in out
+    assert set(UNUSED) <= {item["name"] for item in json.loads(out)["items"]}

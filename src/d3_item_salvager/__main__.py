@@ -5,4 +5,4 @@ from __future__ import annotations
 from d3_item_salvager.index_cli import main
 
 if __name__ == "__main__":
-    main()
+    main(prog_name="python -m d3_item_salvager")

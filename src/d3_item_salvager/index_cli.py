@@ -1,4 +1,4 @@
-"""Players' command line: `python -m d3_item_salvager items | item NAME | guides`.
+"""Players' command line: `d3-item-salvager` or `python -m d3_item_salvager` (items, item, guides).
 
 Read-only on the index. Exit codes: 0 an answer (also "no match"), 2 bad usage, an unknown class
 or guide, or no readable index.
@@ -25,7 +25,10 @@ EXIT_OK, EXIT_USAGE = 0, 2
 DEFAULT_TABLE_LIMIT = 50
 T = TypeVar("T")
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+SCRIPT_NAME = "d3-item-salvager"  # the console script; `__main__` names itself instead
+
+# add_completion: Typer's --install-completion / --show-completion for the console script.
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 
 ConfigOption = Annotated[
     Path | None, typer.Option("--config", help="TOML config file (default: $D3IS_CONFIG_FILE).")
@@ -44,8 +47,23 @@ ClassOption = Annotated[
 ]
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        typer.echo(f"{SCRIPT_NAME} {version('d3-item-salvager')}")
+        raise typer.Exit(EXIT_OK)
+
+
 @app.callback()
-def _root() -> None:
+def _root(
+    _version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
+) -> None:
     """Ask the index which items Maxroll's build guides use: keep them, salvage the rest."""
 
 
@@ -190,6 +208,6 @@ def guides(
     _console().print(render.guides_table(found))
 
 
-def main() -> None:
-    """Console entry point."""
-    app(prog_name="python -m d3_item_salvager")
+def main(prog_name: str = SCRIPT_NAME) -> None:
+    """Console entry point; help and usage lines name the command as `prog_name`."""
+    app(prog_name=prog_name)

@@ -1,14 +1,17 @@
-"""On PostgreSQL the lease's expiry is decided by the server's clock, not each host's."""
+"""On PostgreSQL the lease expires by the server's clock; status judges it by the same clock."""
 
 from __future__ import annotations
 
 import time
 from pathlib import Path
 
+import anyio.to_thread
 from sqlalchemy import text
 
 from d3_item_salvager.container import open_container, resolve
 from d3_item_salvager.workers.lease import SchedulerLease
+from d3_item_salvager.workers.runtime import WorkerRuntime
+from d3_item_salvager.workers.status import collect_status, health_problems
 from tests.conftest import make_config
 from tests.postgres_server import PostgresDatabase
 
@@ -54,3 +57,23 @@ async def test_hosts_with_skewed_clocks_never_both_lead(
         holder = await behind.current()
         assert holder is not None
         assert holder.holder == "behind"
+
+
+async def test_status_reads_a_postgres_job_store(
+    tmp_path: Path, postgres: PostgresDatabase
+) -> None:
+    """status finds the live lease holder and the registered jobs on PostgreSQL."""
+    config = make_config(
+        tmp_path,
+        maxroll={"bearer_token": "t"},
+        scheduler={"job_store_url": postgres.psycopg_url, "lease_seconds": 8},
+    )
+    async with WorkerRuntime(config) as runtime:
+        with anyio.fail_after(30):
+            await runtime.became_leader.wait()
+        report = await anyio.to_thread.run_sync(collect_status, config)
+    assert report["lease"]["live"] is True
+    jobs = {job["job_id"]: job for job in report["jobs"]}
+    assert jobs["scrape_guides"]["trigger"] == "every 6 h"
+    assert jobs["scrape_guides"]["next_run_time"] is not None
+    assert health_problems(report, 15) == []

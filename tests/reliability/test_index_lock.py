@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
-import sqlite3
-import threading
+import sys
 from pathlib import Path
+from typing import Any
 
+import anyio
+import psutil
 import pytest
 
 from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
@@ -14,28 +17,9 @@ from d3_item_salvager.workers import tasks
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from tests.conftest import make_config
 from tests.index_expectations import expected_rows, stored_rows
-from tests.processes import run_cli
+from tests.processes import child_env
+from tests.reliability.test_locked_database import WriteLock
 from tests.workers.test_cli import cli_config
-
-LOCK_SECONDS = 2.0
-
-
-def hold_write_lock(database: Path, released: threading.Event) -> threading.Thread:
-    """Take the SQLite write lock in another connection; keep it until released or LOCK_SECONDS."""
-    acquired = threading.Event()
-
-    def hold() -> None:
-        connection = sqlite3.connect(database, isolation_level=None)
-        connection.execute("BEGIN IMMEDIATE")
-        acquired.set()
-        released.wait(LOCK_SECONDS)  # the fault being injected: a writer that holds the lock
-        connection.execute("ROLLBACK")
-        connection.close()
-
-    thread = threading.Thread(target=hold)
-    thread.start()
-    assert acquired.wait(10)
-    return thread
 
 
 async def test_index_locked_past_the_busy_timeout_is_a_transient_failure(
@@ -47,14 +31,9 @@ async def test_index_locked_past_the_busy_timeout_is_a_transient_failure(
     )
     database = config.database.sqlite_path
     assert database is not None
-    release = threading.Event()
     async with WorkerRuntime(config) as runtime:
-        holder = hold_write_lock(database, release)
-        try:
+        with WriteLock(database):
             result = await tasks.scrape_guides_task()
-        finally:
-            release.set()
-            holder.join()
         assert runtime.scheduler is not None
         assert runtime.scheduler.get_job("scrape_guides:retry") is not None
     assert result.outcome == "failed"
@@ -64,6 +43,14 @@ async def test_index_locked_past_the_busy_timeout_is_a_transient_failure(
     assert all(failure["transient"] for failure in result.summary["failures"])
 
 
+async def wait_until_open(pid: int, path: Path, running: asyncio.Future[Any]) -> None:
+    """Wait until process `pid` has `path` open (it is then blocked on the lock or about to be)."""
+    with anyio.fail_after(60):
+        while not any(Path(f.path) == path for f in psutil.Process(pid).open_files()):
+            assert not running.done(), "the program ended while the index was locked"
+            await asyncio.sleep(0.01)  # look again: the child is still starting
+
+
 @pytest.mark.slow
 async def test_a_lock_held_while_the_program_starts_makes_it_wait(
     tmp_path: Path, fake_maxroll: FakeMaxroll
@@ -71,13 +58,20 @@ async def test_a_lock_held_while_the_program_starts_makes_it_wait(
     """A new index file locked by another writer: `run` waits for it (no exit 2), then syncs."""
     config = cli_config(tmp_path, fake_maxroll)
     database = tmp_path / "index.sqlite"
-    holder = hold_write_lock(database, threading.Event())  # released after LOCK_SECONDS
-    try:
-        code, stdout, stderr = await run_cli(
-            "run", "scrape-guides", "--json", "--config", str(config), cwd=tmp_path
-        )
-    finally:
-        holder.join()
+    with WriteLock(database) as lock:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "d3_item_salvager.workers",
+            "run", "scrape-guides", "--json", "--config", str(config),
+            cwd=tmp_path, env=child_env(), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        communicating = asyncio.ensure_future(process.communicate())
+        # Proof of the wait: the program has the locked file open and is still running.
+        await wait_until_open(process.pid, database, communicating)
+        lock.release()
+        with anyio.fail_after(60):
+            out, err = await communicating
+    code, stdout, stderr = process.returncode, out.decode(), err.decode()
     assert code == 0, stderr
     assert json.loads(stdout)["outcome"] == "success"
     assert stored_rows(database) == expected_rows(fake_maxroll.site)

@@ -131,6 +131,7 @@ async def test_loop_lag_is_measured(
 
 
 def report(next_run: str | None, outcome: str | None, enabled: bool = True) -> dict[str, object]:
+    error = "boom" if outcome == "failed" else None
     return {
         "jobs": [
             {
@@ -138,9 +139,12 @@ def report(next_run: str | None, outcome: str | None, enabled: bool = True) -> d
                 "enabled": enabled,
                 "next_run_time": next_run,
                 "last_outcome": outcome,
-                "last_error": "boom" if outcome == "failed" else None,
+                "last_error": error,
+                "conclusive_outcome": outcome,
+                "conclusive_error": error,
             }
-        ]
+        ],
+        "lease": {"holder": "h:1:x", "expires_at": "2030-01-01T00:00:00+00:00", "live": True},
     }
 
 
@@ -150,6 +154,7 @@ def report(next_run: str | None, outcome: str | None, enabled: bool = True) -> d
         (30, "success", True, []),
         (30, None, True, []),
         (30, "skipped", True, []),
+        (30, "cancelled", True, []),
         (-5, "success", True, []),
         (-30, "success", True, ["scrape_guides: overdue"]),
         (None, None, True, ["scrape_guides: not scheduled"]),
@@ -172,29 +177,37 @@ def test_health_problems(
     assert [p[: len(e)] for p, e in zip(problems, expected, strict=True)] == expected
 
 
+@pytest.mark.parametrize("lease", [None, {"holder": "h", "expires_at": "x", "live": False}])
+def test_no_live_lease_holder_is_the_one_problem(lease: dict[str, object] | None) -> None:
+    """With nobody holding the lease, the check says so in one line, whatever the jobs say."""
+    unhealthy = {**report(None, "failed"), "lease": lease}
+    assert health_problems(unhealthy, 15) == [
+        "no scheduler is running: no live process holds the scheduler lease"
+    ]
+
+
 async def test_status_check_exit_codes(tmp_path: Path, fake_maxroll: FakeMaxroll) -> None:
-    """`status --check` fails before jobs are scheduled and after a failed run, passes when fine."""
+    """`status --check`: exit 2 without a job store, 0 while a leader runs, 1 after a failed run."""
     config = cli_config(tmp_path, fake_maxroll, cleanup_logs={"interval_minutes": 60})
-    code, stdout, _ = await run_cli("status", "--check", "--config", str(config), cwd=tmp_path)
-    assert (code, stdout.strip()) == (
-        1,
-        "cleanup_logs: not scheduled (no scheduler has registered it)",
-    )
+    code, _, stderr = await run_cli("status", "--check", "--config", str(config), cwd=tmp_path)
+    assert code == 2
+    assert "no job store there" in stderr
 
     async with WorkerRuntime(load_config(config)) as runtime:
         assert runtime.is_leader
-    code, stdout, _ = await run_cli("status", "--check", "--config", str(config), cwd=tmp_path)
-    assert (code, stdout.strip()) == (0, "ok: 1 enabled job(s) healthy")
+        code, stdout, _ = await run_cli("status", "--check", "--config", str(config), cwd=tmp_path)
+        assert (code, stdout.strip()) == (0, "ok: 1 enabled job(s) healthy")
 
-    with sqlite3.connect(tmp_path / "jobs.sqlite") as connection:
-        connection.execute(
-            "INSERT INTO job_runs (run_id, job_id, trigger, started_at, finished_at, outcome, error,"
-            " attempt, worker) VALUES ('r', 'cleanup_logs', 'manual', '2026-01-01T00:00:00+00:00',"
-            " '2026-01-01T00:00:01+00:00', 'failed', 'disk full', 0, 'w')"
+        with sqlite3.connect(tmp_path / "jobs.sqlite") as connection:
+            connection.execute(
+                "INSERT INTO job_runs (run_id, job_id, trigger, started_at, finished_at, outcome,"
+                " error, attempt, worker) VALUES ('r', 'cleanup_logs', 'manual',"
+                " '2026-01-01T00:00:00+00:00', '2026-01-01T00:00:01+00:00', 'failed', 'disk full',"
+                " 0, 'w')"
+            )
+        code, stdout, _ = await run_cli(
+            "status", "--check", "--json", "--config", str(config), cwd=tmp_path
         )
-    code, stdout, _ = await run_cli(
-        "status", "--check", "--json", "--config", str(config), cwd=tmp_path
-    )
     assert code == 1
     assert '"healthy": false' in stdout
     assert "cleanup_logs: last run failed: disk full" in stdout

@@ -77,7 +77,7 @@ async def test_a_job_added_through_the_registry_alone_runs_everywhere(
     assert all(r.succeeded and r.summary == {"pong": 1} for r in runs)
     assert (manual.trigger, manual.summary) == (Trigger.MANUAL, {"pong": 1})
     assert counted == 1
-    report = await collect_status(config)
+    report = collect_status(config)
     assert [job["job_id"] for job in report["jobs"]] == [*JOBS]
     assert report["jobs"][-1]["last_outcome"] == "success"
 

@@ -27,7 +27,7 @@ from d3_item_salvager.workers.scheduler import (
     start_scheduler,
     stop_scheduler,
 )
-from tests.conftest import make_config
+from tests.conftest import make_config, with_interval_seconds
 
 Jobs = dict[str, dict[str, Any]]
 
@@ -166,7 +166,7 @@ def only_cleanup(tmp_path: Path, interval_minutes: float) -> AppConfig:
 async def test_seed_api_build_register_start_runs_jobs_in_that_container(tmp_path: Path) -> None:
     """build_scheduler(config, container), register_jobs(...), start_scheduler(...): the jobs run
     through that container, and the exit stack stops the scheduler."""
-    config = only_cleanup(tmp_path, 0.003)
+    config = with_interval_seconds(only_cleanup(tmp_path, 1), "cleanup_logs", 0.18)
     async with open_worker_container(config) as container:
         runner: JobRunner = await resolve(container.job_runner)
         tracker = RunTracker(runner.events)

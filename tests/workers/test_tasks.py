@@ -14,9 +14,11 @@ import pytest
 from dependency_injector import providers
 
 from d3_item_salvager.config import AppConfig
+from d3_item_salvager.container import resolve
 from d3_item_salvager.errors import ConfigError, ParseError, TransientFetchError
 from d3_item_salvager.services.build_guides import SyncSummary
 from d3_item_salvager.workers import tasks
+from d3_item_salvager.workers.run_history import RunHistory
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from tests.conftest import make_config
 from tests.workers.fakes import FakeSyncService, summary_with_failure
@@ -212,3 +214,44 @@ async def test_unfinished_runs_of_a_dead_scheduler_become_abandoned(tmp_path: Pa
         assert runtime.is_leader
     [row] = job_runs(config)
     assert (row["outcome"], row["finished_at"] is not None) == ("abandoned", True)
+
+
+class GatedStartHistory(RunHistory):
+    """A run history whose start row is written only once the test opens the gate."""
+
+    def __init__(self, *args: Any) -> None:
+        super().__init__(*args)
+        self.entered = asyncio.Event()
+        self.gate = asyncio.Event()
+
+    async def start(self, *args: Any) -> datetime:
+        self.entered.set()
+        await self.gate.wait()
+        return await super().start(*args)
+
+
+async def test_stop_while_the_start_row_is_written_records_the_run_cancelled(
+    tmp_path: Path,
+) -> None:
+    """A run cancelled before its start row is written still ends `cancelled`, not `running`."""
+    config = make_config(
+        tmp_path, maxroll={"bearer_token": "t"}, scheduler={"shutdown_timeout_seconds": 0}
+    )
+    runtime = WorkerRuntime(config)
+    history = runtime.container.run_history
+    history.override(
+        providers.Singleton(
+            GatedStartHistory, runtime.container.job_store_engine, runtime.container.worker_id
+        )
+    )
+    async with with_fake(runtime, FakeSyncService()):
+        gated: GatedStartHistory = await resolve(history)
+        running = asyncio.get_running_loop().create_task(tasks.scrape_guides_task())
+        with anyio.fail_after(5):
+            await gated.entered.wait()
+        running.cancel()
+        gated.gate.set()
+        with pytest.raises(asyncio.CancelledError), anyio.fail_after(5):
+            await running
+    [row] = job_runs(config)
+    assert (row["outcome"], row["error"]) == ("cancelled", "cancelled while stopping")

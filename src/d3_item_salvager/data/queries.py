@@ -61,6 +61,10 @@ def guide_slug(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[-1]
 
 
+def _use_order(use: ItemUse) -> tuple[str, str, int, str, str, str]:
+    return (use.guide_title, use.build_name, use.build_id, use.context, use.slot, use.item_id)
+
+
 @dataclass(frozen=True, slots=True)
 class _ItemRow:
     item_id: str
@@ -275,10 +279,7 @@ class IndexQueries:
                 )
                 for row in rows
             ]
-        return sorted(
-            uses,
-            key=lambda u: (u.guide_title, u.build_name, u.build_id, u.context, u.slot, u.item_id),
-        )
+        return sorted(uses, key=_use_order)
 
     async def _item_rows(self) -> list[_ItemRow]:
         async with self._engine.connect() as connection:
@@ -292,11 +293,12 @@ class IndexQueries:
             return []
         entries = _entries(rows)
         wanted_ids = [item_id for key in keys for item_id in entries[key].ids]
-        uses = await self._uses([item_usages.c.item_id.in_(wanted_ids)])
-        return [
-            ItemReport(
-                item=entries[key],
-                uses=tuple(use for use in uses if use.item_id in set(entries[key].ids)),
-            )
-            for key in keys
-        ]
+        uses_of: dict[str, list[ItemUse]] = defaultdict(list)
+        for use in await self._uses([item_usages.c.item_id.in_(wanted_ids)]):
+            uses_of[use.item_id].append(use)
+        reports = []
+        for key in keys:
+            entry = entries[key]
+            uses = [use for item_id in entry.ids for use in uses_of[item_id]]
+            reports.append(ItemReport(item=entry, uses=tuple(sorted(uses, key=_use_order))))
+        return reports

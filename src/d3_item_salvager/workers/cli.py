@@ -70,7 +70,9 @@ def _fail(message: str) -> typer.Exit:
     return typer.Exit(EXIT_USAGE)
 
 
-def _setup(config_file: Path | None, needs_token: tuple[str, ...] = ()) -> AppConfig:
+def _setup(
+    config_file: Path | None, needs_token: tuple[str, ...] = (), *, start_logging: bool = True
+) -> AppConfig:
     """Load and check the config and start logging; exit 2 with one clear message on error.
 
     `needs_token`: job ids that need the Maxroll search token when enabled.
@@ -83,7 +85,8 @@ def _setup(config_file: Path | None, needs_token: tuple[str, ...] = ()) -> AppCo
         for job_id in needs_token:
             if JOBS[job_id].needs_token and job_settings(config, job_id).enabled:
                 config.maxroll.require_bearer_token()
-        configure_app_logging(config, capture_apscheduler=True)  # our own process
+        if start_logging:
+            configure_app_logging(config, capture_apscheduler=True)  # our own process
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     return config
@@ -205,17 +208,24 @@ def status(
         bool,
         typer.Option(
             "--check",
-            help="Health check: exit 1 with one line per problem when an enabled job's last run "
-            "failed or it is overdue by more than health.overdue_margin_minutes.",
+            help="Health check: exit 1 with one line per problem when no live process holds the "
+            "scheduler lease, or an enabled job's last run failed or it is overdue by more than "
+            "health.overdue_margin_minutes.",
         ),
     ] = False,
     config_file: ConfigOption = None,
 ) -> None:
-    """Show every job: enabled, trigger, next run, last outcome and duration, lease holder."""
-    config = _setup(config_file)
+    """Show every job: enabled, trigger, next run, last outcome, duration and problems, lease holder.
+
+    Read-only: it creates no file and changes nothing (exit 2 when there is no job store).
+    """
+    config = _setup(config_file, start_logging=False)
     from d3_item_salvager.workers.status import collect_status, health_problems, render_status
 
-    report = _run_async(collect_status(config))
+    try:
+        report = collect_status(config)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
     if not check:
         typer.echo(json.dumps(report, default=str) if as_json else render_status(report))
         return
@@ -228,6 +238,30 @@ def status(
         enabled = sum(job["enabled"] for job in report["jobs"])
         typer.echo(f"ok: {enabled} enabled job(s) healthy")
     raise typer.Exit(EXIT_FAILED if problems else EXIT_OK)
+
+
+@app.command("history")
+def history(
+    job: Annotated[
+        str | None, typer.Option("--job", help="Only this job's runs.", metavar="JOB")
+    ] = None,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many runs.")] = 20,
+    as_json: JsonOption = False,
+    config_file: ConfigOption = None,
+) -> None:
+    """List recent runs, newest first: trigger, due time, start, duration, outcome, problems, error.
+
+    Read-only, like `status`.
+    """
+    spec = _job_argument(job) if job is not None else None
+    config = _setup(config_file, start_logging=False)
+    from d3_item_salvager.workers.status import collect_history, render_history
+
+    try:
+        runs = collect_history(config, spec.id if spec is not None else None, limit)
+    except ConfigError as exc:
+        raise _fail(str(exc)) from None
+    typer.echo(json.dumps({"runs": runs}, default=str) if as_json else render_history(runs))
 
 
 def main(prog_name: str = SCRIPT_NAME) -> None:

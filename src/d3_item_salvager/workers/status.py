@@ -1,83 +1,116 @@
-"""What `status` reports: each job's schedule and last run, and who holds the lease."""
+"""What `status` and `history` report: each job's schedule and runs, and who holds the lease.
+
+Both only read the job store (see job_store_reader): they create no file, folder or table.
+"""
 
 from __future__ import annotations
 
-import time
+import io
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import anyio.to_thread
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from rich import box
+from rich.console import Console
+from rich.table import Table
 
 from d3_item_salvager.config import AppConfig
-from d3_item_salvager.container import resolve
-from d3_item_salvager.workers.container import open_worker_container
+from d3_item_salvager.workers.job_store_reader import JobStoreReader, describe_interval
 from d3_item_salvager.workers.jobs import all_job_settings, retry_job_id
-from d3_item_salvager.workers.lease import SchedulerLease
-from d3_item_salvager.workers.run_history import RunHistory
-from d3_item_salvager.workers.scheduler import build_scheduler
+from d3_item_salvager.workers.run_history import RunRow
+
+# Outcomes that say the job itself went wrong; `cancelled` is a stop (graceful or the lease lost).
+FAILED_OUTCOMES = ("failed", "timeout", "missed", "abandoned")
+HISTORY_LIMIT = 20
 
 
-def _stored_jobs(config: AppConfig) -> dict[str, dict[str, Any]]:
-    """Job id -> trigger and next run time, read straight from the job store (blocking)."""
-    scheduler = build_scheduler(config)
-    store: SQLAlchemyJobStore = scheduler._jobstores["default"]
-    store.start(scheduler, "default")
-    try:
-        return {
-            job.id: {
-                "trigger": str(job.trigger),
-                "next_run_time": job.next_run_time.astimezone(UTC).isoformat()
-                if job.next_run_time
-                else None,
-            }
-            for job in store.get_all_jobs()
-        }
-    finally:
-        store.shutdown()
+def _iso(moment: datetime | None) -> str | None:
+    return moment.astimezone(UTC).isoformat() if moment is not None else None
 
 
-async def collect_status(config: AppConfig) -> dict[str, Any]:
-    """Every configured job with its stored schedule and last finished run, plus the lease."""
-    stored = await anyio.to_thread.run_sync(_stored_jobs, config)
-    async with open_worker_container(config) as container:
-        history: RunHistory = await resolve(container.run_history)
-        latest = await history.latest_finished()
-        lease = SchedulerLease(
-            await resolve(container.job_store_engine), "status", config.scheduler.lease_seconds
-        )
-        holder = await lease.current()
+def _problems(run: RunRow | None) -> int | None:
+    value = (run.summary or {}).get("problems") if run is not None else None
+    return value if isinstance(value, int) else None
+
+
+def collect_status(config: AppConfig) -> dict[str, Any]:
+    """Every configured job with its stored schedule and last finished run, plus the lease.
+
+    Raises:
+        ConfigError: no job store at the configured place, or one that cannot be read.
+    """
+    with JobStoreReader(config.scheduler, config.database.busy_timeout_seconds) as store:
+        stored = store.stored_jobs()
+        runs = store.runs()
+        lease = store.lease()
     jobs = []
     for job_id, job in all_job_settings(config).items():
-        last = latest.get(job_id)
-        schedule = stored.get(job_id, {})
+        finished = [run for run in runs if run.job_id == job_id and run.finished_at is not None]
+        finished.sort(key=lambda run: run.finished_at or "", reverse=True)
+        last = finished[0] if finished else None
+        verdict = next((run for run in finished if run.outcome != "cancelled"), None)
+        schedule = stored.get(job_id)
         jobs.append(
             {
                 "job_id": job_id,
                 "enabled": job.enabled,
-                "trigger": schedule.get("trigger") or f"interval[{job.interval_minutes:g} min]",
-                "next_run_time": schedule.get("next_run_time"),
+                "trigger": schedule.trigger
+                if schedule
+                else describe_interval(timedelta(minutes=job.interval_minutes)),
+                "next_run_time": _iso(schedule.next_run_time) if schedule else None,
                 "retry_pending": retry_job_id(job_id) in stored,
                 "last_outcome": last.outcome if last else None,
                 "last_finished_at": last.finished_at if last else None,
                 "last_duration_seconds": last.duration_seconds if last else None,
                 "last_error": last.error if last else None,
+                "last_problems": _problems(last),
+                # The last run that ended on its own (not cancelled by a stop): what health judges.
+                "conclusive_outcome": verdict.outcome if verdict else None,
+                "conclusive_error": verdict.error if verdict else None,
             }
         )
     lease_report = None
-    if holder is not None:
+    if lease is not None:
         lease_report = {
-            "holder": holder.holder,
-            "expires_at": datetime.fromtimestamp(holder.expires_at, UTC).isoformat(),
-            "live": holder.expires_at > time.time(),
+            "holder": lease.holder,
+            "expires_at": lease.expires_at.isoformat(),
+            "live": lease.live,
         }
     return {"jobs": jobs, "lease": lease_report}
+
+
+def collect_history(config: AppConfig, job_id: str | None, limit: int) -> list[dict[str, Any]]:
+    """The newest `limit` runs (of one job, or all), newest first."""
+    with JobStoreReader(config.scheduler, config.database.busy_timeout_seconds) as store:
+        runs = store.runs(job_id, limit)
+    return [
+        {
+            "run_id": run.run_id,
+            "job_id": run.job_id,
+            "trigger": run.trigger,
+            "scheduled_for": run.scheduled_for,
+            "started_at": run.started_at,
+            "finished_at": run.finished_at,
+            "duration_seconds": run.duration_seconds,
+            "outcome": run.outcome or "running",
+            "error": run.error,
+            "problems": _problems(run),
+            "worker": run.worker,
+        }
+        for run in runs
+    ]
 
 
 def health_problems(
     report: dict[str, Any], margin_minutes: float, now: datetime | None = None
 ) -> list[str]:
-    """One line per problem: an enabled job that is unscheduled, overdue, or whose last run failed."""
+    """One line per problem; just one when no live process holds the lease (nobody runs jobs).
+
+    Otherwise: an enabled job that is unscheduled, overdue, or whose last run that ended on its
+    own failed (a run cancelled by a stop is no failure).
+    """
+    lease = report["lease"]
+    if lease is None or not lease["live"]:
+        return ["no scheduler is running: no live process holds the scheduler lease"]
     now = now or datetime.now(UTC)
     margin = timedelta(minutes=margin_minutes)
     problems = []
@@ -90,29 +123,71 @@ def health_problems(
             problems.append(f"{job_id}: not scheduled (no scheduler has registered it)")
         elif datetime.fromisoformat(due) < now - margin:
             problems.append(f"{job_id}: overdue, was due at {due}")
-        outcome = job["last_outcome"]
-        if outcome not in (None, "success", "skipped"):
-            error = f": {job['last_error']}" if job["last_error"] else ""
+        outcome = job["conclusive_outcome"]
+        if outcome in FAILED_OUTCOMES:
+            error = f": {job['conclusive_error']}" if job["conclusive_error"] else ""
             problems.append(f"{job_id}: last run {outcome}{error}")
     return problems
 
 
+def _render(table: Table, after: list[str]) -> str:
+    # Wide enough for the widest row, so columns line up rather than wrap in a pipe.
+    out = io.StringIO()
+    Console(file=out, width=100_000, color_system=None, highlight=False).print(table)
+    lines = [line.rstrip() for line in out.getvalue().splitlines()]
+    return "\n".join(lines + after)
+
+
+def _duration(seconds: float | None) -> str:
+    return "-" if seconds is None else f"{seconds:.1f}s"
+
+
 def render_status(report: dict[str, Any]) -> str:
     """A table for people."""
-    lines = [f"{'job':<15} {'enabled':<8} {'trigger':<34} {'next run':<26} {'last':<10} duration"]
+    table = Table(box=box.ASCII2)
+    for title in ("job", "enabled", "trigger", "next run", "last", "duration", "problems"):
+        table.add_column(title, no_wrap=True)
+    errors = []
     for job in report["jobs"]:
-        duration = job["last_duration_seconds"]
-        lines.append(
-            f"{job['job_id']:<15} {'yes' if job['enabled'] else 'no':<8} {job['trigger']:<34} "
-            f"{job['next_run_time'] or '-':<26} {job['last_outcome'] or '-':<10} "
-            f"{'-' if duration is None else f'{duration:.1f}s'}"
+        problems = job["last_problems"]
+        table.add_row(
+            job["job_id"],
+            "yes" if job["enabled"] else "no",
+            job["trigger"],
+            job["next_run_time"] or "-",
+            job["last_outcome"] or "-",
+            _duration(job["last_duration_seconds"]),
+            "-" if problems is None else str(problems),
         )
         if job["last_error"]:
-            lines.append(f"{'':<15} last error: {job['last_error']}")
+            errors.append(f"{job['job_id']} last error: {job['last_error']}")
     lease = report["lease"]
     if lease is None:
-        lines.append("lease: nobody holds it (no scheduler running)")
+        errors.append("lease: nobody holds it (no scheduler running)")
     else:
-        state = "live" if lease["live"] else "expired"
-        lines.append(f"lease: {lease['holder']} ({state}, until {lease['expires_at']})")
-    return "\n".join(lines)
+        state = "live" if lease["live"] else "not live"
+        errors.append(f"lease: {lease['holder']} ({state}, until {lease['expires_at']})")
+    return _render(table, errors)
+
+
+def render_history(runs: list[dict[str, Any]]) -> str:
+    """A table of runs for people, newest first."""
+    if not runs:
+        return "no runs recorded"
+    table = Table(box=box.ASCII2)
+    columns = ("job", "trigger", "due", "started", "duration", "outcome", "problems", "error")
+    for title in columns:
+        table.add_column(title, no_wrap=True)
+    for run in runs:
+        problems = run["problems"]
+        table.add_row(
+            run["job_id"],
+            run["trigger"],
+            run["scheduled_for"] or "-",
+            run["started_at"],
+            _duration(run["duration_seconds"]),
+            run["outcome"],
+            "-" if problems is None else str(problems),
+            run["error"] or "",
+        )
+    return _render(table, [])

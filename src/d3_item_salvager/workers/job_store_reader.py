@@ -1,0 +1,219 @@
+"""Read a job store without changing it: stored jobs, run history and the lease, for `status`.
+
+Nothing here creates a file, a folder or a table. SQLite is opened read-only (`mode=ro`), and jobs
+are read straight from APScheduler's `apscheduler_jobs` table, unpickling each job's state as
+APScheduler's SQLAlchemyJobStore does, rather than through a scheduler.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import pickle
+import socket
+import sqlite3
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Self
+from urllib.parse import quote
+
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import Connection, Engine, create_engine, inspect, select, text
+from sqlalchemy.exc import DBAPIError
+
+from d3_item_salvager.config import SchedulerConfig
+from d3_item_salvager.errors import ConfigError
+from d3_item_salvager.workers.job_store_db import job_runs, scheduler_lease
+from d3_item_salvager.workers.lease import LEASE_NAME, database_now
+from d3_item_salvager.workers.run_history import RunRow
+
+APSCHEDULER_JOBS_TABLE = "apscheduler_jobs"
+
+
+def describe_interval(interval: timedelta) -> str:
+    """`every 6 h`, `every 30 min`, `every 1.5 s`: the same text from the config or the store."""
+    seconds = interval.total_seconds()
+    if seconds >= 3600 and seconds % 3600 == 0:
+        return f"every {seconds / 3600:g} h"
+    if seconds >= 60 and seconds % 60 == 0:
+        return f"every {seconds / 60:g} min"
+    return f"every {seconds:g} s"
+
+
+def describe_trigger(trigger: Any) -> str:
+    if isinstance(trigger, IntervalTrigger):
+        return describe_interval(trigger.interval)
+    return str(trigger)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredJob:
+    """One row of APScheduler's jobs table."""
+
+    job_id: str
+    trigger: str
+    next_run_time: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseState:
+    """Who holds the lease, until when, and whether it is live now."""
+
+    holder: str
+    expires_at: datetime
+    live: bool
+
+
+def holder_process_alive(holder: str) -> bool:
+    """False only when the holder ran on this host and its process is gone."""
+    host, _, rest = holder.partition(":")
+    pid_text = rest.partition(":")[0]
+    if host != socket.gethostname() or not pid_text.isdigit():
+        return True  # another host: only the lease expiry can tell
+    try:
+        os.kill(int(pid_text), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _setting(config: SchedulerConfig) -> str:
+    if config.job_store_url is not None:
+        return "scheduler.job_store_url"
+    return f"scheduler.job_store_path = {str(config.job_store_path)!r}"
+
+
+def _read_only_engine(config: SchedulerConfig, busy_timeout_seconds: float) -> Engine:
+    if config.job_store_url is not None and not config.job_store_url.startswith("sqlite"):
+        return create_engine(config.job_store_url, pool_pre_ping=True).execution_options(
+            postgresql_readonly=True
+        )
+    path = (
+        config.job_store_url.removeprefix("sqlite:///")
+        if config.job_store_url is not None
+        else str(config.job_store_path)
+    )
+    if not os.path.isfile(path):
+        raise ConfigError(
+            f"{_setting(config)}: no job store there (no scheduler or job has run with this "
+            "configuration)"
+        )
+    # mode=ro: SQLite never writes the database. A WAL database in use has its -wal and -shm
+    # files, which a reader shares; without them no process has it open (the last one to close
+    # removes them), and SQLite would create both to read it, so read it as immutable instead.
+    in_use = os.path.exists(f"{path}-wal") and os.path.exists(f"{path}-shm")
+    uri = f"file:{quote(os.path.abspath(path))}?mode=ro" + ("" if in_use else "&immutable=1")
+    return create_engine("sqlite://", creator=lambda: _connect_sqlite(uri, busy_timeout_seconds))
+
+
+def _connect_sqlite(uri: str, busy_timeout_seconds: float) -> sqlite3.Connection:
+    return sqlite3.connect(uri, uri=True, timeout=busy_timeout_seconds, check_same_thread=False)
+
+
+class JobStoreReader:
+    """One read-only connection to the job store; use as a context manager (blocking calls)."""
+
+    def __init__(self, config: SchedulerConfig, busy_timeout_seconds: float = 30.0) -> None:
+        self._config = config
+        self._engine = _read_only_engine(config, busy_timeout_seconds)
+        self._connection: Connection | None = None
+        self._tables: set[str] = set()
+
+    def __enter__(self) -> Self:
+        try:
+            self._connection = self._engine.connect()
+            self._tables = set(inspect(self._connection).get_table_names())
+        except DBAPIError as exc:
+            self.close()
+            raise ConfigError(
+                f"{_setting(self._config)}: cannot read the job store ({exc.orig})"
+            ) from None
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        if self._connection is not None:
+            self._connection.close()
+            self._connection = None
+        self._engine.dispose()
+
+    @property
+    def connection(self) -> Connection:
+        assert self._connection is not None, "use JobStoreReader as a context manager"
+        return self._connection
+
+    @contextmanager
+    def _reading(self, what: str) -> Iterator[None]:
+        try:
+            yield
+        except (
+            DBAPIError,
+            pickle.UnpicklingError,
+            EOFError,
+            AttributeError,
+            TypeError,
+            ValueError,
+        ) as exc:
+            reason = exc.orig if isinstance(exc, DBAPIError) else exc
+            raise ConfigError(
+                f"{_setting(self._config)}: cannot read {what} from the job store ({reason})"
+            ) from None
+
+    def stored_jobs(self) -> dict[str, StoredJob]:
+        """Every job in APScheduler's table, by id (none when no scheduler created it yet)."""
+        if APSCHEDULER_JOBS_TABLE not in self._tables:
+            return {}
+        jobs = {}
+        with self._reading("the scheduled jobs"):
+            rows = self.connection.execute(
+                text(f"SELECT id, next_run_time, job_state FROM {APSCHEDULER_JOBS_TABLE}")
+            )
+            for row in rows:
+                # As SQLAlchemyJobStore._reconstitute_job: the state is a pickled dict.
+                state = pickle.loads(row.job_state)
+                next_run = (
+                    datetime.fromtimestamp(row.next_run_time, UTC)
+                    if row.next_run_time is not None
+                    else None
+                )
+                jobs[row.id] = StoredJob(row.id, describe_trigger(state["trigger"]), next_run)
+        return jobs
+
+    def runs(self, job_id: str | None = None, limit: int | None = None) -> list[RunRow]:
+        """Finished and running runs, newest first."""
+        if job_runs.name not in self._tables:
+            return []
+        query = select(job_runs).order_by(job_runs.c.started_at.desc(), job_runs.c.run_id.desc())
+        if job_id is not None:
+            query = query.where(job_runs.c.job_id == job_id)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._reading("the run history"):
+            return [_run_row(row) for row in self.connection.execute(query)]
+
+    def lease(self) -> LeaseState | None:
+        """The lease row, judged live by the clock that decides it (the database's on PostgreSQL)."""
+        if scheduler_lease.name not in self._tables:
+            return None
+        with self._reading("the scheduler lease"):
+            row = self.connection.execute(
+                select(scheduler_lease).where(scheduler_lease.c.name == LEASE_NAME)
+            ).first()
+            if row is None:
+                return None
+            now = database_now(self.connection) or time.time()
+        live = row.expires_at > now and holder_process_alive(row.holder)
+        return LeaseState(row.holder, datetime.fromtimestamp(row.expires_at, UTC), live)
+
+
+def _run_row(row: Any) -> RunRow:
+    values = dict(row._mapping)
+    values["summary"] = json.loads(values["summary"]) if values["summary"] else None
+    return RunRow(**values)

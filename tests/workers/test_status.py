@@ -1,0 +1,354 @@
+"""`status` and `history`: read-only reports on real job stores, through real subprocesses."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import signal
+import sqlite3
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from apscheduler.triggers.interval import IntervalTrigger
+
+from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
+from d3_item_salvager.workers.job_store_reader import describe_interval, describe_trigger
+from d3_item_salvager.workers.status import health_problems, render_history, render_status
+from tests.processes import WorkerProcess, run_cli, write_config
+
+pytestmark = pytest.mark.slow
+
+
+def status_config(tmp_path: Path, store: Path, **jobs: dict[str, Any]) -> Path:
+    """A config with every file under tmp_path and the job store at `store`; jobs disabled."""
+    return write_config(
+        tmp_path / "workers.toml",
+        {
+            "database": {"url": f"sqlite+aiosqlite:///{tmp_path / 'index.sqlite'}"},
+            "cache": {"dir": str(tmp_path / "cache")},
+            "logging": {"dir": str(tmp_path / "logs")},
+            "scheduler": {
+                "job_store_path": str(store),
+                "shutdown_timeout_seconds": 5,
+                "lease_seconds": 4,
+                "run_new_jobs_at_once": False,
+                "jobs": {
+                    "scrape_guides": {"enabled": False},
+                    "refresh_cache": {"enabled": False},
+                    "cleanup_logs": {"enabled": False},
+                    **jobs,
+                },
+            },
+        },
+    )
+
+
+def tree(root: Path) -> dict[str, str]:
+    """Every file under root with a hash of its content (folders as '<dir>')."""
+    return {
+        str(path.relative_to(root)): "<dir>"
+        if path.is_dir()
+        else hashlib.sha256(path.read_bytes()).hexdigest()
+        for path in sorted(root.rglob("*"))
+    }
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--check"], ["history"]])
+async def test_no_job_store_is_one_line_exit_2_and_creates_nothing(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """With no job store at the configured place: one line, exit 2, no file or folder made."""
+    config = status_config(tmp_path, tmp_path / "missing" / "jobs.sqlite")
+    before = tree(tmp_path)
+    code, stdout, stderr = await run_cli(*command, "--config", str(config), cwd=tmp_path)
+    assert code == 2
+    assert stdout == ""
+    assert stderr.strip().count("\n") == 0
+    assert "no job store there" in stderr
+    assert "missing/jobs.sqlite" in stderr
+    assert tree(tmp_path) == before
+
+
+@pytest.mark.parametrize("command", [["status"], ["status", "--check"], ["history"]])
+async def test_corrupt_job_store_is_one_line_exit_2_untouched(
+    tmp_path: Path, command: list[str]
+) -> None:
+    """A job store that is not a database: one line, exit 2, no traceback, nothing written."""
+    store = tmp_path / "jobs.sqlite"
+    store.write_bytes(b"this is not a database\n" * 200)
+    config = status_config(tmp_path, store)
+    before = tree(tmp_path)
+    code, _, stderr = await run_cli(*command, "--config", str(config), cwd=tmp_path)
+    assert code == 2
+    assert "Traceback" not in stderr
+    assert stderr.strip().count("\n") == 0
+    assert "cannot read the job store" in stderr
+    assert tree(tmp_path) == before
+
+
+async def test_status_and_check_follow_a_real_scheduler_and_write_nothing(tmp_path: Path) -> None:
+    """Trigger text is the same before and after registration; --check needs a live lease holder.
+
+    Status never changes the store: its bytes are identical before and after each read.
+    """
+    store = tmp_path / "jobs.sqlite"
+    config = status_config(
+        tmp_path, store, cleanup_logs={"enabled": True, "interval_minutes": 0.017}
+    )
+    code, _, stderr = await run_cli("run", "cleanup-logs", "--config", str(config), cwd=tmp_path)
+    assert code == 0, stderr
+
+    # Before any scheduler registered the job, the trigger comes from the configuration.
+    code, stdout, stderr = await run_cli("status", "--json", "--config", str(config), cwd=tmp_path)
+    assert code == 0, stderr
+    jobs = {job["job_id"]: job for job in json.loads(stdout)["jobs"]}
+    assert jobs["cleanup_logs"]["trigger"] == "every 1.02 s"
+    assert jobs["cleanup_logs"]["next_run_time"] is None
+    code, stdout, _ = await run_cli("status", "--check", "--config", str(config), cwd=tmp_path)
+    assert (code, stdout.strip().count("\n")) == (1, 0)
+    assert "no live process holds the scheduler lease" in stdout
+
+    worker = await WorkerProcess.start("run-scheduler", "--config", str(config), cwd=tmp_path)
+    try:
+        await worker.wait_for(r"\[cleanup_logs/\w+\] run finished outcome=success", count=2)
+        code, stdout, stderr = await run_cli(
+            "status", "--json", "--config", str(config), cwd=tmp_path
+        )
+        assert code == 0, stderr
+        report = json.loads(stdout)
+        jobs = {job["job_id"]: job for job in report["jobs"]}
+        assert jobs["cleanup_logs"]["trigger"] == "every 1.02 s"  # as stored by APScheduler
+        assert jobs["cleanup_logs"]["next_run_time"] is not None
+        assert report["lease"]["live"] is True
+        code, stdout, stderr = await run_cli(
+            "status", "--check", "--config", str(config), cwd=tmp_path
+        )
+        assert code == 0, stdout + stderr
+        assert stdout.strip() == "ok: 1 enabled job(s) healthy"
+        assert await worker.stop(signal.SIGTERM) == 0
+    finally:
+        await worker.kill()
+
+    before = tree(tmp_path)
+    code, stdout, _ = await run_cli("status", "--check", "--config", str(config), cwd=tmp_path)
+    assert (code, stdout.strip()) == (
+        1,
+        "no scheduler is running: no live process holds the scheduler lease",
+    )
+    code, stdout, _ = await run_cli("status", "--config", str(config), cwd=tmp_path)
+    assert code == 0
+    assert "every 1.02 s" in stdout
+    assert tree(tmp_path) == before
+
+
+async def test_check_after_a_killed_leader_is_unhealthy_at_once(tmp_path: Path) -> None:
+    """A SIGKILLed leader's lease row has not expired yet, but its process is gone: unhealthy."""
+    config = status_config(tmp_path, tmp_path / "jobs.sqlite", cleanup_logs={"enabled": True})
+    worker = await WorkerProcess.start("run-scheduler", "--config", str(config), cwd=tmp_path)
+    try:
+        await worker.wait_for("holding the scheduler lease")
+    finally:
+        await worker.kill()
+    code, stdout, _ = await run_cli("status", "--check", "--config", str(config), cwd=tmp_path)
+    assert code == 1
+    assert "no live process holds the scheduler lease" in stdout
+
+
+async def test_a_run_cancelled_by_a_graceful_stop_is_not_a_failure(
+    tmp_path: Path, fake_maxroll: FakeMaxroll
+) -> None:
+    """SIGTERM cancels a slow sync (recorded cancelled); with a scheduler back, --check is ok."""
+    fake_maxroll.latency = 2
+    config = write_config(
+        tmp_path / "workers.toml",
+        {
+            "database": {"url": f"sqlite+aiosqlite:///{tmp_path / 'index.sqlite'}"},
+            "maxroll": {**fake_maxroll.config_values(), "retry_attempts": 1},
+            "cache": {"dir": str(tmp_path / "cache")},
+            "logging": {"dir": str(tmp_path / "logs")},
+            "scheduler": {
+                "job_store_path": str(tmp_path / "jobs.sqlite"),
+                "shutdown_timeout_seconds": 0,
+                "lease_seconds": 4,
+                "run_new_jobs_at_once": True,
+                "jobs": {
+                    "refresh_cache": {"enabled": False},
+                    "cleanup_logs": {"enabled": False},
+                },
+            },
+        },
+    )
+    worker = await WorkerProcess.start("run-scheduler", "--config", str(config), cwd=tmp_path)
+    try:
+        await worker.wait_for(r"\[scrape_guides/\w+\] run started")
+        assert await worker.stop(signal.SIGTERM) == 0
+    finally:
+        await worker.kill()
+    code, stdout, _ = await run_cli(
+        "history", "--json", "--job", "scrape-guides", "--config", str(config), cwd=tmp_path
+    )
+    assert code == 0
+    assert [run["outcome"] for run in json.loads(stdout)["runs"]] == ["cancelled"]
+
+    fake_maxroll.latency = 0
+    worker = await WorkerProcess.start("run-scheduler", "--config", str(config), cwd=tmp_path)
+    try:
+        await worker.wait_for("holding the scheduler lease")
+        code, stdout, stderr = await run_cli(
+            "status", "--check", "--config", str(config), cwd=tmp_path
+        )
+        assert await worker.stop(signal.SIGTERM) == 0
+    finally:
+        await worker.kill()
+    assert (code, stdout.strip()) == (0, "ok: 1 enabled job(s) healthy"), stdout + stderr
+
+
+def add_run(store: Path, run_id: str, started: datetime, **values: Any) -> None:
+    row = {
+        "run_id": run_id,
+        "job_id": "scrape_guides",
+        "trigger": "scheduled",
+        "scheduled_for": (started - timedelta(seconds=1)).isoformat(),
+        "started_at": started.isoformat(),
+        "finished_at": (started + timedelta(seconds=2.5)).isoformat(),
+        "outcome": "success",
+        "error": None,
+        "summary": None,
+        "attempt": 0,
+        "worker": "elsewhere:1:abc",
+        **values,
+    }
+    with sqlite3.connect(store) as connection:
+        connection.execute(
+            f"INSERT INTO job_runs ({', '.join(row)}) VALUES ({', '.join('?' * len(row))})",
+            list(row.values()),
+        )
+
+
+async def test_history_lists_runs_newest_first_with_problems(tmp_path: Path) -> None:
+    """history shows trigger, due, start, duration, outcome, error and problems, newest first."""
+    store = tmp_path / "jobs.sqlite"
+    config = status_config(tmp_path, store)
+    code, _, stderr = await run_cli("run", "cleanup-logs", "--config", str(config), cwd=tmp_path)
+    assert code == 0, stderr
+    start = datetime.now(UTC) + timedelta(minutes=1)
+    add_run(store, "r1", start, summary=json.dumps({"problems": 0}))
+    add_run(
+        store,
+        "r2",
+        start + timedelta(minutes=1),
+        outcome="failed",
+        error="FetchError: HTTP 503 from a much longer error text than any other column",
+        summary=json.dumps({"problems": 3, "guides_processed": 2}),
+    )
+    add_run(store, "r3", start + timedelta(minutes=2), trigger="manual", scheduled_for=None)
+
+    code, stdout, stderr = await run_cli(
+        "history", "--json", "--job", "scrape-guides", "--limit", "2", "--config", str(config),
+        cwd=tmp_path,
+    )  # fmt: skip
+    assert code == 0, stderr
+    runs = json.loads(stdout)["runs"]
+    assert [run["run_id"] for run in runs] == ["r3", "r2"]
+    assert runs[1]["problems"] == 3
+    assert runs[1]["duration_seconds"] == 2.5
+    assert runs[0]["scheduled_for"] is None
+
+    code, stdout, _ = await run_cli("history", "--config", str(config), cwd=tmp_path)
+    assert code == 0
+    lines = stdout.splitlines()
+    assert [line.split("|")[1].strip() for line in lines if line.startswith("|")][:4] == [
+        "job",
+        "scrape_guides",
+        "scrape_guides",
+        "scrape_guides",
+    ]
+    assert_columns_line_up(lines)
+    assert "cleanup_logs" in lines[-2]  # the oldest run, the manual cleanup, comes last
+
+    code, stdout, _ = await run_cli("status", "--json", "--config", str(config), cwd=tmp_path)
+    jobs = {job["job_id"]: job for job in json.loads(stdout)["jobs"]}
+    assert (jobs["scrape_guides"]["last_outcome"], jobs["scrape_guides"]["last_problems"]) == (
+        "success",
+        None,
+    )
+
+
+def assert_columns_line_up(lines: list[str]) -> None:
+    """Every row of an ASCII table has its column separators at the same places."""
+    rows = [line for line in lines if line.startswith(("|", "+"))]
+    assert len(rows) >= 5
+    positions = {
+        tuple(i for i, char in enumerate(row) if char == row[0]) for row in rows
+    }  # "+" joints on borders, "|" between cells
+    assert len(positions) == 1, "\n".join(rows)
+
+
+@pytest.mark.parametrize("minutes", [360, 60, 1440, 0.017, 1 / 60, 1.5, 525600])
+def test_trigger_text_is_the_same_from_config_and_store(minutes: float) -> None:
+    """The configured interval and APScheduler's stored trigger read alike."""
+    stored = IntervalTrigger(minutes=minutes, timezone="UTC")
+    assert describe_trigger(stored) == describe_interval(timedelta(minutes=minutes))
+
+
+def job(job_id: str, **values: Any) -> dict[str, Any]:
+    return {
+        "job_id": job_id,
+        "enabled": True,
+        "trigger": "every 6 h",
+        "next_run_time": (datetime.now(UTC) + timedelta(hours=1)).isoformat(),
+        "retry_pending": False,
+        "last_outcome": None,
+        "last_finished_at": None,
+        "last_duration_seconds": None,
+        "last_error": None,
+        "last_problems": None,
+        "conclusive_outcome": None,
+        "conclusive_error": None,
+        **values,
+    }
+
+
+LIVE = {"holder": "h:1:x", "expires_at": "2030-01-01T00:00:00+00:00", "live": True}
+
+
+def test_health_judges_the_last_run_that_was_not_cancelled() -> None:
+    """A cancelled last run hides neither health nor an earlier failure."""
+    cancelled_after_success = job(
+        "scrape_guides", last_outcome="cancelled", conclusive_outcome="success"
+    )
+    cancelled_after_failure = job(
+        "refresh_cache",
+        last_outcome="cancelled",
+        conclusive_outcome="failed",
+        conclusive_error="HTTP 401",
+    )
+    report = {"jobs": [cancelled_after_success, cancelled_after_failure], "lease": LIVE}
+    assert health_problems(report, 15) == ["refresh_cache: last run failed: HTTP 401"]
+
+
+def test_tables_line_up_whatever_the_widths() -> None:
+    """Long and short values alike keep every column aligned."""
+    report = {
+        "jobs": [
+            job("scrape_guides", trigger="every 0.0166667 h", last_duration_seconds=12345.6),
+            job("x", enabled=False, next_run_time=None, last_outcome="failed", last_problems=12),
+        ],
+        "lease": None,
+    }
+    assert_columns_line_up(render_status(report).splitlines())
+    runs = [
+        {
+            "job_id": "cleanup_logs",
+            "trigger": "manual",
+            "scheduled_for": None,
+            "started_at": "2026-01-01T00:00:00+00:00",
+            "duration_seconds": None,
+            "outcome": "running",
+            "problems": None,
+            "error": "e" * 300,
+        }
+    ]
+    assert_columns_line_up(render_history(runs).splitlines())

@@ -20,6 +20,7 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.data.engine import index_engine_resource
 from d3_item_salvager.data.repository import IndexRepository
+from d3_item_salvager.data.sqlite_writer import sqlite_guide_writer_resource
 from d3_item_salvager.logging_setup import get_logger
 from d3_item_salvager.maxroll.client import MaxrollClient
 from d3_item_salvager.maxroll.gateway import MaxrollGateway
@@ -62,7 +63,8 @@ class Container(containers.DeclarativeContainer):
     )
 
     # Repositories
-    index_repository = providers.Singleton(IndexRepository, index_engine)
+    sqlite_guide_writer = providers.Resource(sqlite_guide_writer_resource, config.provided.database)
+    index_repository = providers.Singleton(IndexRepository, index_engine, sqlite_guide_writer)
 
     # Services
     build_guide_service = providers.Factory(

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
+from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select, update
 from sqlalchemy.exc import DBAPIError
@@ -19,6 +20,9 @@ from d3_item_salvager.data.schema import builds, guides, item_usages, items
 from d3_item_salvager.errors import IndexDatabaseError, IndexLockedError
 from d3_item_salvager.maxroll.catalog import ItemCatalog
 from d3_item_salvager.maxroll.models import BuildRecord, CatalogItem, GuideRecord
+
+if TYPE_CHECKING:
+    from d3_item_salvager.data.sqlite_writer import SqliteGuideWriter
 
 PLACEHOLDER_QUALITY = "unknown"
 
@@ -69,10 +73,11 @@ def placeholder_item(item_id: str) -> CatalogItem:
 
 
 class IndexRepository:
-    """The index on an AsyncEngine (SQLAlchemy Core)."""
+    """The index on an AsyncEngine (SQLAlchemy Core); SQLite guide writes via `guide_writer`."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, guide_writer: SqliteGuideWriter | None = None) -> None:
         self._engine = engine
+        self._guide_writer = guide_writer
 
     async def stored_guides(self) -> dict[int, StoredGuide]:
         """Every guide in the index, by id."""
@@ -126,6 +131,10 @@ class IndexRepository:
         as they are, and the guide is left unchecked (`last_checked_at` NULL) so the next sync
         reads it again.
         """
+        if self._guide_writer is not None:  # SQLite: same diff, off the loop (sqlite_writer.py)
+            return await self._guide_writer.write_guide(
+                guide, guide_builds, catalog, synced_at, kept_planners=kept_planners
+            )
         wanted = {(b.planner_id, b.profile_index): b for b in guide_builds}
         kept = frozenset(kept_planners)
         changes = GuideChanges()
@@ -268,7 +277,12 @@ class IndexRepository:
                 builds.c.guide_id == guide_id
             )
         )
-        return {(row.planner_id, row.profile_index): row.id for row in ids}
+        # Only the wanted builds: a kept planner's usages must not be diffed away.
+        return {
+            (row.planner_id, row.profile_index): row.id
+            for row in ids
+            if (row.planner_id, row.profile_index) in wanted
+        }
 
     @staticmethod
     async def _sync_usages(

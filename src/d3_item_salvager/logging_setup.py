@@ -22,10 +22,12 @@ from collections.abc import Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from d3_item_salvager.config import AppConfig, LoggingConfig
 from d3_item_salvager.errors import ConfigError
+
+if TYPE_CHECKING:  # the config imports pydantic: CLIs log before (or without) loading it
+    from d3_item_salvager.config import AppConfig, LoggingConfig
 
 LOGGER_NAME = "d3_item_salvager"
 APSCHEDULER_LOGGER_NAME = "apscheduler"

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import signal
 import sqlite3
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +15,7 @@ import pytest
 
 from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
 from tests.index_expectations import expected_rows, stored_rows
-from tests.processes import WorkerProcess, run_cli, write_config
+from tests.processes import WorkerProcess, child_env, run_cli, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -259,3 +261,23 @@ async def test_run_scheduler_exits_1_when_its_job_store_is_replaced(
         for line in worker.lines
     )
     assert "Traceback" not in "\n".join(worker.lines)
+
+
+async def test_help_lists_the_commands_without_importing_the_config_asyncio_or_rich(
+    tmp_path: Path,
+) -> None:
+    """`--help` stays fast: pydantic (via the config), asyncio and rich load only when needed."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-X", "importtime", "-m", "d3_item_salvager.workers", "--help",
+        cwd=tmp_path, env=child_env({"COLUMNS": "240"}), stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    with anyio.fail_after(60):
+        stdout, stderr = await process.communicate()
+    assert process.returncode == 0
+    for command in ("run-scheduler", "run", "status", "history", "--version"):
+        assert command in stdout.decode()
+    imported = {line.rsplit("|", 1)[-1].strip() for line in stderr.decode().splitlines()}
+    assert "d3_item_salvager.workers.cli" in imported
+    slow = {"d3_item_salvager.config", "pydantic", "asyncio", "typer.rich_utils", "rich"}
+    assert not slow & imported

@@ -7,28 +7,30 @@ stopped by SIGINT or SIGTERM (the run is recorded `cancelled`).
 
 from __future__ import annotations
 
-import asyncio
 import json
 import signal
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from d3_item_salvager.config import AppConfig, load_config
 from d3_item_salvager.errors import ConfigError, IndexDatabaseError, IndexLockedError
 from d3_item_salvager.logging_setup import configure_app_logging, get_logger
 from d3_item_salvager.workers.jobs import JOBS, JobSpec, check_jobs_config, job_spec
 
+if TYPE_CHECKING:
+    from d3_item_salvager.config import AppConfig
+
 # The runtime, the tasks and status pull in SQLAlchemy, httpx and APScheduler: each command imports
-# them when it runs, so `--help` and usage errors answer at once.
+# them when it runs, so `--help` and usage errors answer at once. So does the config (pydantic).
+# Help is click's plain formatting: Typer's rich formatting alone costs ~150 ms per start.
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 SCRIPT_NAME = "d3-item-salvager-workers"  # the console script; `__main__` names itself instead
 
 # add_completion: Typer's --install-completion / --show-completion for the console script.
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None)
 _log = get_logger(__name__)
 
 
@@ -78,6 +80,7 @@ def _setup(
     `needs_token`: job ids that need the Maxroll search token when enabled. `start_logging=False`
     for read-only commands, which must create no log file.
     """
+    from d3_item_salvager.config import load_config
     from d3_item_salvager.workers.jobs import job_settings
 
     try:
@@ -94,6 +97,8 @@ def _setup(
 
 
 def _run_async(main: Any) -> Any:
+    import asyncio  # with its ssl import, ~15 % of a `--help`: only commands that run need it
+
     try:
         return asyncio.run(main)
     except IndexLockedError as exc:  # busy, not misconfigured: a failure worth retrying
@@ -107,6 +112,8 @@ def _run_async(main: Any) -> Any:
 def run_scheduler(config_file: ConfigOption = None) -> None:
     """Run the scheduler until SIGINT or SIGTERM, then stop gracefully."""
     config = _setup(config_file, tuple(JOBS))
+    import asyncio
+
     from d3_item_salvager.workers.leadership import FatalLeadershipError
     from d3_item_salvager.workers.runtime import WorkerRuntime
 
@@ -160,6 +167,8 @@ def run_job(
     """
     spec = _job_argument(job)
     config = _setup(config_file, (spec.id,))
+    import asyncio
+
     from d3_item_salvager.workers.runtime import WorkerRuntime
 
     async def once() -> Any:

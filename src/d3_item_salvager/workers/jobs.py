@@ -12,10 +12,10 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from d3_item_salvager.config import AppConfig, JobConfig
 from d3_item_salvager.errors import ConfigError
 
 if TYPE_CHECKING:
+    from d3_item_salvager.config import AppConfig
     from d3_item_salvager.workers.runs import RunResult
 
 TASKS_MODULE = "d3_item_salvager.workers.tasks"
@@ -132,6 +132,8 @@ def check_jobs_config(config: AppConfig) -> None:
 
 def job_settings(config: AppConfig, job_id: str) -> JobSettings:
     """The job's settings: what the config sets, else the registry's defaults."""
+    from d3_item_salvager.config import JobConfig  # pydantic: not needed for `--help`
+
     spec = JOBS[job_id]
     section = config.scheduler.jobs.by_id().get(job_id) or JobConfig()
     return JobSettings(

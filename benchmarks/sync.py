@@ -108,12 +108,26 @@ async def main(guides: int, latency: float, concurrency: int) -> None:
             f"  host loop lag (5 ms ticker): p50 {percentile(lags, 0.5) * 1e3:.2f} ms, p99 {percentile(lags, 0.99) * 1e3:.2f} ms, max {max(lags) * 1e3:.2f} ms over {len(lags)} ticks"
         )
 
-        # 2. Incremental sync of the unchanged site.
+        # 2. Incremental sync of the unchanged site, inside cache.revalidate_after_minutes.
         summary, wall = await sync_once(config)
         log = fake.log(reset=True)
         searches = sum(p.startswith("/indexes") for p in log["paths"])
         print(
-            f"incremental sync (unchanged): {wall:.2f} s, {log['requests']} requests ({searches} search pages, {log['statuses'].count(304)} answered 304), {summary.bytes_received / 1e3:.0f} kB"
+            f"incremental sync (unchanged, inside the revalidation window): {wall:.2f} s, {log['requests']} requests ({searches} search pages, {log['statuses'].count(304)} answered 304), {summary.bytes_received / 1e3:.0f} kB"
+        )
+
+        # 2b. The same unchanged site with revalidate_after_minutes = 0: every page and profile
+        # is asked conditionally (the 304 path).
+        revalidating = config.model_copy(
+            update={"cache": config.cache.model_copy(update={"revalidate_after_minutes": 0.0})}
+        )
+        summary, wall = await sync_once(revalidating)
+        log = fake.log(reset=True)
+        searches = sum(p.startswith("/indexes") for p in log["paths"])
+        documents = log["requests"] - searches
+        limit = log["requests"] * latency / concurrency
+        print(
+            f"revalidating sync (unchanged, revalidate_after_minutes = 0): {wall:.2f} s, {log['requests']} requests ({searches} search pages + {documents} conditional, {log['statuses'].count(304)} answered 304), {summary.bytes_received / 1e3:.0f} kB; limit {limit:.2f} s, wall / limit {f'{wall / limit:.3f}' if limit else 'n/a'}; builds changed {summary.builds_updated + summary.builds_created + summary.builds_removed}"
         )
 
         # 3. One guide changed: its page and profiles are asked conditionally.

@@ -125,7 +125,7 @@ def create_app(config: AppConfig | None = None) -> FastAPI:
     @app.post("/jobs/{job}/runs", status_code=202)
     async def start_run(job: str, request: Request) -> dict[str, str]:
         try:
-            job_id = job_spec(job).id
+            job_id = job_spec(job).id  # scrape_guides or scrape-guides
         except ConfigError as exc:
             raise HTTPException(404, str(exc)) from None
         run_id = request.app.state.runs.start(job_id)

@@ -70,7 +70,7 @@ def with_interval_seconds(config: AppConfig, job_id: str, seconds: float) -> App
     validate).
     """
     jobs = config.scheduler.jobs
-    section = jobs.by_id().get(job_id) or JobConfig()
+    section = jobs.by_id().get(job_id, JobConfig())
     job = section.model_copy(update={"interval_minutes": seconds / 60})
     scheduler = config.scheduler.model_copy(update={"jobs": jobs.model_copy(update={job_id: job})})
     return config.model_copy(update={"scheduler": scheduler})

@@ -133,7 +133,7 @@ async def test_one_home_isolates_a_whole_installation(
     monkeypatch.chdir(cwd)
     config = load_config(environment=False, home=home)
     configure_app_logging(config)
-    async with WorkerRuntime(config, freeze_gc=False):
+    async with WorkerRuntime(config):
         pass
     assert (home / "cache" / "d3_items.sqlite").is_file()
     assert (home / "cache" / "scheduler.sqlite").is_file()

@@ -192,8 +192,8 @@ class JobConfig(_Section):
 
     @field_validator("interval_minutes")
     @classmethod
-    def _bounded_interval(cls, value: float) -> float:
-        if not MIN_INTERVAL_MINUTES <= value <= MAX_INTERVAL_MINUTES:
+    def _bounded_interval(cls, value: float | None) -> float | None:
+        if value is not None and not MIN_INTERVAL_MINUTES <= value <= MAX_INTERVAL_MINUTES:
             raise ValueError(
                 f"must be at least 1 second ({MIN_INTERVAL_MINUTES:.4f} minutes) and at most "
                 f"a year ({MAX_INTERVAL_MINUTES} minutes)"

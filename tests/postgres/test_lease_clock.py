@@ -8,7 +8,8 @@ from pathlib import Path
 import anyio.to_thread
 from sqlalchemy import text
 
-from d3_item_salvager.container import open_container, resolve
+from d3_item_salvager.container import resolve
+from d3_item_salvager.workers.container import open_worker_container
 from d3_item_salvager.workers.lease import SchedulerLease
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from d3_item_salvager.workers.status import collect_status, health_problems
@@ -23,7 +24,7 @@ async def test_hosts_with_skewed_clocks_never_both_lead(
 ) -> None:
     """A host 10 s ahead cannot take a live lease; one 10 s behind takes an expired one."""
     config = make_config(tmp_path, scheduler={"job_store_url": postgres.psycopg_url})
-    async with open_container(config) as container:
+    async with open_worker_container(config) as container:
         engine = await resolve(container.job_store_engine)
         # Lease period 8 s: held for 4 s per renewal, well under the 10 s skew.
         punctual = SchedulerLease(engine, "punctual", 8, clock=time.time)

@@ -16,8 +16,8 @@ from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
 from d3_item_salvager.workers import tasks
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from tests.conftest import make_config
-from tests.index_expectations import expected_rows, stored_rows
-from tests.processes import child_env
+from tests.index_expectations import expected_rows, stored_rows, touch_guide
+from tests.processes import child_env, run_cli
 from tests.reliability.test_locked_database import WriteLock
 from tests.workers.test_cli import cli_config
 
@@ -75,3 +75,50 @@ async def test_a_lock_held_while_the_program_starts_makes_it_wait(
     assert code == 0, stderr
     assert json.loads(stdout)["outcome"] == "success"
     assert stored_rows(database) == expected_rows(fake_maxroll.site)
+
+
+def cli_config_with_busy_timeout(tmp_path: Path, fake: FakeMaxroll, seconds: float) -> Path:
+    config = cli_config(tmp_path, fake)
+    text = config.read_text(encoding="utf-8")
+    assert "[database]\n" in text
+    config.write_text(
+        text.replace("[database]\n", f"[database]\nbusy_timeout_seconds = {seconds}\n"),
+        encoding="utf-8",
+    )
+    return config
+
+
+@pytest.mark.slow
+async def test_a_lock_held_while_a_current_index_opens_is_not_a_configuration_error(
+    tmp_path: Path, fake_maxroll: FakeMaxroll
+) -> None:
+    """Opening a current index does not write, so the start goes through; the sync's writes then
+    time out on the lock: exit 1 (transient failure), never exit 2."""
+    config = cli_config_with_busy_timeout(tmp_path, fake_maxroll, 0.1)
+    code, _stdout, stderr = await run_cli(
+        "run", "scrape-guides", "--config", str(config), cwd=tmp_path
+    )
+    assert code == 0, stderr
+    touch_guide(fake_maxroll.site.guides[0])
+    with WriteLock(tmp_path / "index.sqlite"):
+        code, stdout, stderr = await run_cli(
+            "run", "scrape-guides", "--json", "--config", str(config), cwd=tmp_path
+        )
+    assert code == 1, stderr
+    result = json.loads(stdout)
+    assert result["outcome"] == "failed"
+    assert "locked by another writer" in result["error"]
+
+
+@pytest.mark.slow
+async def test_a_new_index_locked_past_the_busy_timeout_exits_1_not_2(
+    tmp_path: Path, fake_maxroll: FakeMaxroll
+) -> None:
+    """A new index that cannot be created in time is a busy database, not a bad configuration."""
+    config = cli_config_with_busy_timeout(tmp_path, fake_maxroll, 0.1)
+    with WriteLock(tmp_path / "index.sqlite"):
+        code, _stdout, stderr = await run_cli(
+            "run", "scrape-guides", "--config", str(config), cwd=tmp_path
+        )
+    assert code == 1, stderr
+    assert "locked by another writer" in stderr

@@ -21,6 +21,7 @@ from d3_item_salvager.services.build_guides import (
     GUIDE_LIST_FALLBACK_MAX_AGE_HOURS,
     BuildGuideService,
 )
+from d3_item_salvager.services.cache_refresh import CacheRefreshService
 from d3_item_salvager.services.sync_summary import SyncSummary
 from d3_item_salvager.testing.fake_maxroll import (
     GUIDE_PREFIX,
@@ -217,6 +218,20 @@ async def test_fewer_hits_than_announced_removes_nothing(
     assert (summary.guide_list_complete, summary.guides_removed) == (False, 0)
     assert "announced about 500 hits" in summary.warnings[0].error
     assert index.rows()["guides"] == stored
+
+
+async def test_cache_refresh_keeps_the_cached_list_when_the_listing_is_not_whole(
+    live_config: AppConfig, fake_maxroll: FakeMaxroll
+) -> None:
+    async with open_container(live_config) as container:
+        refresh: CacheRefreshService = await resolve(container.cache_refresh_service)
+        whole = await refresh.refresh()
+        cache = service_cache_bytes(live_config)
+        fake_maxroll.site.guides.pop()
+        fake_maxroll.estimated_total = 500
+        cut = await refresh.refresh()
+    assert (whole.guide_list_complete, cut.guide_list_complete) == (True, False)
+    assert service_cache_bytes(live_config) == cache
 
 
 async def test_empty_listing_fails_the_run_and_removes_nothing(

@@ -16,7 +16,6 @@ from d3_item_salvager.testing.fake_maxroll import (
     PROFILE_PREFIX,
     SEARCH_PATH,
 )
-from d3_item_salvager.workers import tasks
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from tests.index_expectations import expected_rows, stored_rows
 
@@ -88,8 +87,8 @@ async def test_a_test_changes_the_site_and_the_next_sync_follows(tmp_path: Path)
         config = maxroll.config(tmp_path)
         database = config.database.sqlite_path
         assert database is not None
-        async with WorkerRuntime(config, run_scheduler=False, freeze_gc=False):
-            assert (await tasks.scrape_guides_task(trigger="manual")).succeeded
+        async with WorkerRuntime(config, run_scheduler=False) as runtime:
+            assert (await runtime.run_job("scrape_guides")).succeeded
             assert stored_rows(database) == expected_rows(maxroll.site)
 
             added = maxroll.add_guide("monk", planners=2, title="Fresh Monk")
@@ -98,7 +97,7 @@ async def test_a_test_changes_the_site_and_the_next_sync_follows(tmp_path: Path)
             replanned = maxroll.site.guides[1]
             new_planner = maxroll.add_planner("crusader", profiles=2)
             maxroll.edit_guide(replanned.slug, variant_planners=[new_planner])
-            assert (await tasks.scrape_guides_task(trigger="manual")).succeeded
+            assert (await runtime.run_job("scrape_guides")).succeeded
             stored = assert_index_matches(database, maxroll)
             titles = {row[0]: row[2] for row in stored["guides"]}
             assert titles[added.guide_id] == "Fresh Monk"
@@ -112,8 +111,8 @@ async def test_a_test_changes_the_site_and_the_next_sync_follows(tmp_path: Path)
             maxroll.set_profile_item(planner, 0, "head", "Unique_Helm_005_x1")
             maxroll.rename_item("Unique_Helm_005_x1", "Crown of Tests")
             # data.json is cached for cache.item_catalog_ttl_minutes; refresh_cache revalidates it.
-            assert (await tasks.refresh_cache_task(trigger="manual")).succeeded
-            result = await tasks.scrape_guides_task(force_refresh=True, trigger="manual")
+            assert (await runtime.run_job("refresh_cache")).succeeded
+            result = await runtime.run_job("scrape_guides", force_refresh=True)
             assert result.succeeded
             stored = assert_index_matches(database, maxroll)
             assert ("Unique_Helm_005_x1", "Crown of Tests") in {row[:2] for row in stored["items"]}

@@ -18,7 +18,7 @@ from d3_item_salvager.services.build_guides import SyncSummary
 from d3_item_salvager.workers.leadership import FatalLeadershipError
 from d3_item_salvager.workers.runs import Outcome, Trigger
 from d3_item_salvager.workers.runtime import WorkerRuntime
-from tests.conftest import make_config, with_interval_seconds
+from tests.conftest import make_config
 from tests.workers.fakes import FakeSyncService
 from tests.workers.test_tasks import job_runs, with_fake
 
@@ -47,7 +47,7 @@ def steal_lease(config: Any) -> None:
 async def test_losing_the_lease_cancels_running_scheduled_runs(tmp_path: Path) -> None:
     """A leader that finds its lease taken pauses, and its running scheduled run is cancelled and
     recorded with the error 'lease lost'."""
-    config = with_interval_seconds(scrape_only(tmp_path), "scrape_guides", 0.3)
+    config = scrape_only(tmp_path, interval_minutes=1 / 60)
     fake = FakeSyncService("block")
     async with with_fake(WorkerRuntime(config), fake) as runtime:
         assert runtime.leadership is not None
@@ -158,12 +158,12 @@ async def test_a_graceful_stop_that_cancels_a_run_logs_one_line(
         scheduler={
             "shutdown_timeout_seconds": 0.1,
             "jobs": {
+                "scrape_guides": {"interval_minutes": 1 / 60},
                 "refresh_cache": {"enabled": False},
                 "cleanup_logs": {"enabled": False},
             },
         },
     )
-    config = with_interval_seconds(config, "scrape_guides", 0.3)
     fake = FakeSyncService("block")
     with caplog.at_level(logging.INFO):
         async with with_fake(WorkerRuntime(config), fake):

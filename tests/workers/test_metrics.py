@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import socket
 import sqlite3
 import time
@@ -234,3 +235,27 @@ async def test_run_scheduler_serves_metrics(tmp_path: Path, fake_maxroll: FakeMa
     values = samples(response.text)
     assert values[("d3is_scheduler_lease_held", ())] == 1
     assert (("d3is_job_next_run_timestamp_seconds", (("job", "cleanup_logs"),))) in values
+
+
+async def test_a_failing_loop_lag_probe_logs_an_error_and_keeps_probing(
+    metrics_config: AppConfig, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The probe is supervised: an error is logged and the next probe still records."""
+    async with WorkerRuntime(metrics_config, run_scheduler=False) as runtime:
+        lag = runtime.metrics.loop_lag
+        observed: asyncio.Queue[float] = asyncio.Queue()
+        record = lag.observe
+        calls = 0
+
+        def flaky(value: float, exemplar: dict[str, str] | None = None) -> None:
+            nonlocal calls
+            calls += 1
+            if calls == 1:
+                raise RuntimeError("a bug in the probe")
+            record(value)
+            observed.put_nowait(value)
+
+        monkeypatch.setattr(lag, "observe", flaky)
+        with caplog.at_level(logging.ERROR), anyio.fail_after(10):
+            await observed.get()
+    assert "loop-lag probe failed" in caplog.text

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import signal
 from collections.abc import AsyncIterator
 from contextlib import AsyncExitStack, asynccontextmanager
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_RUNNING
 from apscheduler.triggers.interval import IntervalTrigger
@@ -27,7 +29,7 @@ from d3_item_salvager.workers.scheduler import (
     start_scheduler,
     stop_scheduler,
 )
-from tests.conftest import make_config, with_interval_seconds
+from tests.conftest import make_config
 
 Jobs = dict[str, dict[str, Any]]
 
@@ -166,7 +168,7 @@ def only_cleanup(tmp_path: Path, interval_minutes: float) -> AppConfig:
 async def test_seed_api_build_register_start_runs_jobs_in_that_container(tmp_path: Path) -> None:
     """build_scheduler(config, container), register_jobs(...), start_scheduler(...): the jobs run
     through that container, and the exit stack stops the scheduler."""
-    config = with_interval_seconds(only_cleanup(tmp_path, 1), "cleanup_logs", 0.18)
+    config = only_cleanup(tmp_path, 1 / 60)
     async with open_worker_container(config) as container:
         runner: JobRunner = await resolve(container.job_runner)
         tracker = RunTracker(runner.events)
@@ -207,3 +209,27 @@ def test_seed_tasks_are_exported_by_the_scheduler_module() -> None:
 
     for job_id, spec in JOBS.items():
         assert getattr(scheduler, f"{job_id}_task") is spec.task_function()
+
+
+async def test_registering_a_different_configuration_warns_about_each_change(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A leader whose config differs from what the store holds names every difference."""
+    async with started(config_with(tmp_path)) as scheduler:
+        register_jobs(scheduler, config_with(tmp_path))
+    changed = config_with(
+        tmp_path,
+        {"scrape_guides": {"interval_minutes": 30}, "cleanup_logs": {"enabled": False}},
+        misfire_grace_seconds=7,
+    )
+    with caplog.at_level(logging.WARNING):
+        async with started(changed) as scheduler:
+            report = register_jobs(scheduler, changed)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(report.changes) == 3
+    assert all(any(change in line for line in warnings) for change in report.changes)
+    assert any(
+        "scrape_guides: interval[6:00:00]" in line and "0:30:00" in line for line in warnings
+    )
+    assert any("cleanup_logs: disabled" in line for line in warnings)
+    assert any("refresh_cache: misfire grace 300s -> 7s" in line for line in warnings)

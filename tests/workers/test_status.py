@@ -268,12 +268,13 @@ async def test_history_lists_runs_newest_first_with_problems(tmp_path: Path) -> 
     assert_columns_line_up(lines)
     assert "cleanup_logs" in lines[-2]  # the oldest run, the manual cleanup, comes last
 
+    # A run cancelled by a stop is shown as the last run, but health judges the one before it.
+    add_run(store, "r4", start + timedelta(minutes=3), outcome="cancelled")
     code, stdout, _ = await run_cli("status", "--json", "--config", str(config), cwd=tmp_path)
     jobs = {job["job_id"]: job for job in json.loads(stdout)["jobs"]}
-    assert (jobs["scrape_guides"]["last_outcome"], jobs["scrape_guides"]["last_problems"]) == (
-        "success",
-        None,
-    )
+    scrape = jobs["scrape_guides"]
+    assert (scrape["last_outcome"], scrape["last_problems"]) == ("cancelled", None)
+    assert scrape["conclusive_outcome"] == "success"
 
 
 def assert_columns_line_up(lines: list[str]) -> None:
@@ -338,7 +339,9 @@ def test_tables_line_up_whatever_the_widths() -> None:
         ],
         "lease": None,
     }
-    assert_columns_line_up(render_status(report).splitlines())
+    rendered = render_status(report).splitlines()
+    assert_columns_line_up(rendered)
+    assert [cell.strip() for cell in rendered[4].split("|")][-2] == "12"  # the problems column
     runs = [
         {
             "job_id": "cleanup_logs",

@@ -22,7 +22,7 @@ from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from d3_item_salvager.data.migrations.runner import upgrade_index
-from d3_item_salvager.errors import IndexDatabaseError
+from d3_item_salvager.errors import IndexDatabaseError, IndexLockedError
 
 USAGE_CONTEXTS = ("main", "kanai", "follower")
 
@@ -94,12 +94,18 @@ async def ensure_schema(engine: AsyncEngine) -> None:
     comes second finds it done.
 
     Raises:
+        IndexLockedError: an upgrade waited longer than the busy timeout for another writer.
         IndexDatabaseError: the database has a version this program does not know, or cannot
             be opened.
     """
     try:
         await upgrade_index(engine)
     except DBAPIError as exc:
+        if "database is locked" in str(exc.orig):
+            raise IndexLockedError(
+                "the index database is locked by another writer for longer than "
+                "database.busy_timeout_seconds while its schema is being upgraded; try again"
+            ) from None
         raise IndexDatabaseError(f"cannot open the index database: {exc.orig}") from None
     except OSError as exc:  # a server that cannot be reached (PostgreSQL)
         raise IndexDatabaseError(f"cannot reach the index database: {exc}") from None

@@ -5,8 +5,9 @@ Nothing here runs unless a test asks for a fixture by name:
 - `fake_maxroll`: a `FakeMaxroll` serving a small synthetic site on 127.0.0.1;
 - `salvager_config`: an `AppConfig` pointing at it, every file under `tmp_path`, the shell's
   `D3IS_` variables ignored;
-- `salvager_runtime`: a `WorkerRuntime` opened on that config (needs pytest-asyncio; works in its
-  strict and auto modes).
+- `salvager_runtime`: a `WorkerRuntime` opened on that config in burst mode: it holds the lease
+  and has registered the jobs, but runs them only when the test asks (`await
+  runtime.run_due_jobs()`, `await runtime.run_job(...)`). Needs pytest-asyncio (strict or auto).
 
 Override `salvager_config` in a conftest.py to change settings, e.g.
 `return fake_maxroll.config(tmp_path, scheduler={"jobs": {"cleanup_logs": {"enabled": False}}})`.
@@ -49,12 +50,13 @@ if pytest_asyncio is not None:
 
     @pytest_asyncio.fixture
     async def salvager_runtime(salvager_config: AppConfig) -> AsyncIterator[WorkerRuntime]:
-        """An open `WorkerRuntime` on `salvager_config`, closed after the test."""
+        """An open burst-mode `WorkerRuntime` on `salvager_config`, closed after the test."""
         # Imported here: the runtime pulls in SQLAlchemy and APScheduler, which a pytest run
         # that never asks for this fixture should not pay for.
         from d3_item_salvager.workers.runtime import WorkerRuntime
 
-        async with WorkerRuntime(salvager_config, freeze_gc=False) as runtime:
+        # Burst mode: jobs run when the test says so, never behind its back.
+        async with WorkerRuntime(salvager_config, burst=True) as runtime:
             yield runtime
 
 else:  # pragma: no cover - only without pytest-asyncio installed

@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from d3_item_salvager.errors import ConfigError, IndexDatabaseError
+from d3_item_salvager.errors import ConfigError, IndexDatabaseError, IndexLockedError
 from d3_item_salvager.logging_setup import configure_app_logging, get_logger
 from d3_item_salvager.workers.jobs import JOBS, JobSpec, check_jobs_config, job_spec
 
@@ -77,7 +77,8 @@ def _setup(
 ) -> AppConfig:
     """Load and check the config and start logging; exit 2 with one clear message on error.
 
-    `needs_token`: job ids that need the Maxroll search token when enabled.
+    `needs_token`: job ids that need the Maxroll search token when enabled. `start_logging=False`
+    for read-only commands, which must create no log file.
     """
     from d3_item_salvager.config import load_config
     from d3_item_salvager.workers.jobs import job_settings
@@ -100,6 +101,9 @@ def _run_async(main: Any) -> Any:
 
     try:
         return asyncio.run(main)
+    except IndexLockedError as exc:  # busy, not misconfigured: a failure worth retrying
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(EXIT_FAILED) from None
     except (ConfigError, IndexDatabaseError) as exc:
         raise _fail(str(exc)) from None
 

@@ -198,6 +198,22 @@ class JobStoreReader:
         with self._reading("the run history"):
             return [_run_row(row) for row in self.connection.execute(query)]
 
+    def last_finished(self, job_id: str, *, skip_cancelled: bool = False) -> RunRow | None:
+        """The job's most recently finished run (optionally the last one not cancelled)."""
+        if job_runs.name not in self._tables:
+            return None
+        query = (
+            select(job_runs)
+            .where(job_runs.c.job_id == job_id, job_runs.c.finished_at.is_not(None))
+            .order_by(job_runs.c.finished_at.desc(), job_runs.c.run_id.desc())
+            .limit(1)
+        )
+        if skip_cancelled:
+            query = query.where(job_runs.c.outcome != "cancelled")
+        with self._reading("the run history"):
+            row = self.connection.execute(query).first()
+            return _run_row(row) if row is not None else None
+
     def lease(self) -> LeaseState | None:
         """The lease row, judged live by the clock that decides it (the database's on PostgreSQL)."""
         if scheduler_lease.name not in self._tables:

@@ -293,7 +293,10 @@ class WorkerRuntime:
         while True:
             asked = loop.time()
             await asyncio.sleep(LAG_PROBE_SECONDS)
-            self.metrics.loop_lag.observe(max(loop.time() - asked - LAG_PROBE_SECONDS, 0.0))
+            try:
+                self.metrics.loop_lag.observe(max(loop.time() - asked - LAG_PROBE_SECONDS, 0.0))
+            except Exception:  # noqa: BLE001 - supervised: a failed probe logs and keeps probing
+                _log.exception("loop-lag probe failed; it keeps running")
 
     async def _shutdown_resources(self) -> None:
         await await_if_needed(self.container.shutdown_resources())

@@ -38,16 +38,17 @@ def collect_status(config: AppConfig) -> dict[str, Any]:
     Raises:
         ConfigError: no job store at the configured place, or one that cannot be read.
     """
+    configured = all_job_settings(config)
     with JobStoreReader(config.scheduler, config.database.busy_timeout_seconds) as store:
         stored = store.stored_jobs()
-        runs = store.runs()
         lease = store.lease()
+        last_runs = {job_id: store.last_finished(job_id) for job_id in configured}
+        verdicts = {
+            job_id: store.last_finished(job_id, skip_cancelled=True) for job_id in configured
+        }
     jobs = []
-    for job_id, job in all_job_settings(config).items():
-        finished = [run for run in runs if run.job_id == job_id and run.finished_at is not None]
-        finished.sort(key=lambda run: run.finished_at or "", reverse=True)
-        last = finished[0] if finished else None
-        verdict = next((run for run in finished if run.outcome != "cancelled"), None)
+    for job_id, job in configured.items():
+        last, verdict = last_runs[job_id], verdicts[job_id]
         schedule = stored.get(job_id)
         jobs.append(
             {

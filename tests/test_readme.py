@@ -1,12 +1,18 @@
-"""The README's quick start and .ci/run stay in step."""
+"""The README stays true: its quick start matches .ci/run, its JSON examples match the output."""
 
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
+from typing import Any
+
+import anyio
 
 from d3_item_salvager.workers.runs import Outcome, RunResult, Trigger
+from d3_item_salvager.workers.runtime import WorkerRuntime
+from d3_item_salvager.workers.status import collect_status
+from tests.conftest import make_config
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -41,3 +47,23 @@ def test_run_json_example_has_the_keys_run_json_prints() -> None:
         "r", "scrape_guides", Trigger.MANUAL, Outcome.SUCCESS, None, {}, 1.0
     ).to_dict()
     assert set(json.loads(example.group(1))) == set(printed)
+
+
+def _json_example_after(marker: str) -> dict[str, Any]:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    example = re.search(r"```json\n(.+?)\n```", readme.split(marker, 1)[1], re.DOTALL)
+    assert example is not None
+    parsed: dict[str, Any] = json.loads(example.group(1))
+    return parsed
+
+
+async def test_status_json_example_has_the_keys_status_prints(tmp_path: Path) -> None:
+    """The README's `status --json` example names exactly the keys of a real report."""
+    config = make_config(tmp_path)
+    async with WorkerRuntime(config):  # creates the job store and takes the lease
+        report = await anyio.to_thread.run_sync(collect_status, config)
+    example = _json_example_after("`status --json` prints one object")
+    assert set(example) == set(report)
+    assert set(example["jobs"][0]) == set(report["jobs"][0])
+    assert report["lease"] is not None
+    assert set(example["lease"]) == set(report["lease"])

@@ -12,8 +12,9 @@ The tree::
     │   └── ParseError              a document is not in the expected format
     ├── UnsafeUrlError              a value would send a request somewhere it must not go
     ├── CacheError                  a cache file could not be written
-    └── IndexDatabaseError          the index database refused an operation
-        └── IndexLockedError        another writer held the index past the busy timeout
+    ├── IndexDatabaseError          the index database refused an operation
+    │   └── IndexLockedError        another writer held the index past the busy timeout
+    └── RunHistoryError             a run's history row could not be written
 
 Messages are built here from ids and URLs, so every caller reports the same facts the same way.
 """
@@ -108,3 +109,7 @@ class IndexLockedError(IndexDatabaseError):
 
     Transient: the run is retried later.
     """
+
+
+class RunHistoryError(D3ItemSalvagerError):
+    """The job store refused a run's history row: the run is not started, or reported failed."""

@@ -74,9 +74,10 @@ async def test_thousand_scheduled_runs_leave_resources_flat(
             finally:
                 tracemalloc.stop()
             rss_after, fds_after, threads_after = resources()
-    assert set(outcomes) <= {"success", "skipped"}
+            finished = dict(outcomes)  # before leaving: the stop may cancel a run in flight
+    assert set(finished) <= {"success", "skipped"}
     # tracemalloc slows each run down, so many 12 ms ticks meet a run still going (skipped).
-    assert outcomes.get("success", 0) >= 100  # skipped ones also write a row and an event
+    assert finished.get("success", 0) >= 100  # skipped ones also write a row and an event
     assert fds_after <= fds_before + 6  # two more pooled SQLite connections (db, -wal, -shm)
     assert threads_after <= threads_before + 2  # anyio worker threads come and go
     assert rss_after - rss_before < 10 * 1024 * 1024

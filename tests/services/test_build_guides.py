@@ -251,18 +251,6 @@ async def test_force_refresh_refetches_everything_unconditionally(
     assert index.rows() == before
 
 
-async def test_fetch_guides_uses_the_fresh_cache(
-    service: BuildGuideService, fake_maxroll: FakeMaxroll
-) -> None:
-    """fetch_guides reads the API once, then the cache while fresh, and again when forced."""
-    first = await service.fetch_guides()
-    second = await service.fetch_guides()
-    assert first == second
-    pages = fake_maxroll.count("/indexes")
-    await service.fetch_guides(force_refresh=True)
-    assert fake_maxroll.count("/indexes") == 2 * pages
-
-
 async def test_sync_refuses_to_start_without_a_token(
     tmp_path: Path, live_container: Container
 ) -> None:

@@ -71,15 +71,6 @@ class BuildGuideService:
         self._cache_config = cache_config
         self._now = now
 
-    async def fetch_guides(self, force_refresh: bool = False) -> list[GuideRecord]:
-        """The guide list: from the cache while it is fresh, else from the search API."""
-        if not force_refresh:
-            max_age = self._cache_config.guide_list_ttl_minutes * 60
-            cached = await self._gateway.cached_guide_list(max_age_seconds=max_age)
-            if cached is not None:
-                return cached
-        return list((await self._gateway.refresh_guide_list()).guides)
-
     async def prepare_database(
         self, force_refresh: bool = False, progress: Progress | None = None
     ) -> SyncSummary:

@@ -10,14 +10,14 @@ import asyncio
 import uuid
 from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
 import anyio
 
 from d3_item_salvager.config import AppConfig
-from d3_item_salvager.errors import D3ItemSalvagerError, TransientFetchError
+from d3_item_salvager.errors import D3ItemSalvagerError, RunHistoryError, TransientFetchError
 from d3_item_salvager.logging_setup import get_logger, log_context
 from d3_item_salvager.workers.jobs import JobSettings, job_settings
 from d3_item_salvager.workers.run_history import RunHistory, utc_now
@@ -158,7 +158,11 @@ class JobRunner:
         start = self._in_background(self.history.start(run_id, job_id, trigger, due, attempt))
         outcome, error, summary, transient = Outcome.FAILED, None, None, False
         try:
-            await asyncio.shield(start)
+            try:
+                await asyncio.shield(start)
+            except Exception as exc:  # noqa: BLE001 - any failure of the history write
+                # Without its history row the run does not start: it could not be accounted for.
+                raise RunHistoryError(f"the run history could not be written: {exc}") from None
             with anyio.fail_after(job.timeout_minutes * 60):
                 result = await work()
             summary, error, transient = result.summary, result.error, result.transient
@@ -182,29 +186,49 @@ class JobRunner:
         finally:
             if not start.done():
                 await asyncio.wait({start})
-            started = start.result()
+            started = utc_now() if start.exception() else start.result()
             duration = round((utc_now() - started).total_seconds(), 3)
             result_record = RunResult(
                 run_id, job_id, trigger, outcome, error, summary, duration, attempt
             )
-            await self._finish(result_record)
+            result_record = await self._finish(result_record, recorded=not start.exception())
         if transient and trigger is not Trigger.MANUAL:
             self._plan_retry(job_id, job, attempt)
         return result_record
 
-    async def _finish(self, result: RunResult) -> None:
-        """Write the outcome even while the run is being cancelled.
+    async def _finish(self, result: RunResult, *, recorded: bool = True) -> RunResult:
+        """Write the outcome even while the run is being cancelled; returns the run as reported.
 
         The write runs in its own task behind asyncio.shield: a cancelled run (even one
-        cancelled twice) still leaves its row, and `stop` waits for the write.
+        cancelled twice) still leaves its row, and `stop` waits for the write. When the history
+        cannot be written, the run is reported failed with that error (never a silent success),
+        and the log says its row stays open until a scheduler marks it abandoned.
         """
-        self._log_outcome(result)
 
-        async def write() -> None:
-            await self.history.finish(result.run_id, result.outcome, result.error, result.summary)
-            self.events.publish(RunFinished(result))
+        async def write() -> RunResult:
+            reported = result
+            if recorded:
+                try:
+                    await self.history.finish(
+                        result.run_id, result.outcome, result.error, result.summary
+                    )
+                except Exception as exc:  # noqa: BLE001 - any failure of the history write
+                    _log.error(
+                        "could not record the run's outcome; its job_runs row stays open until "
+                        "a scheduler marks it abandoned",
+                        extra={"error": str(exc)},
+                    )
+                    reported = replace(
+                        result,
+                        outcome=Outcome.FAILED,
+                        error=f"the run history could not be written: {exc}"
+                        + (f" (the run itself: {result.outcome}; {result.error})"),
+                    )
+            self._log_outcome(reported)
+            self.events.publish(RunFinished(reported))
+            return reported
 
-        await asyncio.shield(self._in_background(write()))
+        return await asyncio.shield(self._in_background(write()))
 
     def _log_outcome(self, result: RunResult) -> None:
         figures = {

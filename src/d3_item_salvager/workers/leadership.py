@@ -68,6 +68,7 @@ class Leadership:
         self._check = check
         self._resume = resume  # False in burst mode: due jobs run only when asked
         self._task: asyncio.Task[None] | None = None
+        self._round_lock = asyncio.Lock()  # one round at a time, whoever calls it
 
     async def start(self) -> None:
         """Take the lease at once when it is free, then keep competing in the background."""
@@ -86,6 +87,10 @@ class Leadership:
 
     async def round(self) -> None:
         """One renewal (leader) or one attempt to take the lease (standby)."""
+        async with self._round_lock:
+            await self._round()
+
+    async def _round(self) -> None:
         try:
             if self.is_leader:
                 self._check()

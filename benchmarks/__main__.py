@@ -7,6 +7,7 @@ import sys
 
 SCRIPTS = (
     "benchmarks.sync",
+    "benchmarks.write_floor",
     "benchmarks.scheduler",
     "benchmarks.startup",
     "benchmarks.reliability",

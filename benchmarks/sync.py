@@ -127,7 +127,7 @@ async def main(guides: int, latency: float, concurrency: int) -> None:
         documents = log["requests"] - searches
         limit = log["requests"] * latency / concurrency
         print(
-            f"revalidating sync (unchanged, revalidate_after_minutes = 0): {wall:.2f} s, {log['requests']} requests ({searches} search pages + {documents} conditional, {log['statuses'].count(304)} answered 304), {summary.bytes_received / 1e3:.0f} kB; limit {limit:.2f} s, wall / limit {wall / limit:.3f}; builds changed {summary.builds_updated + summary.builds_created + summary.builds_removed}"
+            f"revalidating sync (unchanged, revalidate_after_minutes = 0): {wall:.2f} s, {log['requests']} requests ({searches} search pages + {documents} conditional, {log['statuses'].count(304)} answered 304), {summary.bytes_received / 1e3:.0f} kB; limit {limit:.2f} s, wall / limit {f'{wall / limit:.3f}' if limit else 'n/a'}; builds changed {summary.builds_updated + summary.builds_created + summary.builds_removed}"
         )
 
         # 3. One guide changed: its page and profiles are asked conditionally.

@@ -14,13 +14,14 @@ connection gets the pragmas every index connection has (busy timeout, WAL, forei
 from __future__ import annotations
 
 import asyncio
+import json
 import sqlite3
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from d3_item_salvager.data.repository import PLACEHOLDER_QUALITY, GuideChanges
 from d3_item_salvager.errors import IndexDatabaseError, IndexLockedError
@@ -29,8 +30,6 @@ from d3_item_salvager.maxroll.models import BuildRecord, CatalogItem, GuideRecor
 if TYPE_CHECKING:
     from d3_item_salvager.config import DatabaseConfig
 
-# Well under SQLite's limit on bound parameters per statement (999 before 3.32).
-_IN_CHUNK = 500
 
 # id, url, title, class_name, modified_unix, last_synced_at, last_checked_at
 _GuideRow = tuple[int, str, str, str | None, int, str, str | None]
@@ -83,13 +82,25 @@ def _payload(
     )
 
 
-def _chunks(values: Sequence[object]) -> Iterable[Sequence[object]]:
-    for start in range(0, len(values), _IN_CHUNK):
-        yield values[start : start + _IN_CHUNK]
+def _select_json(
+    connection: sqlite3.Connection, columns: str, source: str, values: list[Any]
+) -> list[Any]:
+    """`SELECT columns FROM source`, rows as one JSON array; `values` bound as one JSON array.
+
+    sqlite3 releases the GIL around every step, so each row read or written re-acquires it; with
+    the event loop busy that waits up to the switch interval (5 ms) per row. One JSON document in
+    and out makes a guide's ~170 usages one step instead of ~170 waits.
+    """
+    (document,) = connection.execute(
+        f"SELECT json_group_array(json_array({columns})) FROM {source}", (json.dumps(values),)
+    ).fetchone()
+    result: list[Any] = json.loads(document)
+    return result
 
 
-def _marks(count: int) -> str:
-    return ",".join("?" * count)
+def _fields(count: int) -> str:
+    """`value ->> 0, ..., value ->> count-1`: the columns of a json_each row of arrays."""
+    return ", ".join(f"value ->> {index}" for index in range(count))
 
 
 class SqliteGuideWriter:
@@ -200,13 +211,15 @@ def _upsert_items(connection: sqlite3.Connection, rows: Sequence[_ItemRow]) -> i
     wanted = {row[0]: row for row in rows}
     if not wanted:
         return 0
-    stored: dict[str, tuple[object, ...]] = {}
-    for chunk in _chunks(list(wanted)):
-        for item_id, *values in connection.execute(
-            f"SELECT id, name, slot, quality, set_name FROM items WHERE id IN ({_marks(len(chunk))})",
-            chunk,
-        ):
-            stored[item_id] = tuple(values)
+    stored = {
+        item_id: tuple(values)
+        for item_id, *values in _select_json(
+            connection,
+            "id, name, slot, quality, set_name",
+            "items WHERE id IN (SELECT value FROM json_each(?))",
+            list(wanted),
+        )
+    }
     new_rows = [row for item_id, row in wanted.items() if item_id not in stored]
     # A placeholder never overwrites a real catalog record.
     changed_rows = [
@@ -215,9 +228,10 @@ def _upsert_items(connection: sqlite3.Connection, rows: Sequence[_ItemRow]) -> i
         if item_id in stored and row[3] != PLACEHOLDER_QUALITY and stored[item_id] != row[1:]
     ]
     if new_rows:
-        connection.executemany(
-            "INSERT INTO items (id, name, slot, quality, set_name) VALUES (?, ?, ?, ?, ?)",
-            new_rows,
+        connection.execute(
+            "INSERT INTO items (id, name, slot, quality, set_name) "
+            f"SELECT {_fields(5)} FROM json_each(?) ORDER BY key",
+            (json.dumps(new_rows),),
         )
     for item_id, name, slot, quality, set_name in changed_rows:
         connection.execute(
@@ -245,10 +259,11 @@ def _sync_builds(
     }
     gone = [row[0] for key, row in stored.items() if key not in wanted and key[0] not in kept]
     if gone:
-        for chunk in _chunks(gone):
-            marks = _marks(len(chunk))
-            connection.execute(f"DELETE FROM item_usages WHERE build_id IN ({marks})", chunk)
-            connection.execute(f"DELETE FROM builds WHERE id IN ({marks})", chunk)
+        ids = (json.dumps(gone),)
+        connection.execute(
+            "DELETE FROM item_usages WHERE build_id IN (SELECT value FROM json_each(?))", ids
+        )
+        connection.execute("DELETE FROM builds WHERE id IN (SELECT value FROM json_each(?))", ids)
         changes.builds_removed += len(gone)
     new = [
         (guide_id, planner_id, profile_index, name, class_name)
@@ -289,14 +304,15 @@ def _sync_usages(
     changes: GuideChanges,
 ) -> None:
     """Diff all usages of the guide's builds in one read, one delete and one insert."""
-    stored: dict[tuple[int, str, str, str], int] = {}
-    for chunk in _chunks(list(build_ids.values())):
-        for usage_id, build_id, item_id, slot, context in connection.execute(
-            "SELECT id, build_id, item_id, slot, context FROM item_usages "
-            f"WHERE build_id IN ({_marks(len(chunk))})",
-            chunk,
-        ):
-            stored[(build_id, item_id, slot, context)] = usage_id
+    stored: dict[tuple[int, str, str, str], int] = {
+        (build_id, item_id, slot, context): usage_id
+        for usage_id, build_id, item_id, slot, context in _select_json(
+            connection,
+            "id, build_id, item_id, slot, context",
+            "item_usages WHERE build_id IN (SELECT value FROM json_each(?))",
+            list(build_ids.values()),
+        )
+    }
     wanted = {
         (build_ids[(planner_id, profile_index)], *usage)
         for planner_id, profile_index, _name, _class, usages in wanted_builds
@@ -304,13 +320,17 @@ def _sync_usages(
     }
     gone = [usage_id for key, usage_id in stored.items() if key not in wanted]
     if gone:
-        for chunk in _chunks(gone):
-            connection.execute(f"DELETE FROM item_usages WHERE id IN ({_marks(len(chunk))})", chunk)
+        connection.execute(
+            "DELETE FROM item_usages WHERE id IN (SELECT value FROM json_each(?))",
+            (json.dumps(gone),),
+        )
         changes.usages_removed += len(gone)
     new = sorted(key for key in wanted if key not in stored)
     if new:
-        connection.executemany(
-            "INSERT INTO item_usages (build_id, item_id, slot, context) VALUES (?, ?, ?, ?)", new
+        connection.execute(
+            "INSERT INTO item_usages (build_id, item_id, slot, context) "
+            f"SELECT {_fields(4)} FROM json_each(?) ORDER BY key",
+            (json.dumps(new),),
         )
         changes.usages_created += len(new)
 

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import os
 import pickle
-import socket
 import sqlite3
 import time
 from collections.abc import Iterator
@@ -28,7 +27,7 @@ from d3_item_salvager.config import SchedulerConfig
 from d3_item_salvager.errors import ConfigError
 from d3_item_salvager.workers.job_store_db import job_runs, scheduler_lease
 from d3_item_salvager.workers.lease import LEASE_NAME, database_now
-from d3_item_salvager.workers.run_history import RunRow
+from d3_item_salvager.workers.run_history import RunRow, worker_process_alive
 
 APSCHEDULER_JOBS_TABLE = "apscheduler_jobs"
 
@@ -65,21 +64,6 @@ class LeaseState:
     holder: str
     expires_at: datetime
     live: bool
-
-
-def holder_process_alive(holder: str) -> bool:
-    """False only when the holder ran on this host and its process is gone."""
-    host, _, rest = holder.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return True  # another host: only the lease expiry can tell
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _setting(config: SchedulerConfig) -> str:
@@ -225,7 +209,7 @@ class JobStoreReader:
             if row is None:
                 return None
             now = database_now(self.connection) or time.time()
-        live = row.expires_at > now and holder_process_alive(row.holder)
+        live = row.expires_at > now and worker_process_alive(row.holder)
         return LeaseState(row.holder, datetime.fromtimestamp(row.expires_at, UTC), live)
 
 

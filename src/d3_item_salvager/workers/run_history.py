@@ -32,7 +32,8 @@ def worker_identity(nonce: str) -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{nonce}"
 
 
-def _process_alive(worker: str) -> bool:
+def worker_process_alive(worker: str) -> bool:
+    """False only when the worker (`host:pid:nonce`) ran on this host and its process is gone."""
     host, _, rest = worker.partition(":")
     pid_text = rest.partition(":")[0]
     if host != socket.gethostname() or not pid_text.isdigit():
@@ -179,7 +180,7 @@ class RunHistory:
             dead = [
                 row.run_id
                 for row in rows
-                if row.trigger != Trigger.MANUAL or not _process_alive(row.worker)
+                if row.trigger != Trigger.MANUAL or not worker_process_alive(row.worker)
             ]
             if dead:
                 connection.execute(
@@ -211,7 +212,7 @@ class RunHistory:
 
         def read(connection: Connection) -> str | None:
             for (worker,) in connection.execute(query):
-                if _process_alive(worker):
+                if worker_process_alive(worker):
                     return str(worker)
             return None
 

@@ -14,6 +14,8 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
+from d3_item_salvager.cli_options import ConfigOption, print_version_and_exit, usage_error
+
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -30,9 +32,6 @@ SCRIPT_NAME = "d3-item-salvager"  # the console script; `__main__` names itself 
 # add_completion: Typer's --install-completion / --show-completion for the console script.
 app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
 
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", help="TOML config file (default: $D3IS_CONFIG_FILE).")
-]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 LimitOption = Annotated[
     int | None,
@@ -48,11 +47,7 @@ ClassOption = Annotated[
 
 
 def _print_version(value: bool) -> None:
-    if value:
-        from importlib.metadata import version
-
-        typer.echo(f"{SCRIPT_NAME} {version('d3-item-salvager')}")
-        raise typer.Exit(EXIT_OK)
+    print_version_and_exit(SCRIPT_NAME, value)
 
 
 @app.callback()
@@ -68,8 +63,7 @@ def _root(
 
 
 def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(EXIT_USAGE)
+    return usage_error(message)
 
 
 def _ask(config_file: Path | None, question: Callable[[IndexQueries], Awaitable[T]]) -> T:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from d3_item_salvager.cli_options import ConfigOption, print_version_and_exit, usage_error
 from d3_item_salvager.errors import ConfigError, IndexDatabaseError, IndexLockedError
 from d3_item_salvager.logging_setup import configure_app_logging, get_logger
 from d3_item_salvager.workers.jobs import JOBS, JobSpec, check_jobs_config, job_spec
@@ -41,18 +42,11 @@ def _job_argument(name: str) -> JobSpec:
         raise typer.BadParameter(str(exc)) from None
 
 
-ConfigOption = Annotated[
-    Path | None, typer.Option("--config", help="TOML config file (default: $D3IS_CONFIG_FILE).")
-]
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
 def _print_version(value: bool) -> None:
-    if value:
-        from importlib.metadata import version
-
-        typer.echo(f"{SCRIPT_NAME} {version('d3-item-salvager')}")
-        raise typer.Exit(EXIT_OK)
+    print_version_and_exit(SCRIPT_NAME, value)
 
 
 @app.callback()
@@ -68,8 +62,7 @@ def _root(
 
 
 def _fail(message: str) -> typer.Exit:
-    typer.echo(f"error: {message}", err=True)
-    return typer.Exit(EXIT_USAGE)
+    return usage_error(message)
 
 
 def _setup(

@@ -14,7 +14,8 @@ The tree::
     ├── CacheError                  a cache file could not be written
     ├── IndexDatabaseError          the index database refused an operation
     │   └── IndexLockedError        another writer held the index past the busy timeout
-    └── RunHistoryError             a run's history row could not be written
+    ├── RunHistoryError             a run's history row could not be written
+    └── JobRunningElsewhereError    a manual run met a run of the same job in another process
 
 Messages are built here from ids and URLs, so every caller reports the same facts the same way.
 """
@@ -113,3 +114,14 @@ class IndexLockedError(IndexDatabaseError):
 
 class RunHistoryError(D3ItemSalvagerError):
     """The job store refused a run's history row: the run is not started, or reported failed."""
+
+
+class JobRunningElsewhereError(D3ItemSalvagerError):
+    """A manual run was refused: another process (or runtime) holds the job's claim now.
+
+    The refused run never started and left no history row.
+    """
+
+    def __init__(self, job_id: str, holder: str, run_id: str) -> None:
+        self.job_id, self.holder, self.run_id = job_id, holder, run_id
+        super().__init__(f"{job_id} is running now in {holder} (run {run_id})")

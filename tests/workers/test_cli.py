@@ -7,10 +7,12 @@ import json
 import signal
 import sqlite3
 import sys
+import threading
 from pathlib import Path
 from typing import Any
 
 import anyio
+import psutil
 import pytest
 
 from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
@@ -238,6 +240,68 @@ async def test_run_is_refused_while_another_process_runs_the_job(
     assert [job_id for job_id, _ in runs] == ["cleanup_logs", "scrape_guides"]
     assert runs[0][1] == "success"
     assert runs[1][1] in ("success", "cancelled")
+
+
+async def wait_until_open(pid: int, path: Path, running: asyncio.Future[Any]) -> None:
+    """Wait until process `pid` has `path` open (it is then waiting on the lock, or about to)."""
+    with anyio.fail_after(60):
+        while not any(Path(f.path) == path for f in psutil.Process(pid).open_files()):
+            assert not running.done(), "the program ended while the job store was locked"
+            await asyncio.sleep(0.01)  # look again: the child is still starting
+
+
+async def test_two_runs_started_together_run_the_job_once(
+    tmp_path: Path, fake_maxroll: FakeMaxroll
+) -> None:
+    """Two `run scrape-guides` started at the same moment: exactly one runs, the other exits 3
+    with the refusal line and leaves no row. The test holds the job store's write lock until
+    both processes have it open, so both reach the start of the run together (a check-then-start
+    would let both through), and Maxroll answers nothing until one process has been refused."""
+    config = cli_config(tmp_path, fake_maxroll)
+    code, _, stderr = await run_cli("run", "cleanup-logs", "--config", str(config), cwd=tmp_path)
+    assert code == 0, stderr  # the job store exists, with all its tables
+    answer = threading.Event()
+
+    def hold(_method: str, _path: str) -> None:
+        answer.wait(60)  # in the fake's serving thread: the request waits, then is answered
+
+    fake_maxroll.fault_hook = hold
+    store = tmp_path / "jobs.sqlite"
+    lock = sqlite3.connect(store, isolation_level=None)
+    workers: list[WorkerProcess] = []
+    try:
+        lock.execute("BEGIN IMMEDIATE")  # every write waits (busy timeout: 30 s)
+        workers = [
+            await WorkerProcess.start("run", "scrape-guides", "--config", str(config), cwd=tmp_path)
+            for _ in range(2)
+        ]
+        exits = {asyncio.ensure_future(w.process.wait()): w for w in workers}
+        for running, worker in exits.items():
+            await wait_until_open(worker.process.pid, store, running)
+        lock.execute("ROLLBACK")
+        with anyio.fail_after(60):
+            done, _ = await asyncio.wait(exits, return_when=asyncio.FIRST_COMPLETED)
+        [refused] = [exits[task] for task in done]
+        [winner] = [w for w in workers if w is not refused]
+        answer.set()
+        with anyio.fail_after(60):
+            refused_code = await refused.process.wait()
+            winner_code = await winner.process.wait()
+    finally:
+        answer.set()
+        lock.close()
+        for worker in workers:
+            await worker.kill()
+    assert refused_code == 3, "\n".join(refused.lines)
+    assert any(
+        line.startswith("refused: scrape-guides is running now in ") for line in refused.lines
+    ), "\n".join(refused.lines)
+    assert refused.count("run started") == 0
+    assert winner_code == 0, "\n".join(winner.lines)
+    assert winner.count("run started") == 1
+    [row] = [r for r in job_runs(tmp_path) if r["job_id"] == "scrape_guides"]
+    assert (row["trigger"], row["outcome"]) == ("manual", "success")
+    assert str(winner.process.pid) in row["worker"]
 
 
 async def test_run_scheduler_exits_1_when_its_job_store_is_replaced(

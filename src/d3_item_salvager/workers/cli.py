@@ -15,7 +15,12 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from d3_item_salvager.cli_options import ConfigOption, print_version_and_exit, usage_error
-from d3_item_salvager.errors import ConfigError, IndexDatabaseError, IndexLockedError
+from d3_item_salvager.errors import (
+    ConfigError,
+    IndexDatabaseError,
+    IndexLockedError,
+    JobRunningElsewhereError,
+)
 from d3_item_salvager.logging_setup import configure_app_logging, get_logger
 from d3_item_salvager.workers.jobs import JOBS, JobSpec, check_jobs_config, job_spec
 
@@ -148,7 +153,10 @@ def run_job(
         ),
     ],
     force_refresh: Annotated[
-        bool, typer.Option("--force-refresh", help="scrape-guides: refetch every document.")
+        bool,
+        typer.Option(
+            "--force-refresh", help="scrape-guides: refetch every document, the item catalog too."
+        ),
     ] = False,
     as_json: JsonOption = False,
     config_file: ConfigOption = None,
@@ -167,9 +175,6 @@ def run_job(
     async def once() -> Any:
         loop = asyncio.get_running_loop()
         async with WorkerRuntime(config, run_scheduler=False) as runtime:
-            elsewhere = await runtime.runner.history.running_elsewhere(spec.id)
-            if elsewhere is not None:
-                return elsewhere
             kwargs: dict[str, Any] = {}
             if spec.id == "scrape_guides":
                 kwargs["force_refresh"] = force_refresh
@@ -178,6 +183,8 @@ def run_job(
                 loop.add_signal_handler(signum, task.cancel)
             try:
                 return await task
+            except JobRunningElsewhereError as exc:  # the claim is atomic: no run twice
+                return exc
             except asyncio.CancelledError:
                 if not task.cancelled():
                     raise
@@ -188,9 +195,10 @@ def run_job(
                     loop.remove_signal_handler(signum)
 
     result = _run_async(once())
-    if isinstance(result, str):
+    if isinstance(result, JobRunningElsewhereError):
         typer.echo(
-            f"refused: {spec.cli_name} is running now in {result}; try again later", err=True
+            f"refused: {spec.cli_name} is running now in {result.holder}; try again later",
+            err=True,
         )
         raise typer.Exit(EXIT_REFUSED)
     if as_json:

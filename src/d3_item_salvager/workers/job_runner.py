@@ -17,8 +17,14 @@ from typing import Any, Protocol
 import anyio
 
 from d3_item_salvager.config import AppConfig
-from d3_item_salvager.errors import D3ItemSalvagerError, RunHistoryError, TransientFetchError
+from d3_item_salvager.errors import (
+    D3ItemSalvagerError,
+    JobRunningElsewhereError,
+    RunHistoryError,
+    TransientFetchError,
+)
 from d3_item_salvager.logging_setup import get_logger, log_context
+from d3_item_salvager.workers.job_claims import CLAIM_MARGIN_SECONDS
 from d3_item_salvager.workers.jobs import JobSettings, job_settings
 from d3_item_salvager.workers.run_history import RunHistory, utc_now
 from d3_item_salvager.workers.runs import (
@@ -87,13 +93,19 @@ class JobRunner:
         self._in_background(self._record_not_run(job_id, trigger, outcome, due))
 
     async def _record_not_run(
-        self, job_id: str, trigger: Trigger, outcome: Outcome, due: datetime | None
-    ) -> None:
-        run_id = uuid.uuid4().hex[:12]
-        await self.history.record(run_id, job_id, trigger, outcome, due)
-        self.events.publish(
-            RunFinished(RunResult(run_id, job_id, trigger, outcome, None, None, 0.0))
-        )
+        self,
+        job_id: str,
+        trigger: Trigger,
+        outcome: Outcome,
+        due: datetime | None,
+        error: str | None = None,
+        run_id: str | None = None,
+    ) -> RunResult:
+        run_id = run_id or uuid.uuid4().hex[:12]
+        await self.history.record(run_id, job_id, trigger, outcome, due, error)
+        result = RunResult(run_id, job_id, trigger, outcome, error, None, 0.0)
+        self.events.publish(RunFinished(result))
+        return result
 
     def _in_background(self, coroutine: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -118,6 +130,9 @@ class JobRunner:
         """Run `work` once with a run id, timeout, log lines, history row and error handling.
 
         `run_id` lets a caller name the run before it starts (a host app answering at once).
+        The run first claims its job in the job store (job_claims.py): while a run of the job
+        holds the claim in another process (or runtime), a scheduled or retry run is recorded
+        `skipped` and a manual run raises JobRunningElsewhereError (it never started: no row).
         """
         trigger = Trigger(trigger)
         run_id = run_id or uuid.uuid4().hex[:12]
@@ -135,12 +150,68 @@ class JobRunner:
             self._running[current] = trigger
         try:
             with log_context(job_id=job_id, run_id=run_id):
-                return await self._run_recorded(run_id, job_id, work, trigger, attempt, due)
+                not_started = await self._claim(run_id, job_id, trigger, due)
+                if not_started is not None:
+                    return not_started
+                try:
+                    return await self._run_recorded(run_id, job_id, work, trigger, attempt, due)
+                finally:
+                    await self._release(job_id, run_id)
         finally:
             self._busy.discard(job_id)
             if current is not None:
                 self._running.pop(current, None)
                 self._cancel_reasons.pop(current, None)
+
+    async def _claim(
+        self, run_id: str, job_id: str, trigger: Trigger, due: datetime | None
+    ) -> RunResult | None:
+        """Claim the job across processes: None when this run may start, else how it ended."""
+        ttl = self.job_settings(job_id).timeout_minutes * 60 + CLAIM_MARGIN_SECONDS
+        # In a task of its own, like the start row: a claim taken while the run is being
+        # cancelled is still seen, and given back.
+        claiming = self._in_background(self.history.claims.claim(job_id, run_id, str(trigger), ttl))
+        try:
+            held = await asyncio.shield(claiming)
+        except anyio.get_cancelled_exc_class():
+            await asyncio.wait({claiming})
+            if not claiming.cancelled() and not claiming.exception() and not claiming.result():
+                await self._release(job_id, run_id)
+            current = asyncio.current_task()
+            reason = self._cancel_reasons.get(current) if current else None
+            error = reason or CANCELLED_WHILE_STOPPING
+            _log.warning("run cancelled before it started: %s", error)
+            write = self._record_not_run(job_id, trigger, Outcome.CANCELLED, due, error, run_id)
+            await asyncio.shield(self._in_background(write))
+            raise
+        except Exception as exc:  # noqa: BLE001 - any failure of the claim's transaction
+            # Without its claim the run does not start: it could run twice across processes.
+            error = f"the job claim could not be written: {exc}"
+            failed = RunResult(run_id, job_id, trigger, Outcome.FAILED, error, None, 0.0)
+            return await self._finish(failed, recorded=False)
+        if held is None:
+            return None
+        if trigger is Trigger.MANUAL:
+            raise JobRunningElsewhereError(job_id, held.holder, held.run_id)
+        error = f"running now in {held.holder}"
+        _log.warning("run skipped: %s", error)
+        return await self._record_not_run(job_id, trigger, Outcome.SKIPPED, due, error, run_id)
+
+    async def _release(self, job_id: str, run_id: str) -> None:
+        """Give the job's claim back, on every path (its own task: a cancel cannot stop it)."""
+
+        async def release() -> None:
+            try:
+                if not await self.history.claims.release(job_id, run_id):
+                    _log.warning("the job's claim was taken over before the run ended")
+            except Exception as exc:  # noqa: BLE001 - any failure of the claim's transaction
+                _log.error(
+                    "could not release the job's claim; another process takes it over once "
+                    "this one has ended, or when it expires",
+                    extra={"error": str(exc)},
+                )
+
+        await asyncio.shield(self._in_background(release()))
 
     async def _run_recorded(
         self,

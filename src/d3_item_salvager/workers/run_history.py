@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
-import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -13,8 +11,18 @@ from typing import Any, TypeVar
 import anyio.to_thread
 from sqlalchemy import Connection, Engine, and_, delete, func, select, update
 
+from d3_item_salvager.workers.job_claims import JobClaims, release_runs
 from d3_item_salvager.workers.job_store_db import job_runs
 from d3_item_salvager.workers.runs import Outcome, Trigger
+from d3_item_salvager.workers.worker_identity import worker_identity, worker_process_alive
+
+__all__ = [
+    "RunHistory",
+    "RunRow",
+    "utc_now",
+    "worker_identity",  # re-exported: callers name them from here
+    "worker_process_alive",
+]
 
 Clock = Callable[[], datetime]
 
@@ -25,26 +33,6 @@ def utc_now() -> datetime:
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat() if moment is not None else None
-
-
-def worker_identity(nonce: str) -> str:
-    """`host:pid:nonce`: names this process in history rows and the lease."""
-    return f"{socket.gethostname()}:{os.getpid()}:{nonce}"
-
-
-def worker_process_alive(worker: str) -> bool:
-    """False only when the worker (`host:pid:nonce`) ran on this host and its process is gone."""
-    host, _, rest = worker.partition(":")
-    pid_text = rest.partition(":")[0]
-    if host != socket.gethostname() or not pid_text.isdigit():
-        return True  # cannot tell for another host: assume it is still running
-    try:
-        os.kill(int(pid_text), 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,12 +69,16 @@ T = TypeVar("T")
 
 
 class RunHistory:
-    """Writes and reads `job_runs`; each call is one transaction run in a worker thread."""
+    """Writes and reads `job_runs`; each call is one transaction run in a worker thread.
+
+    `claims` are the same job store's job claims (job_claims.py), for the same worker.
+    """
 
     def __init__(self, engine: Engine, worker: str, *, clock: Clock = utc_now) -> None:
         self._engine = engine
         self.worker = worker
         self._clock = clock
+        self.claims = JobClaims(engine, worker)
 
     async def _write(self, work: Callable[[Connection], T]) -> T:
         def transaction() -> T:
@@ -192,31 +184,11 @@ class RunHistory:
                         error="the process running it stopped before it finished",
                     )
                 )
+                # Their claims go with them, so the jobs can run again at once.
+                release_runs(connection, dead)
             return len(dead)
 
         return await self._write(mark)
-
-    async def running_elsewhere(self, job_id: str) -> str | None:
-        """The worker of another live process running `job_id` now, if any.
-
-        A row left open by a process that died on this host does not count; one from another
-        host counts until a leader marks it abandoned.
-        """
-        query = select(job_runs.c.worker).where(
-            and_(
-                job_runs.c.job_id == job_id,
-                job_runs.c.finished_at.is_(None),
-                job_runs.c.worker != self.worker,
-            )
-        )
-
-        def read(connection: Connection) -> str | None:
-            for (worker,) in connection.execute(query):
-                if worker_process_alive(worker):
-                    return str(worker)
-            return None
-
-        return await self._read(read)
 
     async def jobs_that_succeeded(self) -> set[str]:
         """The ids of jobs with at least one successful run on record."""

@@ -99,12 +99,49 @@ def test_a_short_token_is_redacted_once_per_output_and_the_record_is_left_alone(
     host = HostHandler()
     logging.getLogger(LOGGER_NAME).addHandler(host)
     try:
-        get_logger("test").warning("got %s", "SIGINT")
+        get_logger("test").warning("got %s token=%s", "SIGINT", "T")
     finally:
         logging.getLogger(LOGGER_NAME).removeHandler(host)
-    assert console.getvalue().rstrip().endswith(" got SIGIN[REDACTED]")
-    assert _read_lines(tmp_path / "workers.log")[0]["message"] == "got SIGIN[REDACTED]"
-    assert seen == [("got %s", ("SIGINT",))]
+    assert console.getvalue().rstrip().endswith(" got SIGINT token=[REDACTED]")
+    assert _read_lines(tmp_path / "workers.log")[0]["message"] == "got SIGINT token=[REDACTED]"
+    assert seen == [("got %s token=%s", ("SIGINT", "T"))]
+
+
+@pytest.mark.parametrize("token", ["x", "T", "test", "ab.cd-ef_99"])
+def test_a_short_token_never_mangles_other_text_and_never_shows_as_a_value(
+    tmp_path: Path, token: str
+) -> None:
+    """A token shorter than 12 characters is redacted only where it stands as a whole value
+    (Bearer, Authorization, a query value, key=value, a quoted string), never inside words."""
+    console = io.StringIO()
+    configure_logging(LoggingConfig(dir=tmp_path), secrets=[token], console=console)
+    log = get_logger("test")
+    plain = f"got SIGINT; next retest at 6 exit {token}s {token}{token} x{token}y"
+    log.warning(plain)
+    shown = [
+        f"Bearer {token}",
+        f"Authorization: {token}",
+        f"https://maxroll.gg/search?q=a&token={token}&page=2",
+        f"https://maxroll.gg/search?token={token}",
+        f"token={token} next",
+        f"{{'authorization': 'Bearer {token}', 'token': '{token}'}}",
+        f'{{"bearer_token": "{token}"}}',
+        f"({token})",
+        token,
+    ]
+    for line in shown:
+        log.warning(line)
+    console_lines = [
+        line.split(" WARNING ", 1)[1].strip() for line in console.getvalue().splitlines()
+    ]
+    file_lines = [str(line["message"]) for line in _read_lines(tmp_path / "workers.log")]
+    for lines in (console_lines, file_lines):
+        assert lines[0] == plain  # nothing in it stands alone as a value
+        for logged, original in zip(lines[1:], shown, strict=True):
+            assert "[REDACTED]" in logged, logged
+            leftover = logged.replace("[REDACTED]", " ")
+            for piece in re.split(r"[\s=:'\"(){},&?/]+", leftover):
+                assert piece != token, (original, logged)
 
 
 def test_exception_keeps_its_traceback_for_every_handler(tmp_path: Path) -> None:

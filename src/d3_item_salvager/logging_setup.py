@@ -61,8 +61,30 @@ def log_context(*, job_id: str | None = None, run_id: str | None = None) -> Iter
         _job_id.reset(job_token)
 
 
+# A secret this long is removed wherever it appears; a shorter one only where it stands as a whole
+# value (see _whole_value), or a one-letter test token would turn every "SIGINT" into "SIGIN[...]".
+SUBSTRING_MIN_LENGTH = 12
+
+
+def _whole_value(secret: str) -> re.Pattern[str]:
+    """The secret as a whole value: after `=`, `:`, a space, a bracket, `,`, `&` or `?` (or at the
+    start), optionally in matching quotes, and followed by the end, a space, a quote, a closing
+    bracket, `,`, `&`, `;` or `#`: a query value, `key=value`, `'value'` in a dict or JSON.
+    Quotes may be escaped (`\\"value\\"`), as a JSON log line holds them."""
+    return re.compile(
+        r"(?:^|(?<=[\s=:(\[{,&?]))(?P<q>(?:\\?['\"])?)"
+        + re.escape(secret)
+        + r"(?P=q)(?=$|[\s'\")\]},&;#\\])"
+    )
+
+
 class Redactor:
-    """Removes secrets from a finished line of text, in one pass per secret."""
+    """Removes secrets from a finished line of text, in one pass per secret.
+
+    Secrets of at least SUBSTRING_MIN_LENGTH characters are removed wherever they appear;
+    shorter ones where they stand as a whole value. `Bearer ...` values and Authorization
+    headers are removed whatever they hold.
+    """
 
     def __init__(self, secrets: list[str]) -> None:
         variants: set[str] = set()
@@ -71,11 +93,17 @@ class Redactor:
                 variants.add(secret)
                 variants.add(json.dumps(secret, ensure_ascii=False)[1:-1])  # as a JSON line has it
         # Longest first, so a secret that contains another is removed whole.
-        self._secrets = sorted(variants, key=len, reverse=True)
+        ordered = sorted(variants, key=len, reverse=True)
+        self._secrets = [secret for secret in ordered if len(secret) >= SUBSTRING_MIN_LENGTH]
+        self._whole_values = [
+            _whole_value(secret) for secret in ordered if len(secret) < SUBSTRING_MIN_LENGTH
+        ]
 
     def __call__(self, text: str) -> str:
         for secret in self._secrets:
             text = text.replace(secret, REDACTED)
+        for pattern in self._whole_values:
+            text = pattern.sub(lambda m: m.group("q") + REDACTED + m.group("q"), text)
         text = _AUTH_PATTERN.sub(lambda m: m.group(1) + REDACTED, text)
         return _BEARER_PATTERN.sub("Bearer " + REDACTED, text)
 

@@ -104,7 +104,8 @@ class BuildGuideService:
 
         # The whole catalog is in the index (for "what does no build use"): a new data.json
         # reaches `items` on the next sync even when no guide changed.
-        catalog = await self._gateway.item_catalog()
+        # `force_refresh` refetches every document, the catalog too, however fresh its cache.
+        catalog = await self._gateway.item_catalog(force_refresh=force_refresh)
         try:
             summary.items_upserted += await self._repository.sync_catalog(catalog)
         except IndexLockedError as exc:

@@ -8,6 +8,7 @@ know the container exists.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
@@ -88,6 +89,10 @@ def build_container(config: AppConfig) -> Container:
 async def resolve(provider: Any) -> Any:
     """Call a provider and await the result when it depends on an async resource."""
     value = provider()
+    if isinstance(value, asyncio.Future):
+        # Shielded: a caller cancelled mid-creation must not cancel the provider's own future,
+        # which dependency-injector then fails to complete (InvalidStateError, logged by asyncio).
+        return await asyncio.shield(value)
     return await value if inspect.isawaitable(value) else value
 
 

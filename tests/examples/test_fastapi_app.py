@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import logging
+import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
 import anyio
 import httpx
+import pytest
 from asgi_lifespan import LifespanManager
 from examples.fastapi_app import create_app
 from prometheus_client.parser import text_string_to_metric_families
@@ -79,3 +82,37 @@ async def test_health_is_503_with_the_problem_after_a_failed_run(tmp_path: Path)
         assert health.status_code == 503
         assert health.json()["healthy"] is False
         assert any("scrape_guides: last run failed" in line for line in health.json()["problems"])
+
+
+@pytest.mark.parametrize("when", ["at once", "waiting on Maxroll"])
+async def test_shutdown_mid_run_cancels_it_cleanly(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture, when: str
+) -> None:
+    """Stopping the app right after a manual run was started (while its task resolves its
+    services), or while it waits on Maxroll, records the run `cancelled` and logs no error and
+    no traceback: no InvalidStateError from dependency-injector's cancelled futures."""
+    answer = threading.Event()
+
+    def hold(_method: str, _path: str) -> None:
+        answer.wait(60)  # the fake's serving thread: the request waits until the test ends
+
+    caplog.set_level(logging.DEBUG)
+    async with FakeMaxroll() as maxroll:
+        maxroll.fault_hook = hold
+        try:
+            async with serving(maxroll, tmp_path) as (client, runtime):
+                run_id = (await client.post("/jobs/scrape-guides/runs")).json()["run_id"]
+                with anyio.fail_after(60):
+                    while when == "waiting on Maxroll" and not maxroll.in_flight:
+                        assert runtime.tracker.runs("scrape_guides") == []
+                        await anyio.sleep(0.01)  # look again: the run is on its way to Maxroll
+                history = runtime.runner.history
+        finally:
+            answer.set()
+    outcomes = [row.outcome for row in await history.runs() if row.run_id == run_id]
+    if when == "at once":  # it may have been stopped before it started: then it left no row
+        assert outcomes in ([], ["cancelled"])
+    else:
+        assert outcomes == ["cancelled"]
+    problems = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert problems == [], [r.getMessage() for r in problems]

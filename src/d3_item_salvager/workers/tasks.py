@@ -2,7 +2,9 @@
 
 The job store keeps only `d3_item_salvager.workers.tasks:<name>` and plain kwargs; services come
 from the container of the runtime the task runs in (see binding.py) when it runs, never when it is
-scheduled. Each task is registered in jobs.py.
+scheduled, and inside the run: a run stopped while its service is being created is still
+recorded `cancelled`, and a service that cannot be created fails the run. Each task is registered
+in jobs.py.
 """
 
 from __future__ import annotations
@@ -45,9 +47,9 @@ async def scrape_guides_task(
     """Sync the index with Maxroll (BuildGuideService.prepare_database)."""
     container = current_container()
     runner: JobRunner = await resolve(container.job_runner)
-    service: BuildGuideService = await resolve(container.build_guide_service)
 
     async def work() -> WorkResult:
+        service: BuildGuideService = await resolve(container.build_guide_service)
         summary = await service.prepare_database(force_refresh, progress=_ProgressLog())
         # The outcome policy lives with the summary (services/sync_summary.py).
         error = summary.failure_reason()
@@ -62,9 +64,9 @@ async def refresh_cache_task(
     """Refresh the guide-list and item-catalog caches without writing the index."""
     container = current_container()
     runner: JobRunner = await resolve(container.job_runner)
-    service: CacheRefreshService = await resolve(container.cache_refresh_service)
 
     async def work() -> WorkResult:
+        service: CacheRefreshService = await resolve(container.cache_refresh_service)
         return WorkResult((await service.refresh()).to_dict())
 
     return await runner.run("refresh_cache", work, trigger=trigger, attempt=attempt, run_id=run_id)
@@ -76,10 +78,10 @@ async def cleanup_logs_task(
     """Delete old log files and prune old run history."""
     container = current_container()
     runner: JobRunner = await resolve(container.job_runner)
-    service: LogHousekeepingService = await resolve(container.log_housekeeping_service)
     config = container.config()
 
     async def work() -> WorkResult:
+        service: LogHousekeepingService = await resolve(container.log_housekeeping_service)
         summary = (await service.cleanup()).to_dict()
         retention = timedelta(days=config.scheduler.run_history_retention_days)
         summary["history_rows_pruned"] = await runner.history.prune(utc_now() - retention)

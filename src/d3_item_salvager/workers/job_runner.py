@@ -24,7 +24,7 @@ from d3_item_salvager.errors import (
     TransientFetchError,
 )
 from d3_item_salvager.logging_setup import get_logger, log_context
-from d3_item_salvager.workers.job_claims import CLAIM_MARGIN_SECONDS
+from d3_item_salvager.workers.job_claims import CLAIM_MARGIN_SECONDS, Claim
 from d3_item_salvager.workers.jobs import JobSettings, job_settings
 from d3_item_salvager.workers.run_history import RunHistory, utc_now
 from d3_item_salvager.workers.runs import (
@@ -174,15 +174,16 @@ class JobRunner:
         try:
             held = await asyncio.shield(claiming)
         except anyio.get_cancelled_exc_class():
-            await asyncio.wait({claiming})
-            if not claiming.cancelled() and not claiming.exception() and not claiming.result():
-                await self._release(job_id, run_id)
             current = asyncio.current_task()
             reason = self._cancel_reasons.get(current) if current else None
             error = reason or CANCELLED_WHILE_STOPPING
             _log.warning("run cancelled before it started: %s", error)
-            write = self._record_not_run(job_id, trigger, Outcome.CANCELLED, due, error, run_id)
-            await asyncio.shield(self._in_background(write))
+            # All in one background task: an anyio cancel scope cancels every later await of
+            # this one, while `stop` waits for background tasks.
+            cleanup = self._in_background(
+                self._cancelled_while_claiming(claiming, job_id, trigger, due, error, run_id)
+            )
+            await asyncio.shield(cleanup)
             raise
         except Exception as exc:  # noqa: BLE001 - any failure of the claim's transaction
             # Without its claim the run does not start: it could run twice across processes.
@@ -196,6 +197,24 @@ class JobRunner:
         error = f"running now in {held.holder}"
         _log.warning("run skipped: %s", error)
         return await self._record_not_run(job_id, trigger, Outcome.SKIPPED, due, error, run_id)
+
+    async def _cancelled_while_claiming(
+        self,
+        claiming: asyncio.Task[Claim | None],
+        job_id: str,
+        trigger: Trigger,
+        due: datetime | None,
+        error: str,
+        run_id: str,
+    ) -> None:
+        """Give back a claim taken as the run was cancelled, and record the run `cancelled`."""
+        await asyncio.wait({claiming})
+        if not claiming.cancelled() and claiming.exception() is None and claiming.result() is None:
+            await self._release(job_id, run_id)
+        try:
+            await self._record_not_run(job_id, trigger, Outcome.CANCELLED, due, error, run_id)
+        except Exception as exc:  # noqa: BLE001 - any failure of the history write
+            _log.error("could not record the cancelled run", extra={"error": str(exc)})
 
     async def _release(self, job_id: str, run_id: str) -> None:
         """Give the job's claim back, on every path (its own task: a cancel cannot stop it)."""

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import resource
 import tempfile
@@ -42,6 +43,33 @@ class Ticker:
             self.lags.setdefault(phase, []).append(loop.time() - before - 0.005)
 
 
+class GcPauses:
+    """How long the cyclic collector ran, per generation and phase (it runs on the loop)."""
+
+    def __init__(self, ticker: Ticker) -> None:
+        self._ticker = ticker
+        self._started = 0.0
+        self.pauses: dict[tuple[str, int], list[float]] = {}
+
+    def __call__(self, stage: str, info: dict[str, int]) -> None:
+        if stage == "start":
+            self._started = time.perf_counter()
+            return
+        key = (self._ticker.phase, info["generation"])
+        self.pauses.setdefault(key, []).append(time.perf_counter() - self._started)
+
+    def describe(self, phase: str) -> str:
+        parts = []
+        for generation in (0, 1, 2):
+            pauses = self.pauses.get((phase, generation), [])
+            if pauses:
+                parts.append(
+                    f"gen{generation} {len(pauses)}x max {max(pauses) * 1e3:.1f} ms "
+                    f"(total {sum(pauses) * 1e3:.0f} ms)"
+                )
+        return ", ".join(parts) or "none"
+
+
 def rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -65,6 +93,8 @@ async def main(guides: int, latency: float, concurrency: int, trace: bool) -> No
         config = config_for(fake.config_values, Path(folder), concurrency)
         ticker = Ticker()
         probe = asyncio.get_running_loop().create_task(ticker.run())
+        pauses = GcPauses(ticker)
+        gc.callbacks.append(pauses)
         await asyncio.sleep(0.05)
         rss_before = rss_mb()
         if trace:
@@ -81,14 +111,17 @@ async def main(guides: int, latency: float, concurrency: int, trace: bool) -> No
             ticker.phase = "close"
             snapshot = tracemalloc.take_snapshot() if trace else None
         probe.cancel()
+        gc.callbacks.remove(pauses)
     print(
         f"start-up: {start_seconds * 1e3:.0f} ms; host loop lag {describe(ticker.lags['start-up'])}"
     )
+    print(f"  collector pauses: {pauses.describe('start-up')}")
     print(
         f"full sync: {wall:.2f} s wall, {cpu:.2f} s process CPU, {summary.guides_processed} "
         f"processed, {summary.guides_failed} failed, listing whole: {summary.guide_list_complete}"
     )
     print(f"  host loop lag {describe(ticker.lags['sync'])}")
+    print(f"  collector pauses: {pauses.describe('sync')}")
     both = ticker.lags["start-up"] + ticker.lags["sync"]
     print(f"start-up and sync together: host loop lag {describe(both)}")
     print(f"peak RSS: {rss_before:.0f} MB before the runtime, {rss_mb():.0f} MB at the end")

@@ -189,7 +189,7 @@ class BuildGuideService:
             profile = await gateway.cached_planner_profile(planner_id)
             if profile is None or hash(profile) != fingerprint:
                 _log.warning(
-                    "the cached profile changed during the sync; reading it again",
+                    "the cached profile is gone or changed since this sync read it; reading it again",
                     extra={"planner": planner_id},
                 )
                 return None

@@ -7,19 +7,20 @@ from the document cache, never asked of Maxroll again.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from typing import Any
 
 import pytest
 
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.container import open_container, resolve
+from d3_item_salvager.data.repository import IndexRepository
 from d3_item_salvager.maxroll.gateway import MaxrollGateway
 from d3_item_salvager.maxroll.models import GuideRecord, PlannerProfile
 from d3_item_salvager.services.build_guides import BuildGuideService
 from d3_item_salvager.testing.fake_maxroll import PROFILE_PREFIX, FakeMaxroll
 from d3_item_salvager.testing.fake_site import Site, build_site
-from tests.index_expectations import expected_rows
+from tests.index_expectations import expected_rows, touch_guide
 from tests.index_reader import IndexReader
 
 GUIDES = 16
@@ -111,3 +112,32 @@ async def test_a_profile_the_cache_cannot_hold_is_kept_in_memory(
     assert fake_maxroll.count(PROFILE_PREFIX + shared) == 1
     assert watch.restored == []
     assert index.rows() == expected_rows(fake_maxroll.site)
+
+
+async def test_the_sharing_query_runs_only_when_a_stored_guide_was_not_read(
+    live_config: AppConfig, fake_maxroll: FakeMaxroll, index: IndexReader
+) -> None:
+    """A first sync reads every guide, so no stored guide can lag behind a changed profile."""
+    asked: list[set[str]] = []
+    async with open_container(live_config) as container:
+        repository: IndexRepository = await resolve(container.index_repository)
+        original = repository.guides_using_planners
+
+        async def recorded(planner_ids: Collection[str]) -> set[int]:
+            asked.append(set(planner_ids))
+            return await original(planner_ids)
+
+        repository.guides_using_planners = recorded  # type: ignore[method-assign]
+        service: BuildGuideService = await resolve(container.build_guide_service)
+        await service.prepare_database()
+        assert asked == []
+        first, last = fake_maxroll.site.guides[0], fake_maxroll.site.guides[-1]
+        shared = first.variant_planners[0]
+        fake_maxroll.site.planners[shared].profiles[0]["name"] = "Shared Renamed"
+        touch_guide(first)
+        await service.prepare_database()
+    assert shared in asked[0]
+    names = index.query(
+        "SELECT guide_id, name FROM builds WHERE planner_id = :p AND profile_index = 0", p=shared
+    )
+    assert sorted(names) == [(first.guide_id, "Shared Renamed"), (last.guide_id, "Shared Renamed")]

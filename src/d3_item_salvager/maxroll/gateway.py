@@ -233,6 +233,20 @@ class MaxrollGateway:
             conditional=conditional,
         )
 
+    async def cached_planner_profile(self, planner_id: str) -> PlannerProfile | None:
+        """A planner's builds from its cached copy alone (no request); None without a sound one."""
+
+        def read() -> PlannerProfile | None:
+            cached = self.documents.get(PROFILES, planner_id)
+            if cached is None:
+                return None
+            try:
+                return parse_planner_profile(cached.body, planner_id)
+            except ParseError:
+                return None
+
+        return await self._in_thread(read)
+
     async def prune_documents(self, guide_urls: set[str], planner_ids: set[str]) -> int:
         """Delete cached guide pages and profiles no listed guide refers to; returns how many."""
         pruned = await self._in_thread(self.documents.prune, GUIDE_PLANNERS, guide_urls)

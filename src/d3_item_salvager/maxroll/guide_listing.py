@@ -2,7 +2,7 @@
 
 Only a whole listing may remove guides from the index or replace the cached list. A listing is
 not whole when the page cap was reached, a page failed, a page short of the page size came before
-the last one, the hits fall short of what the search announced, or there are no hits at all.
+the last page with hits, the hits fall short of what the search announced, or there are no hits.
 """
 
 from __future__ import annotations
@@ -43,8 +43,11 @@ def assemble_listing(
     incomplete = [f"search page {number + 1} failed: {error}" for number, error in failed.items()]
     numbers = sorted(pages)
     last = numbers[-1] if numbers else None
+    # The listing ends at its last page with hits. Pages asked for beyond it, because the
+    # estimate ran past a page boundary, come back empty: that is the end, not a gap.
+    end = max((number for number in numbers if pages[number].hit_count), default=None)
     for number in numbers:
-        if number != last and pages[number].hit_count < page_size:
+        if end is not None and number < end and pages[number].hit_count < page_size:
             incomplete.append(f"search page {number + 1} was short before the end of the listing")
     if last is not None and pages[last].hit_count >= page_size and last + 1 >= max_pages:
         incomplete.append(f"the page cap (maxroll.search_max_pages = {max_pages}) was reached")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import anyio.to_thread
 import httpx
 
 from d3_item_salvager import __version__
@@ -30,7 +31,8 @@ def build_http_client(config: MaxrollConfig) -> httpx.AsyncClient:
 
 async def http_client_resource(config: MaxrollConfig) -> AsyncIterator[httpx.AsyncClient]:
     """Container resource: one client per process, closed on shutdown."""
-    client = build_http_client(config)
+    # Off the loop: the SSL context (the CA bundle read and parsed) takes tens of milliseconds.
+    client = await anyio.to_thread.run_sync(build_http_client, config)
     try:
         yield client
     finally:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Collection
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 
 import anyio
@@ -46,7 +47,21 @@ __all__ = [
 _log = get_logger(__name__)
 
 Progress = Callable[[int, int], None]
-Profiles = SingleFlight[str, tuple[PlannerProfile, bool]]
+
+
+@dataclass(frozen=True, slots=True)
+class _LoadedProfile:
+    """A profile read in this sync, whether it changed, and whether the cache holds this copy."""
+
+    profile: PlannerProfile
+    changed: bool
+    cached: bool
+
+
+# A profile no guide in flight holds is forgotten (its fingerprint and changed flag are kept) and
+# read back from the document cache if another guide asks for it later in the same sync.
+_Forgotten = tuple[int, bool]
+Profiles = SingleFlight[str, _LoadedProfile, _Forgotten]
 
 # The cached guide list stands in for an unreachable search only while younger than this: a
 # three-day-old list still names nearly every guide, and nothing is removed while it is used.
@@ -113,19 +128,18 @@ class BuildGuideService:
             # run follows.
             summary.warn("item catalog", str(exc), transient=True)
         if todo:
-            profiles: Profiles = SingleFlight(
-                lambda planner_id: self._gateway.planner_profile_update(
-                    planner_id, conditional=not force_refresh
-                )
-            )
+            profiles = self._profiles_of_this_sync(conditional=not force_refresh)
             read = {guide.guide_id for guide in todo}
             conditional = not force_refresh
             changed = await self._sync_guides(
                 todo, catalog, profiles, summary, progress, conditional
             )
             # A stored guide whose profile changed under another guide is re-read now, so that
-            # every guide sharing the profile shows the same version of it.
-            sharing = await self._repository.guides_using_planners(changed)
+            # every guide sharing the profile shows the same version of it. When this sync read
+            # every stored guide (a first or a full sync) none can lag behind, and the query (an
+            # IN list of every planner, tens of ms on the loop at 3,000 guides) is skipped.
+            unread = any(guide_id not in read for guide_id in stored)
+            sharing = await self._repository.guides_using_planners(changed) if unread else set()
             followers = [g for g in guides if g.guide_id in sharing and g.guide_id not in read]
             if followers:
                 await self._sync_guides(
@@ -153,6 +167,39 @@ class BuildGuideService:
         return summary
 
     # Steps
+
+    def _profiles_of_this_sync(self, *, conditional: bool) -> Profiles:
+        """Each profile read once per sync, kept in memory only while a guide in flight uses it.
+
+        A profile forgotten in between is read back from the document cache, never asked of
+        Maxroll again, so every guide sharing it sees the one version this sync read. It is
+        kept whole when its cached copy may not be that version (a cache write failed meanwhile).
+        """
+        gateway = self._gateway
+
+        async def load(planner_id: str) -> _LoadedProfile:
+            failures = gateway.cache_write_failures
+            profile, changed = await gateway.planner_profile_update(
+                planner_id, conditional=conditional
+            )
+            # Conservative: any cache write failure meanwhile (ours or another's) keeps it whole.
+            return _LoadedProfile(profile, changed, gateway.cache_write_failures == failures)
+
+        def forget(loaded: _LoadedProfile) -> _Forgotten | None:
+            return (hash(loaded.profile), loaded.changed) if loaded.cached else None
+
+        async def restore(planner_id: str, forgotten: _Forgotten) -> _LoadedProfile | None:
+            fingerprint, changed = forgotten
+            profile = await gateway.cached_planner_profile(planner_id)
+            if profile is None or hash(profile) != fingerprint:
+                _log.warning(
+                    "the cached profile is gone or changed since this sync read it; reading it again",
+                    extra={"planner": planner_id},
+                )
+                return None
+            return _LoadedProfile(profile, changed, cached=True)
+
+        return SingleFlight(load, forget=forget, restore=restore)
 
     def _due(self, guide: GuideRecord, stored: StoredGuide | None, now: datetime) -> bool:
         """A guide is read when new, modified, moved, or not checked within the window."""
@@ -204,41 +251,51 @@ class BuildGuideService:
         # Fetching runs concurrently (the client caps requests in flight); writes are serialised
         # because SQLite has one writer, and queueing here is cheaper than its busy timeout.
         write_lock = anyio.Lock()
-        guide_slots = anyio.Semaphore(self._maxroll_config.max_concurrency * 2)
         changed: set[str] = set()
         done = 0
 
         async def sync_one(guide: GuideRecord) -> None:
             nonlocal done
-            async with guide_slots:
-                try:
-                    builds, missing = await self._read_guide(
-                        guide, profiles, summary, changed, conditional
+            held: list[str] = []  # the profiles this guide holds until it is written
+            try:
+                builds, missing = await self._read_guide(
+                    guide, profiles, summary, changed, conditional, held
+                )
+                resolved, unknown = self._resolve_items(builds, catalog)
+                async with write_lock:
+                    changes = await self._repository.write_guide(
+                        guide, builds, resolved, self._now(), kept_planners=missing
                     )
-                    resolved, unknown = self._resolve_items(builds, catalog)
-                    async with write_lock:
-                        changes = await self._repository.write_guide(
-                            guide, builds, resolved, self._now(), kept_planners=missing
-                        )
-                except (MaxrollError, D3ItemSalvagerError) as exc:
-                    transient = isinstance(exc, TransientFetchError | IndexLockedError)
-                    summary.fail_guide(guide.url, str(exc), transient=transient)
-                else:
-                    summary.guides_processed += 1
-                    summary.unknown_items += unknown
-                    summary.builds_created += changes.builds_created
-                    summary.builds_updated += changes.builds_updated
-                    summary.builds_removed += changes.builds_removed
-                    summary.items_upserted += changes.items_upserted
-                    summary.usages_created += changes.usages_created
-                    summary.usages_removed += changes.usages_removed
-                done += 1
-                if progress is not None:
-                    progress(done, len(todo))
+            except (MaxrollError, D3ItemSalvagerError) as exc:
+                transient = isinstance(exc, TransientFetchError | IndexLockedError)
+                summary.fail_guide(guide.url, str(exc), transient=transient)
+            else:
+                summary.guides_processed += 1
+                summary.unknown_items += unknown
+                summary.builds_created += changes.builds_created
+                summary.builds_updated += changes.builds_updated
+                summary.builds_removed += changes.builds_removed
+                summary.items_upserted += changes.items_upserted
+                summary.usages_created += changes.usages_created
+                summary.usages_removed += changes.usages_removed
+            finally:
+                for planner_id in held:
+                    profiles.release(planner_id)
+            done += 1
+            if progress is not None:
+                progress(done, len(todo))
+
+        # A fixed number of workers take the guides in turn, so only that many guides (their
+        # pages, profiles and rows) are in memory at once, however long the listing.
+        queue = iter(todo)
+
+        async def worker() -> None:
+            for guide in queue:
+                await sync_one(guide)
 
         async with anyio.create_task_group() as group:
-            for guide in todo:
-                group.start_soon(sync_one, guide)
+            for _ in range(min(self._maxroll_config.max_concurrency * 2, len(todo))):
+                group.start_soon(worker)
         return changed
 
     async def _read_guide(
@@ -248,11 +305,13 @@ class BuildGuideService:
         summary: SyncSummary,
         changed: set[str],
         conditional: bool,
+        held: list[str],
     ) -> tuple[list[BuildRecord], set[str]]:
         """The builds of every planner that loaded, and the planners that did not.
 
         A planner that fails (404, broken, unreachable) is listed as a problem and its stored
-        builds are kept; the guide fails only when none of its planners loaded.
+        builds are kept; the guide fails only when none of its planners loaded. Every profile
+        asked for (loaded or failed) is appended to `held`, for the caller to release.
         """
         planners = await self._gateway.guide_planners(guide, conditional=conditional)
         builds: list[BuildRecord] = []
@@ -260,14 +319,18 @@ class BuildGuideService:
         errors: list[MaxrollError] = []
         for planner_id in planners.planner_ids:
             try:
-                profile, profile_changed = await profiles.get(planner_id)
-            except MaxrollError as exc:
+                loaded = await profiles.get(planner_id)
+            except Exception as exc:
+                held.append(planner_id)  # an error is held like a value
+                if not isinstance(exc, MaxrollError):
+                    raise
                 missing.add(planner_id)
                 errors.append(exc)
                 continue
-            if profile_changed:
+            held.append(planner_id)
+            if loaded.changed:
                 changed.add(planner_id)
-            builds.extend(profile.builds)
+            builds.extend(loaded.profile.builds)
         if errors and len(missing) == len(planners.planner_ids):
             raise errors[0]
         for error in errors:

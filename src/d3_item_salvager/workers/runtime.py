@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import os
 from collections.abc import Callable, Coroutine
 from contextlib import AsyncExitStack
@@ -42,6 +41,7 @@ from d3_item_salvager.workers.metrics import WorkerMetrics
 from d3_item_salvager.workers.metrics_server import MetricsServer
 from d3_item_salvager.workers.runs import RunResult, RunTracker, Trigger
 from d3_item_salvager.workers.scheduler import build_scheduler, start_scheduler, stop_scheduler
+from d3_item_salvager.workers.startup import GcFreeze, prepare_off_loop
 
 _log = get_logger(__name__)
 
@@ -56,8 +56,9 @@ class WorkerRuntime:
         run_scheduler: False for one-off use (`run JOB`, tests): no scheduler, no lease, and no
             metrics server.
         freeze_gc: move every object alive after start-up out of the cyclic garbage collector's
-            reach (`gc.freeze()`), and `gc.unfreeze()` on exit. That is process-wide, so it is
-            off by default; the CLI, which owns its process, turns it on.
+            reach (`gc.freeze()`), and `gc.unfreeze()` on exit unless the host had frozen
+            objects of its own (see startup.GcFreeze). That is process-wide, so it is off by
+            default; the CLI, which owns its process, turns it on.
         burst: lead (take the lease, register the jobs) but keep the scheduler paused: jobs run
             only through `run_due_jobs()`, like arq's `burst=True`. For tests and cron-style use.
     """
@@ -193,9 +194,15 @@ class WorkerRuntime:
 
     async def _start(self) -> None:
         container = self.container
+        freeze = GcFreeze() if self.freeze_gc else None
+        if freeze is not None:
+            freeze.begin()
+            self._stack.callback(freeze.release)  # hand the objects back on exit, if ours
         token = binding.bind(container)
         self._stack.callback(binding.unbind, container, token)
         self._stack.push_async_callback(self._shutdown_resources)
+        # The slow part of opening the index (a schema created or upgraded) runs in a thread.
+        await prepare_off_loop(self.config.database)
         await await_if_needed(container.init_resources())
         self._runner = await resolve(container.job_runner)
         events = self.runner.events
@@ -203,9 +210,8 @@ class WorkerRuntime:
         self._tracker = RunTracker(events)
         self._stack.callback(self._tracker.close)
         self._background_task(self._measure_loop_lag())
-        if self.freeze_gc:
-            gc.freeze()
-            self._stack.callback(gc.unfreeze)  # hand the objects back to the collector on exit
+        if freeze is not None:
+            freeze.end_of_start_up()
         if not self.run_scheduler:
             self._stack.push_async_callback(self.runner.stop, 0)
             return

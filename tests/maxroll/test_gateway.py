@@ -111,9 +111,9 @@ async def test_corrupt_profile_cache_is_discarded_and_refetched(
     """A cache body that no longer matches its checksum is dropped; the next fetch is a 200."""
     planner_id = next(iter(fake_maxroll.site.planners))
     profile = await gateway.planner_profile(planner_id)
-    bodies = list((live_config.cache.dir / "documents" / "profiles").glob("*.body"))
-    assert len(bodies) == 1
-    bodies[0].write_bytes(b'{"half": ')
+    [entry] = (live_config.cache.dir / "documents" / "profiles").glob("*.doc")
+    header, _body = entry.read_bytes().split(b"\n", 1)
+    entry.write_bytes(header + b'\n{"half": ')  # the metadata intact, the body torn
     again = await gateway.planner_profile(planner_id)
     assert again == profile
     assert fake_maxroll.count(PROFILE_PREFIX, status=200) == 2

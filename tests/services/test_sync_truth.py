@@ -324,14 +324,14 @@ async def test_cached_documents_no_guide_refers_to_are_pruned(
         await service.prepare_database()
         profiles = live_config.cache.dir / "documents" / "profiles"
         pages = live_config.cache.dir / "documents" / "guide-planners"
-        assert len(list(pages.glob("*.body"))) == len(site.guides)
+        assert len(list(pages.glob("*.doc"))) == len(site.guides)
         gone = site.guides.pop()
         summary = await service.prepare_database()
     still_used = planners_of(fake_maxroll)
     orphaned = set(gone.expected_planners()) - still_used
     assert summary.documents_pruned == 1 + len(orphaned)
-    assert len(list(pages.glob("*.body"))) == len(site.guides)
-    assert len(list(profiles.glob("*.body"))) == len(still_used)
+    assert len(list(pages.glob("*.doc"))) == len(site.guides)
+    assert len(list(profiles.glob("*.doc"))) == len(still_used)
 
 
 def service_cache_bytes(config: AppConfig) -> bytes:

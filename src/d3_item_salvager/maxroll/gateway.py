@@ -163,20 +163,49 @@ class MaxrollGateway:
         if fetched.body is None:
             if cached is None:
                 raise FetchError(fetched.url, "304 Not Modified without a cached copy")
-            try:
-                await self._in_thread(self.documents.touch, namespace, key, now)
-            except CacheError as exc:
-                self._cache_write_failed(exc)
-            return await self._in_thread(parse_cached or parse, cached.body), False
-        result = await self._in_thread(parse, fetched.body)
+            # One worker-thread call per document, not one per step: each hand-off costs more
+            # CPU (thread wake-ups, GIL hand-overs) than touching or writing the file.
+            result, cache_error = await self._in_thread(
+                self._confirm_and_parse, namespace, key, now, parse_cached or parse, cached.body
+            )
+            changed = False
+        else:
+            result, encoded, cache_error = await self._in_thread(
+                self._parse_and_store, namespace, key, fetched, now, parse, encode
+            )
+            changed = cached is None or cached.body != encoded
+        if cache_error is not None:
+            self._cache_write_failed(cache_error)
+        return result, changed
+
+    def _confirm_and_parse(
+        self, namespace: str, key: str, now: float, parse: Callable[[bytes], T], body: bytes
+    ) -> tuple[T, CacheError | None]:
+        """In a worker thread: mark the cached copy as confirmed, then parse it."""
+        try:
+            self.documents.touch(namespace, key, now)
+        except CacheError as exc:
+            return parse(body), exc
+        return parse(body), None
+
+    def _parse_and_store(
+        self,
+        namespace: str,
+        key: str,
+        fetched: Fetched,
+        now: float,
+        parse: Callable[[bytes], T],
+        encode: Callable[[T, bytes], bytes],
+    ) -> tuple[T, bytes, CacheError | None]:
+        """In a worker thread: parse a new document, then cache it (only once it parsed)."""
+        assert fetched.body is not None
+        result = parse(fetched.body)
         encoded = encode(result, fetched.body)
         try:
-            await self._in_thread(
-                self.documents.put, namespace, key, encoded, fetched.validators, now
-            )
+            self.documents.put(namespace, key, encoded, fetched.validators, now)
         except CacheError as exc:
-            self._cache_write_failed(exc)
-        return result, cached is None or cached.body != encoded
+            return result, encoded, exc
+        return result, encoded, None
 
     def _cache_write_failed(self, error: CacheError) -> None:
         self.cache_write_failures += 1

@@ -18,8 +18,11 @@ def build_http_client(config: MaxrollConfig) -> httpx.AsyncClient:
         timeout=httpx.Timeout(
             config.request_timeout_seconds, connect=config.connect_timeout_seconds
         ),
+        # The client never has more than max_concurrency requests in flight, so it never needs
+        # more connections; and httpcore checks every pooled connection (a poll and a getpeername
+        # system call each) whenever a request starts or ends, so spare ones cost CPU.
         limits=httpx.Limits(
-            max_connections=config.max_concurrency * 2,
+            max_connections=config.max_concurrency,
             max_keepalive_connections=config.max_concurrency,
         ),
         headers={"user-agent": USER_AGENT},

@@ -1,7 +1,10 @@
-"""DocumentCache on a real folder: one file per entry, confirmation by time, pruning, corruption."""
+"""DocumentCache on a real SQLite file: round trips, confirmation, pruning, corruption, failures."""
 
 from __future__ import annotations
 
+import sqlite3
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -14,62 +17,93 @@ URL = "https://example.test/profile/1"
 
 
 @pytest.fixture
-def cache(tmp_path: Path) -> DocumentCache:
-    return DocumentCache(tmp_path / "documents")
+def cache(tmp_path: Path) -> Iterator[DocumentCache]:
+    cache = DocumentCache(tmp_path / "documents.sqlite", legacy_folder=tmp_path / "documents")
+    yield cache
+    cache.close()
 
 
-def test_an_entry_is_one_file_that_reads_back(cache: DocumentCache, tmp_path: Path) -> None:
-    cache.put("profiles", URL, b'{"a": 1}\n{"b": 2}', Validators('"v1"', "Mon"), 1_800_000_000.0)
-    [entry] = (tmp_path / "documents" / "profiles").iterdir()
-    assert entry == cache.path("profiles", URL)
+def test_a_document_reads_back_with_its_validators_and_time(cache: DocumentCache) -> None:
+    cache.put("profiles", URL, b'{"a": 1}\n\x00{"b": 2}', Validators('"v1"', "Mon"), 1.8e9)
     document = cache.get("profiles", URL)
     assert document is not None
-    assert document.body == b'{"a": 1}\n{"b": 2}'  # a body with newlines is kept whole
+    assert document.body == b'{"a": 1}\n\x00{"b": 2}'
     assert document.validators == Validators('"v1"', "Mon")
-    assert document.fetched_at == 1_800_000_000.0
+    assert document.fetched_at == 1.8e9
+    assert cache.get("guide-planners", URL) is None  # namespaces are apart
     assert cache.get("profiles", "https://example.test/profile/2") is None
 
 
-def test_touch_renews_the_time_without_rewriting_the_file(cache: DocumentCache) -> None:
-    cache.put("profiles", URL, b"{}", Validators(etag='"v1"'), 1_800_000_000.0)
-    inode = cache.path("profiles", URL).stat().st_ino
-    cache.touch("profiles", URL, 1_800_000_600.0)
+def test_put_replaces_and_touch_renews_only_the_time(cache: DocumentCache) -> None:
+    cache.put("profiles", URL, b"old", Validators(etag='"v1"'), 1.0)
+    cache.put("profiles", URL, b"new", Validators(etag='"v2"'), 2.0)
+    cache.touch("profiles", URL, 3.0)
+    cache.touch("profiles", "https://example.test/never-cached", 4.0)  # nothing to renew
     document = cache.get("profiles", URL)
     assert document is not None
-    assert (document.body, document.fetched_at) == (b"{}", 1_800_000_600.0)
-    assert cache.path("profiles", URL).stat().st_ino == inode
-    cache.touch("profiles", "https://example.test/never-cached", 1.0)  # nothing to renew: no error
+    assert (document.body, document.validators.etag, document.fetched_at) == (b"new", '"v2"', 3.0)
 
 
-def test_a_torn_body_or_garbage_is_discarded(cache: DocumentCache) -> None:
-    cache.put("profiles", URL, b'{"whole": true}', Validators(), 1.0)
-    path = cache.path("profiles", URL)
-    header = path.read_bytes().split(b"\n", 1)[0]
-    path.write_bytes(header + b'\n{"who')
-    assert cache.get("profiles", URL) is None
-    assert not path.exists()
-    cache.put("profiles", URL, b"{}", Validators(), 1.0)
-    path.write_bytes(b"\x00garbage")
-    assert cache.get("profiles", URL) is None
-    assert not path.exists()
-
-
-def test_prune_keeps_listed_urls_and_removes_old_layout_files(
+def test_prune_keeps_listed_urls_and_removes_the_old_one_file_per_document_folder(
     cache: DocumentCache, tmp_path: Path
 ) -> None:
     cache.put("profiles", URL, b"{}", Validators(), 1.0)
     cache.put("profiles", "https://example.test/profile/gone", b"{}", Validators(), 1.0)
-    folder = tmp_path / "documents" / "profiles"
-    (folder / "0123.body").write_bytes(b"{}")  # an entry of the two-file layout
-    (folder / "0123.meta.json").write_bytes(b'{"url": "x"}')
-    assert cache.prune("profiles", {URL}) == 2
-    assert list(folder.iterdir()) == [cache.path("profiles", URL)]
+    cache.put("guide-planners", "https://example.test/profile/gone", b"{}", Validators(), 1.0)
+    old = tmp_path / "documents" / "profiles"
+    old.mkdir(parents=True)
+    (old / "0123.body").write_bytes(b"{}")
+    assert cache.prune("profiles", {URL}) == 1
+    assert cache.get("profiles", URL) is not None
+    assert cache.get("guide-planners", "https://example.test/profile/gone") is not None
+    assert not (tmp_path / "documents").exists()
 
 
-def test_a_file_where_the_folder_goes_is_a_cache_error(
-    cache: DocumentCache, tmp_path: Path
+def test_a_garbage_database_is_discarded_and_started_anew(
+    cache: DocumentCache, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    (tmp_path / "documents").mkdir()
-    (tmp_path / "documents" / "profiles").write_bytes(b"in the way")
-    with pytest.raises(CacheError, match="cannot write cache file"):
+    cache.put("profiles", URL, b"{}", Validators(), 1.0)
+    cache.close()
+    (tmp_path / "documents.sqlite").write_bytes(b"\x00garbage" * 1000)
+    assert cache.get("profiles", URL) is None
+    assert "discarding corrupt" in caplog.text
+    cache.put("profiles", URL, b"again", Validators(), 2.0)
+    document = cache.get("profiles", URL)
+    assert document is not None
+    assert document.body == b"again"
+
+
+def test_a_full_disk_is_a_cache_error_and_reads_go_on(cache: DocumentCache) -> None:
+    """SQLite's own "database or disk is full" (the page cap stands in for the disk)."""
+    cache.put("profiles", URL, b"{}", Validators(), 1.0)
+    with cache._lock:  # the connection is only used under the lock
+        assert cache._connection is not None
+        (pages,) = cache._connection.execute("PRAGMA page_count").fetchone()
+        cache._connection.execute(f"PRAGMA max_page_count = {pages}")
+    with pytest.raises(CacheError, match="full"):
+        cache.put("profiles", "https://example.test/big", b"x" * 100_000, Validators(), 1.0)
+    assert cache.get("profiles", URL) is not None
+
+
+def test_a_folder_where_the_database_goes_is_a_cache_error(tmp_path: Path) -> None:
+    (tmp_path / "documents.sqlite").mkdir()
+    cache = DocumentCache(tmp_path / "documents.sqlite")
+    with pytest.raises(CacheError, match="cannot use the document cache"):
         cache.put("profiles", URL, b"{}", Validators(), 1.0)
+    assert cache.get("profiles", URL) is None
+    assert cache.prune("profiles", set()) == 0
+    assert (tmp_path / "documents.sqlite").is_dir()  # not ours to delete
+
+
+def test_threads_share_the_cache(cache: DocumentCache) -> None:
+    def write(number: int) -> None:
+        for index in range(20):
+            cache.put("profiles", f"{URL}/{number}/{index}", b"{}", Validators(), 1.0)
+
+    threads = [threading.Thread(target=write, args=(number,)) for number in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    with sqlite3.connect(cache.path) as reader:
+        assert reader.execute("SELECT count(*) FROM documents").fetchone() == (80,)

@@ -53,7 +53,9 @@ class MaxrollGateway:
         self._cache_config = cache_config
         self._limiter = limiter
         self._clock = clock
-        self.documents = DocumentCache(cache_config.dir / "documents")
+        self.documents = DocumentCache(
+            cache_config.dir / "documents.sqlite", legacy_folder=cache_config.dir / "documents"
+        )
         self.guide_list_cache = GuideListCache(cache_config.dir)
         self._catalog: tuple[str, ItemCatalog] | None = None
         self.cache_write_failures = 0

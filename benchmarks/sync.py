@@ -1,14 +1,19 @@
 """Sync throughput, request economy, loop lag, CPU split and peak memory of a full sync.
 
-python -m benchmarks.sync [--guides 200] [--latency 0.05] [--concurrency 4]
+python -m benchmarks.sync [--guides 200] [--latency 0.05] [--concurrency 4] [--cpu-only]
+
+`--cpu-only` runs only the zero-latency sync (CPU per guide and where it goes), for A/B runs.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import re
 import resource
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -32,6 +37,48 @@ async def sync_once(config: Any, force: bool = False) -> tuple[SyncSummary, floa
         return summary, time.perf_counter() - started
 
 
+def cpu_by_thread() -> dict[int, tuple[str, float, float]]:
+    """User and system CPU seconds of each live thread of this process, by native id (Linux).
+
+    Threads of one kind share a name ("AnyIO worker thread", "index-writer_0" and so on);
+    worker threads that ended before the call are missing (so the split may not sum to the total).
+    """
+    names = {thread.native_id: thread.name for thread in threading.enumerate()}
+    ticks = os.sysconf("SC_CLK_TCK")
+    result = {}
+    for tid in os.listdir("/proc/self/task") if os.path.isdir("/proc/self/task") else ():
+        try:
+            with open(f"/proc/self/task/{tid}/stat", encoding="ascii") as stream:
+                fields = stream.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        name = names.get(int(tid), "other")
+        result[int(tid)] = (name, int(fields[11]) / ticks, int(fields[12]) / ticks)
+    return result
+
+
+def thread_split(
+    before: dict[int, tuple[str, float, float]], after: dict[int, tuple[str, float, float]]
+) -> str:
+    """CPU per kind of thread between two `cpu_by_thread` readings, largest first."""
+    kinds: dict[str, list[float]] = {}
+    for tid, (name, user, system) in after.items():
+        _name, user_before, system_before = before.get(tid, (name, 0.0, 0.0))
+        # "Thread-1 (_connection_worker_thread)" (aiosqlite) is named after its target.
+        target = re.search(r"\((\w+)\)$", name)
+        kind = target.group(1) if target else re.sub(r"[_ ]?\d+$", "", name)
+        totals = kinds.setdefault(kind, [0.0, 0.0, 0.0])
+        totals[0] += user - user_before
+        totals[1] += system - system_before
+        totals[2] += 1
+    ordered = sorted(kinds.items(), key=lambda item: -(item[1][0] + item[1][1]))
+    return "; ".join(
+        f"{kind} x{count:.0f}: user {user:.2f} s, system {system:.2f} s"
+        for kind, (user, system, count) in ordered
+        if user + system > 0
+    )
+
+
 async def with_lag_probe(work: Callable[[], Any]) -> tuple[Any, list[float]]:
     """Run `work` while a ticker asks for 5 ms sleeps; collect how late each wake-up was."""
     lags: list[float] = []
@@ -49,6 +96,18 @@ async def with_lag_probe(work: Callable[[], Any]) -> tuple[Any, list[float]]:
     finally:
         probe.cancel()
     return result, lags
+
+
+async def sync_once_with_threads(
+    config: Any,
+) -> tuple[SyncSummary, float, dict[int, tuple[str, float, float]]]:
+    """As sync_once, also reading each thread's CPU before the runtime (and its threads) stop."""
+    async with WorkerRuntime(config, run_scheduler=False, freeze_gc=True) as runtime:
+        service: BuildGuideService = await resolve(runtime.container.build_guide_service)
+        started = time.perf_counter()
+        summary = await service.prepare_database(False)
+        wall = time.perf_counter() - started
+        return summary, wall, cpu_by_thread()
 
 
 class Timers:
@@ -78,9 +137,18 @@ class Timers:
         return timed
 
 
-async def main(guides: int, latency: float, concurrency: int) -> None:
+async def main(guides: int, latency: float, concurrency: int, cpu_only: bool = False) -> None:
     options = realistic_site_options(guides)
     print(f"site: {guides} guides, 2 Variants planners x 4 profiles each, data.json ~2.1 MB")
+    if not cpu_only:
+        await latency_runs(options, guides, latency, concurrency)
+    await zero_latency_run(options, guides, concurrency)
+
+
+async def latency_runs(
+    options: dict[str, Any], guides: int, latency: float, concurrency: int
+) -> None:
+    """Full, incremental and revalidating syncs at the given latency."""
     print(
         f"fake Maxroll in a child process, {latency * 1e3:.0f} ms per request, concurrency {concurrency}"
     )
@@ -88,12 +156,23 @@ async def main(guides: int, latency: float, concurrency: int) -> None:
     # 1. Full sync at the given latency, with a host ticker on the same loop.
     with fake_maxroll_process(options, latency) as fake, tempfile.TemporaryDirectory() as folder:
         config = config_for(fake.config_values, Path(folder), concurrency)
-        (summary, wall), lags = await with_lag_probe(lambda: sync_once(config))
+        # Guide writes are serialised (one writer): their summed wall time bounds the sync.
+        writes = Timers()
+        original_write = IndexRepository.write_guide
+        IndexRepository.write_guide = writes.wrap_async("write_guide", original_write)  # type: ignore[method-assign]
+        try:
+            (summary, wall), lags = await with_lag_probe(lambda: sync_once(config))
+        finally:
+            IndexRepository.write_guide = original_write  # type: ignore[method-assign]
         log = fake.log(reset=True)
         requests = log["requests"]
         limit = requests * latency / concurrency
         print(
             f"full sync: {wall:.2f} s wall, {requests} requests, {summary.bytes_received / 1e6:.1f} MB received"
+        )
+        written = writes.seconds.get("write_guide", 0.0)
+        print(
+            f"  wall time inside write_guide (serialised) {written:.2f} s, {written / max(summary.guides_processed, 1) * 1e3:.1f} ms per guide"
         )
         if limit:
             print(
@@ -139,7 +218,9 @@ async def main(guides: int, latency: float, concurrency: int) -> None:
             f"incremental sync (1 guide changed): {log['requests']} requests, {log['statuses'].count(304)} answered 304, {summary.bytes_received / 1e3:.0f} kB"
         )
 
-    # 4. Zero latency: CPU per guide and where it goes.
+
+async def zero_latency_run(options: dict[str, Any], guides: int, concurrency: int) -> None:
+    """4. Zero latency: CPU per guide and where it goes."""
     timers = Timers()
     originals: dict[str, Callable[..., Any]] = {
         name: getattr(gateway_module, name)
@@ -158,11 +239,13 @@ async def main(guides: int, latency: float, concurrency: int) -> None:
         with fake_maxroll_process(options, 0.0) as fake, tempfile.TemporaryDirectory() as folder:
             config = config_for(fake.config_values, Path(folder), concurrency)
             cpu_before, loop_before = time.process_time(), time.thread_time()
-            summary, wall = await sync_once(config)
+            times_before, threads_before = os.times(), cpu_by_thread()
+            summary, wall, threads_after = await sync_once_with_threads(config)
             cpu = time.process_time() - cpu_before
             # The sync runs on this thread's loop: the rest is worker threads (parsers, cache
             # files, the SQLite writer).
             loop_cpu = time.thread_time() - loop_before
+            times_after = os.times()
     finally:
         for name, function in originals.items():
             setattr(gateway_module, name, function)
@@ -181,6 +264,10 @@ async def main(guides: int, latency: float, concurrency: int) -> None:
     print(
         f"  CPU on the event-loop thread {loop_cpu:.2f} s ({loop_cpu / cpu:.0%}), in worker threads {cpu - loop_cpu:.2f} s ({(cpu - loop_cpu) / cpu:.0%})"
     )
+    user = times_after.user - times_before.user
+    system = times_after.system - times_before.system
+    print(f"  user {user:.2f} s, system {system:.2f} s; by thread (read before the runtime stops):")
+    print(f"    {thread_split(threads_before, threads_after)}")
     # Wall time inside calls, not CPU: writes include queueing for the writer thread, parsers run
     # in threads; the two overlap each other and the network, so they are not shares of anything.
     print(
@@ -195,5 +282,8 @@ if __name__ == "__main__":
     parser.add_argument("--guides", type=int, default=200)
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--concurrency", type=int, default=4)
+    parser.add_argument("--cpu-only", action="store_true", help="only the zero-latency sync")
     arguments = parser.parse_args()
-    asyncio.run(main(arguments.guides, arguments.latency, arguments.concurrency))
+    asyncio.run(
+        main(arguments.guides, arguments.latency, arguments.concurrency, arguments.cpu_only)
+    )

@@ -24,7 +24,7 @@ from d3_item_salvager.data.repository import IndexRepository
 from d3_item_salvager.data.sqlite_writer import sqlite_guide_writer_resource
 from d3_item_salvager.logging_setup import get_logger
 from d3_item_salvager.maxroll.client import MaxrollClient
-from d3_item_salvager.maxroll.gateway import MaxrollGateway
+from d3_item_salvager.maxroll.gateway import maxroll_gateway_resource
 from d3_item_salvager.maxroll.http import http_client_resource
 from d3_item_salvager.services.build_guides import BuildGuideService
 from d3_item_salvager.services.cache_refresh import CacheRefreshService
@@ -55,8 +55,8 @@ class Container(containers.DeclarativeContainer):
         config.provided.maxroll,
         on_response=maxroll_response_listener,
     )
-    maxroll_gateway = providers.Singleton(
-        MaxrollGateway,
+    maxroll_gateway = providers.Resource(
+        maxroll_gateway_resource,
         maxroll_client,
         config.provided.maxroll,
         config.provided.cache,

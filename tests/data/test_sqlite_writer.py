@@ -21,7 +21,7 @@ from d3_item_salvager.config import AppConfig
 from d3_item_salvager.container import open_container, resolve
 from d3_item_salvager.data.engine import index_engine_resource
 from d3_item_salvager.data.repository import IndexRepository, placeholder_item
-from d3_item_salvager.data.sqlite_writer import SqliteGuideWriter
+from d3_item_salvager.data.sqlite_writer import WAL_CHECKPOINT_PAGES, SqliteGuideWriter
 from d3_item_salvager.errors import IndexDatabaseError
 from d3_item_salvager.maxroll.models import BuildRecord, CatalogItem, GuideRecord, ItemUsage
 from tests.conftest import make_config
@@ -223,3 +223,30 @@ async def test_a_sqlite_container_writes_guides_on_its_writer_thread_and_stops_i
         seen = [t.name for t in threading.enumerate() if t.name.startswith("index-writer")]
         assert seen, "the guide was not written by the SQLite writer thread"
     assert not [t for t in threading.enumerate() if t.name.startswith("index-writer")]
+
+
+async def test_the_writer_keeps_statement_journals_in_memory_and_checkpoints_seldom(
+    indexes: Indexes,
+) -> None:
+    """A guide's multi-row statements spill their statement journal to a new temporary file past
+    64 kB unless temp_store is MEMORY (creating that file cost more CPU than the guide's rows);
+    and checkpoints every 1,000 WAL pages made each serialised write much slower."""
+    path = indexes.writer_config.database.sqlite_path
+    assert path is not None
+    writer = SqliteGuideWriter(path, busy_timeout_seconds=0.2)
+    try:
+        guide, builds, records, _ = SCENARIO[0]
+        await writer.write_guide(guide, builds, {r.item_id: r for r in records}, SYNCED)
+
+        def settings() -> tuple[int, str, int, int]:
+            connection = writer._connect()  # on the writer thread, as every write
+            (temp_store,) = connection.execute("PRAGMA temp_store").fetchone()
+            (journal,) = connection.execute("PRAGMA journal_mode").fetchone()
+            (foreign_keys,) = connection.execute("PRAGMA foreign_keys").fetchone()
+            (checkpoint,) = connection.execute("PRAGMA wal_autocheckpoint").fetchone()
+            return temp_store, journal, foreign_keys, checkpoint
+
+        # temp_store 2: MEMORY
+        assert writer._executor.submit(settings).result() == (2, "wal", 1, WAL_CHECKPOINT_PAGES)
+    finally:
+        await writer.aclose()

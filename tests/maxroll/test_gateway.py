@@ -108,16 +108,17 @@ async def test_guide_planners_are_fetched_conditionally(
 async def test_corrupt_profile_cache_is_discarded_and_refetched(
     gateway: MaxrollGateway, fake_maxroll: FakeMaxroll, live_config: AppConfig
 ) -> None:
-    """A cache body that no longer matches its checksum is dropped; the next fetch is a 200."""
+    """A cache database overwritten with garbage is dropped; the next fetch is a plain 200."""
     planner_id = next(iter(fake_maxroll.site.planners))
     profile = await gateway.planner_profile(planner_id)
-    bodies = list((live_config.cache.dir / "documents" / "profiles").glob("*.body"))
-    assert len(bodies) == 1
-    bodies[0].write_bytes(b'{"half": ')
+    gateway.documents.close()
+    (live_config.cache.dir / "documents.sqlite").write_bytes(b"\x00garbage" * 1000)
     again = await gateway.planner_profile(planner_id)
     assert again == profile
     assert fake_maxroll.count(PROFILE_PREFIX, status=200) == 2
     assert fake_maxroll.requests[-1].headers.get("if-none-match") is None
+    assert await gateway.planner_profile(planner_id) == profile  # cached again: a 304 now
+    assert fake_maxroll.requests[-1].status == 304
 
 
 async def test_broken_new_profile_keeps_the_cached_copy(

@@ -18,8 +18,11 @@ from tests.reliability.test_faults import index_file, sync
 
 
 class DiskFull:
-    """Stands in for the `os` module of the cache: every cache file written goes to /dev/full,
-    so writes fail with the kernel's real ENOSPC; everything else is the real `os`."""
+    """Stands in for the `os` module of the cache: every cache file written whole (the guide
+    list) goes to /dev/full, so writes fail with the kernel's real ENOSPC; everything else is the
+    real `os`. (The documents' SQLite file reports a full disk as SQLite's "database or disk is
+    full": tests/maxroll/test_document_cache.py and the unwritable-cache test in
+    tests/services/test_sync_truth.py cover that path.)"""
 
     def __getattr__(self, name: str) -> Any:
         return getattr(os, name)

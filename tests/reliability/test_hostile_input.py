@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
+import sqlite3
 from pathlib import Path
 
 from d3_item_salvager.config import AppConfig
@@ -91,5 +93,9 @@ async def test_huge_documents_are_refused(live_config: AppConfig, tmp_path: Path
             summary = await service.prepare_database()
     assert summary.guides_failed == 0  # the guide's other planners still synced
     assert "over the 200000-byte limit" in summary.warnings[0].error
-    cached = files_under(config.cache.dir / "documents" / "profiles")
-    assert all(path.stat().st_size < 200_000 for path in cached)
+    with contextlib.closing(sqlite3.connect(config.cache.dir / "documents.sqlite")) as cache:
+        sizes = cache.execute(
+            "SELECT length(body) FROM documents WHERE namespace = 'profiles'"
+        ).fetchall()
+    assert sizes, "the other profiles were cached"
+    assert all(size < 200_000 for (size,) in sizes)

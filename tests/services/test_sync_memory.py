@@ -104,9 +104,8 @@ async def test_a_profile_the_cache_cannot_hold_is_kept_in_memory(
 ) -> None:
     """The profile cache cannot be written: the shared profile is kept, still fetched once."""
     service, watch = watched
-    documents = live_config.cache.dir / "documents"
-    documents.mkdir(parents=True)
-    (documents / "profiles").write_bytes(b"in the way")
+    # A folder where the cache's database file belongs: no document can be stored.
+    (live_config.cache.dir / "documents.sqlite").mkdir(parents=True)
     shared = fake_maxroll.site.guides[0].variant_planners[0]
     await service.prepare_database()
     assert fake_maxroll.count(PROFILE_PREFIX + shared) == 1

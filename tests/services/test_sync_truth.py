@@ -5,7 +5,9 @@ Every test runs on SQLite and, when TEST_POSTGRES_URL is set, on PostgreSQL.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -302,18 +304,18 @@ async def test_cached_list_stands_in_only_while_young(
 async def test_disk_full_while_caching_does_not_abort_the_sync(
     live_config: AppConfig, fake_maxroll: FakeMaxroll, index: IndexReader
 ) -> None:
-    """The profile cache cannot be written (a file stands where its folder goes): the index is
+    """The document cache cannot be written (a folder stands where its file goes): the index is
     still filled and the problem is listed."""
-    documents = live_config.cache.dir / "documents"
-    documents.mkdir(parents=True)
-    (documents / "profiles").write_bytes(b"in the way")
+    (live_config.cache.dir / "documents.sqlite").mkdir(parents=True)
     async with sync_service(live_config) as service:
         summary = await service.prepare_database()
     assert index.rows() == expected_rows(fake_maxroll.site)
     assert (summary.guides_failed, summary.failure_reason()) == (0, None)
     [problem] = summary.warnings
     assert problem.where == "document cache"
-    assert f"{len(planners_of(fake_maxroll))} document(s) could not be cached" in problem.error
+    # Every guide page, every profile and data.json.
+    documents = len(fake_maxroll.site.guides) + len(planners_of(fake_maxroll)) + 1
+    assert f"{documents} document(s) could not be cached" in problem.error
 
 
 async def test_cached_documents_no_guide_refers_to_are_pruned(
@@ -322,16 +324,20 @@ async def test_cached_documents_no_guide_refers_to_are_pruned(
     site = fake_maxroll.site
     async with sync_service(live_config) as service:
         await service.prepare_database()
-        profiles = live_config.cache.dir / "documents" / "profiles"
-        pages = live_config.cache.dir / "documents" / "guide-planners"
-        assert len(list(pages.glob("*.body"))) == len(site.guides)
+        assert len(cached_urls(live_config, "guide-planners")) == len(site.guides)
         gone = site.guides.pop()
         summary = await service.prepare_database()
     still_used = planners_of(fake_maxroll)
     orphaned = set(gone.expected_planners()) - still_used
     assert summary.documents_pruned == 1 + len(orphaned)
-    assert len(list(pages.glob("*.body"))) == len(site.guides)
-    assert len(list(profiles.glob("*.body"))) == len(still_used)
+    assert len(cached_urls(live_config, "guide-planners")) == len(site.guides)
+    assert len(cached_urls(live_config, "profiles")) == len(still_used)
+
+
+def cached_urls(config: AppConfig, namespace: str) -> set[str]:
+    with contextlib.closing(sqlite3.connect(config.cache.dir / "documents.sqlite")) as cache:
+        rows = cache.execute("SELECT url FROM documents WHERE namespace = ?", (namespace,))
+        return {url for (url,) in rows}
 
 
 def service_cache_bytes(config: AppConfig) -> bytes:

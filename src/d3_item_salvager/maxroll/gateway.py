@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from typing import TypeVar
 
 import anyio
@@ -36,6 +36,20 @@ PROFILES = "profiles"
 ITEM_DATA = "item-data"
 
 
+def maxroll_gateway_resource(
+    client: MaxrollClient,
+    maxroll_config: MaxrollConfig,
+    cache_config: CacheConfig,
+    limiter: anyio.CapacityLimiter,
+) -> Iterator[MaxrollGateway]:
+    """Container resource: one gateway per container, its document cache closed on shutdown."""
+    gateway = MaxrollGateway(client, maxroll_config, cache_config, limiter)
+    try:
+        yield gateway
+    finally:
+        gateway.close()
+
+
 class MaxrollGateway:
     """Guides, planners, profiles and the item catalog, each fetched at most when needed."""
 
@@ -53,11 +67,17 @@ class MaxrollGateway:
         self._cache_config = cache_config
         self._limiter = limiter
         self._clock = clock
-        self.documents = DocumentCache(cache_config.dir / "documents")
+        self.documents = DocumentCache(
+            cache_config.dir / "documents.sqlite", legacy_folder=cache_config.dir / "documents"
+        )
         self.guide_list_cache = GuideListCache(cache_config.dir)
         self._catalog: tuple[str, ItemCatalog] | None = None
         self.cache_write_failures = 0
         self.last_cache_error = ""
+
+    def close(self) -> None:
+        """Close the document cache's database connection (it reopens if used again)."""
+        self.documents.close()
 
     async def _in_thread(self, function: Callable[..., T], *args: object) -> T:
         return await anyio.to_thread.run_sync(function, *args, limiter=self._limiter)
@@ -163,20 +183,49 @@ class MaxrollGateway:
         if fetched.body is None:
             if cached is None:
                 raise FetchError(fetched.url, "304 Not Modified without a cached copy")
-            try:
-                await self._in_thread(self.documents.touch, namespace, key, now)
-            except CacheError as exc:
-                self._cache_write_failed(exc)
-            return await self._in_thread(parse_cached or parse, cached.body), False
-        result = await self._in_thread(parse, fetched.body)
+            # One worker-thread call per document, not one per step: each hand-off costs more
+            # CPU (thread wake-ups, GIL hand-overs) than touching or writing the file.
+            result, cache_error = await self._in_thread(
+                self._confirm_and_parse, namespace, key, now, parse_cached or parse, cached.body
+            )
+            changed = False
+        else:
+            result, encoded, cache_error = await self._in_thread(
+                self._parse_and_store, namespace, key, fetched, now, parse, encode
+            )
+            changed = cached is None or cached.body != encoded
+        if cache_error is not None:
+            self._cache_write_failed(cache_error)
+        return result, changed
+
+    def _confirm_and_parse(
+        self, namespace: str, key: str, now: float, parse: Callable[[bytes], T], body: bytes
+    ) -> tuple[T, CacheError | None]:
+        """In a worker thread: mark the cached copy as confirmed, then parse it."""
+        try:
+            self.documents.touch(namespace, key, now)
+        except CacheError as exc:
+            return parse(body), exc
+        return parse(body), None
+
+    def _parse_and_store(
+        self,
+        namespace: str,
+        key: str,
+        fetched: Fetched,
+        now: float,
+        parse: Callable[[bytes], T],
+        encode: Callable[[T, bytes], bytes],
+    ) -> tuple[T, bytes, CacheError | None]:
+        """In a worker thread: parse a new document, then cache it (only once it parsed)."""
+        assert fetched.body is not None
+        result = parse(fetched.body)
         encoded = encode(result, fetched.body)
         try:
-            await self._in_thread(
-                self.documents.put, namespace, key, encoded, fetched.validators, now
-            )
+            self.documents.put(namespace, key, encoded, fetched.validators, now)
         except CacheError as exc:
-            self._cache_write_failed(exc)
-        return result, cached is None or cached.body != encoded
+            return result, encoded, exc
+        return result, encoded, None
 
     def _cache_write_failed(self, error: CacheError) -> None:
         self.cache_write_failures += 1

@@ -1,11 +1,15 @@
 """Leadership: losing the lease stops scheduled runs, an error steps down without dying, and a
-replaced job store ends leading with a clear error."""
+replaced job store ends leading with a clear error.
+
+The lease rules run on SQLite and on PostgreSQL (`job_store_settings`); a job-store *file*
+replaced under the scheduler is SQLite's alone.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -18,16 +22,19 @@ from d3_item_salvager.services.build_guides import SyncSummary
 from d3_item_salvager.workers.leadership import FatalLeadershipError
 from d3_item_salvager.workers.runs import Outcome, Trigger
 from d3_item_salvager.workers.runtime import WorkerRuntime
+from d3_item_salvager.workers.scheduler import stop_scheduler
 from tests.conftest import make_config
 from tests.workers.fakes import FakeSyncService
-from tests.workers.test_tasks import job_runs, with_fake
+from tests.workers.job_store_sql import job_runs, steal_lease
+from tests.workers.test_tasks import with_fake
 
 
-def scrape_only(tmp_path: Path, **job: Any) -> Any:
+def scrape_only(tmp_path: Path, store: dict[str, Any] | None = None, **job: Any) -> Any:
     return make_config(
         tmp_path,
         maxroll={"bearer_token": "t"},
         scheduler={
+            **(store or {}),
             "lease_seconds": 4,
             "jobs": {
                 "scrape_guides": job,
@@ -38,16 +45,12 @@ def scrape_only(tmp_path: Path, **job: Any) -> Any:
     )
 
 
-def steal_lease(config: Any) -> None:
-    """Another process takes the lease (as after our renewals failed for a whole period)."""
-    with sqlite3.connect(config.scheduler.job_store_path) as connection:
-        connection.execute("UPDATE scheduler_lease SET holder = 'otherhost:1:thief'")
-
-
-async def test_losing_the_lease_cancels_running_scheduled_runs(tmp_path: Path) -> None:
+async def test_losing_the_lease_cancels_running_scheduled_runs(
+    tmp_path: Path, job_store_settings: dict[str, Any]
+) -> None:
     """A leader that finds its lease taken pauses, and its running scheduled run is cancelled and
     recorded with the error 'lease lost'."""
-    config = scrape_only(tmp_path, interval_minutes=1 / 60)
+    config = scrape_only(tmp_path, job_store_settings, interval_minutes=1 / 60)
     fake = FakeSyncService("block")
     async with with_fake(WorkerRuntime(config), fake) as runtime:
         assert runtime.leadership is not None
@@ -69,11 +72,13 @@ async def test_losing_the_lease_cancels_running_scheduled_runs(tmp_path: Path) -
 
 
 async def test_an_error_in_lease_handling_steps_down_and_competes_again(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, job_store_settings: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     """An unexpected error while renewing is logged as an error; the process steps down (paused,
     pending retries dropped) and takes the lease again on a later round."""
-    config = scrape_only(tmp_path, retry_backoff_seconds=600, interval_minutes=60)
+    config = scrape_only(
+        tmp_path, job_store_settings, retry_backoff_seconds=600, interval_minutes=60
+    )
     fake = FakeSyncService(TransientFetchError("http://x", "HTTP 503"))
     async with with_fake(WorkerRuntime(config), fake) as runtime:
         leadership = runtime.leadership
@@ -117,9 +122,11 @@ async def test_a_replaced_job_store_stops_leading_and_raises_to_the_host(tmp_pat
             await runtime.__aexit__(None, None, None)
 
 
-async def test_scheduled_retries_are_counted(tmp_path: Path) -> None:
+async def test_scheduled_retries_are_counted(
+    tmp_path: Path, job_store_settings: dict[str, Any]
+) -> None:
     """d3is_job_retries_scheduled_total counts the retry runs the runner schedules."""
-    config = scrape_only(tmp_path, retry_backoff_seconds=0.05, max_retries=2)
+    config = scrape_only(tmp_path, job_store_settings, retry_backoff_seconds=0.05, max_retries=2)
     fake = FakeSyncService(TransientFetchError("http://x", "HTTP 503"), SyncSummary())
     async with with_fake(WorkerRuntime(config), fake) as runtime:
         await runtime.run_job("scrape_guides", trigger=Trigger.SCHEDULED)
@@ -130,9 +137,11 @@ async def test_scheduled_retries_are_counted(tmp_path: Path) -> None:
     assert retries == 1
 
 
-async def test_manual_runs_survive_losing_the_lease(tmp_path: Path) -> None:
+async def test_manual_runs_survive_losing_the_lease(
+    tmp_path: Path, job_store_settings: dict[str, Any]
+) -> None:
     """Only scheduled runs belong to the lease holder; a manual run keeps going."""
-    config = scrape_only(tmp_path, interval_minutes=60)
+    config = scrape_only(tmp_path, job_store_settings, interval_minutes=60)
     fake = FakeSyncService("block")
     async with with_fake(WorkerRuntime(config), fake) as runtime:
         assert runtime.leadership is not None
@@ -177,13 +186,16 @@ async def test_a_graceful_stop_that_cancels_a_run_logs_one_line(
     assert (row["outcome"], row["error"]) == ("cancelled", "cancelled while stopping")
 
 
-async def test_a_first_run_that_never_succeeded_runs_again_at_once(tmp_path: Path) -> None:
+async def test_a_first_run_that_never_succeeded_runs_again_at_once(
+    tmp_path: Path, job_store_settings: dict[str, Any]
+) -> None:
     """With run_new_jobs_at_once, a job whose only run was stopped mid-way runs at once on the
     next start instead of one interval later; a job that succeeded keeps its stored time."""
     config = make_config(
         tmp_path,
         maxroll={"bearer_token": "t"},
         scheduler={
+            **job_store_settings,
             "run_new_jobs_at_once": True,
             "shutdown_timeout_seconds": 0,
             "jobs": {
@@ -210,3 +222,23 @@ async def test_a_first_run_that_never_succeeded_runs_again_at_once(tmp_path: Pat
         "success",
     ]
     assert (cleanup_next - datetime.now(UTC)).total_seconds() > 60 * 60
+
+
+async def test_a_runtime_on_its_way_out_never_takes_the_lease(
+    tmp_path: Path, job_store_settings: dict[str, Any]
+) -> None:
+    """A standby whose scheduler was already shut down (its runtime is exiting) does not take a
+    lease that fell free meanwhile: leading would start the scheduler again, with nothing left to
+    shut it down and close its job store's connections."""
+    config = scrape_only(tmp_path, job_store_settings, interval_minutes=60)
+    async with AsyncExitStack() as stack:
+        first = await stack.enter_async_context(WorkerRuntime(config))
+        second = await stack.enter_async_context(WorkerRuntime(config))
+        assert (first.is_leader, second.is_leader) == (True, False)
+        assert second.scheduler is not None
+        assert second.leadership is not None
+        await first.__aexit__(None, None, None)  # releases the lease
+        await stop_scheduler(second.scheduler, second.runner, 0)  # second is on its way out
+        await second.leadership.round()
+        assert not second.is_leader
+        assert not second.scheduler.running

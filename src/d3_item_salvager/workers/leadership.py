@@ -96,7 +96,10 @@ class Leadership:
                 self._check()
                 if not await self.lease.renew():
                     self.step_down("lost the scheduler lease; standing by")
-            elif await self.lease.try_acquire():
+            elif self.scheduler.running and await self.lease.try_acquire():
+                # Only while the scheduler runs (paused, as a standby's does): once the runtime
+                # has shut it down on its way out, leading would start it again, and nothing
+                # would ever shut it down or close its job store's connections.
                 await self._lead()
         except DBAPIError as exc:
             # A locked or busy job store: try again next round; the lease period absorbs it.

@@ -41,7 +41,12 @@ from d3_item_salvager.workers.lease import SchedulerLease
 from d3_item_salvager.workers.metrics import WorkerMetrics
 from d3_item_salvager.workers.metrics_server import MetricsServer
 from d3_item_salvager.workers.runs import RunResult, RunTracker, Trigger
-from d3_item_salvager.workers.scheduler import build_scheduler, start_scheduler, stop_scheduler
+from d3_item_salvager.workers.scheduler import (
+    build_scheduler,
+    close_job_store,
+    start_scheduler,
+    stop_scheduler,
+)
 
 _log = get_logger(__name__)
 
@@ -214,6 +219,7 @@ class WorkerRuntime:
         engine = await resolve(container.job_store_engine)
         worker = await resolve(container.worker_id)
         scheduler = self.scheduler = build_scheduler(self.config, container)
+        self._stack.callback(close_job_store, scheduler)  # last on exit: also when start fails
         try:
             start_scheduler(scheduler, paused=True)
         except DBAPIError as exc:

@@ -19,6 +19,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
 from zoneinfo import ZoneInfo
 
 import anyio
@@ -63,6 +64,7 @@ __all__ = [
     "RegistrationReport",
     "build_scheduler",
     "cleanup_logs_task",
+    "close_job_store",
     "refresh_cache_task",
     "register_jobs",
     "scrape_guides_task",
@@ -109,12 +111,28 @@ def build_scheduler(
         },
         timezone=ZoneInfo(settings.timezone),
     )
+    _job_stores[scheduler] = job_store
     if container is not None:
         scheduler.add_listener(
             _history_listener(container),
             EVENT_JOB_SUBMITTED | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES,
         )
     return scheduler
+
+
+_job_stores: WeakKeyDictionary[AsyncIOScheduler, SQLAlchemyJobStore] = WeakKeyDictionary()
+
+
+def close_job_store(scheduler: AsyncIOScheduler) -> None:
+    """Close the connections of a scheduler's job store (built by build_scheduler); idempotent.
+
+    APScheduler closes them only in `shutdown()`, which a scheduler that never started, or
+    failed to start, never reaches; its connections would otherwise be left to the garbage
+    collector.
+    """
+    job_store = _job_stores.get(scheduler)
+    if job_store is not None and not scheduler.running:
+        job_store.shutdown()
 
 
 def start_paused(scheduler: AsyncIOScheduler) -> None:
@@ -303,6 +321,7 @@ async def stop_scheduler(
 ) -> None:
     """Graceful stop: no new runs, running jobs awaited up to the grace time, then cancelled."""
     if not scheduler.running:
+        close_job_store(scheduler)  # never started: nothing else closes its connections
         return
     scheduler.pause()
     if runner is not None:

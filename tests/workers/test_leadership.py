@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import sqlite3
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -19,6 +21,7 @@ import pytest
 
 from d3_item_salvager.errors import TransientFetchError
 from d3_item_salvager.services.build_guides import SyncSummary
+from d3_item_salvager.workers.leader_lock import leader_lock_path
 from d3_item_salvager.workers.leadership import FatalLeadershipError
 from d3_item_salvager.workers.runs import Outcome, Trigger
 from d3_item_salvager.workers.runtime import WorkerRuntime
@@ -115,6 +118,23 @@ async def test_a_replaced_job_store_stops_leading_and_raises_to_the_host(tmp_pat
         assert runtime.is_leader
         store.rename(store.with_suffix(".moved"))
         with anyio.fail_after(30), pytest.raises(FatalLeadershipError, match="deleted or replaced"):
+            await runtime.wait_stopped()
+        assert not runtime.is_leader
+    finally:
+        with pytest.raises(FatalLeadershipError):
+            await runtime.__aexit__(None, None, None)
+
+
+async def test_a_deleted_leader_lock_file_stops_leading(tmp_path: Path) -> None:
+    """Another process could lock a new lock file beside a replaced store: a leader whose lock
+    file is deleted stops, as it does for its store."""
+    config = scrape_only(tmp_path, enabled=False)
+    runtime = WorkerRuntime(config)
+    await runtime.__aenter__()
+    try:
+        assert runtime.is_leader
+        await anyio.Path(leader_lock_path(config.scheduler.job_store_path)).unlink()
+        with anyio.fail_after(30), pytest.raises(FatalLeadershipError, match="lock file"):
             await runtime.wait_stopped()
         assert not runtime.is_leader
     finally:
@@ -222,6 +242,60 @@ async def test_a_first_run_that_never_succeeded_runs_again_at_once(
         "success",
     ]
     assert (cleanup_next - datetime.now(UTC)).total_seconds() > 60 * 60
+
+
+def runs_in_file(path: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(path) as connection:
+        connection.row_factory = sqlite3.Row
+        rows = connection.execute("SELECT * FROM job_runs ORDER BY started_at, run_id")
+        return [dict(row) for row in rows]
+
+
+@pytest.mark.slow
+async def test_a_scheduler_on_a_replaced_job_store_never_runs_beside_the_old_leader(
+    tmp_path: Path,
+) -> None:
+    """The job store is moved aside while the leader's scheduled run is going. A second runtime
+    started on the new, empty file meanwhile waits for the leader lock: it leads and runs only
+    after the old leader noticed and stopped, so their runs never overlap."""
+    config = make_config(
+        tmp_path,
+        maxroll={"bearer_token": "t"},
+        scheduler={
+            "lease_seconds": 8,  # the old leader checks its store every 2 s
+            "run_new_jobs_at_once": True,
+            "jobs": {
+                "scrape_guides": {"interval_minutes": 60},
+                "refresh_cache": {"enabled": False},
+                "cleanup_logs": {"enabled": False},
+            },
+        },
+    )
+    store = config.scheduler.job_store_path
+    moved = store.with_suffix(".moved")
+    old_service, new_service = FakeSyncService("block"), FakeSyncService(SyncSummary())
+    first = with_fake(WorkerRuntime(config), old_service)
+    await first.__aenter__()
+    try:
+        with anyio.fail_after(30):
+            await old_service.started.wait()  # the old leader's run is going
+        # Moved aside whole: SQLite finds the -wal and -shm files by the store's name.
+        for suffix in ("", "-wal", "-shm"):
+            os.rename(f"{store}{suffix}", f"{moved}{suffix}")
+        async with with_fake(WorkerRuntime(config), new_service) as second:
+            with anyio.fail_after(30):
+                [new_run] = await second.wait_for_runs("scrape_guides", 1)
+            assert first.leadership is not None
+            assert first.leadership.stopped.is_set()
+            assert not first.is_leader
+    finally:
+        with pytest.raises(FatalLeadershipError, match="deleted or replaced"):
+            await first.__aexit__(None, None, None)
+    [old_row] = runs_in_file(moved)
+    [new_row] = job_runs(config)
+    assert (old_row["outcome"], old_row["error"]) == ("cancelled", "lease lost")
+    assert (new_run.outcome, new_row["run_id"]) == (Outcome.SUCCESS, new_run.run_id)
+    assert new_row["started_at"] >= old_row["finished_at"]
 
 
 async def test_a_runtime_on_its_way_out_never_takes_the_lease(

@@ -36,6 +36,7 @@ from d3_item_salvager.workers import binding
 from d3_item_salvager.workers.container import WorkerContainer, build_worker_container
 from d3_item_salvager.workers.job_runner import JobRunner
 from d3_item_salvager.workers.jobs import base_job_id, check_jobs_config, job_spec
+from d3_item_salvager.workers.leader_lock import LeaderLock
 from d3_item_salvager.workers.leadership import FatalLeadershipError, Leadership
 from d3_item_salvager.workers.lease import SchedulerLease
 from d3_item_salvager.workers.metrics import WorkerMetrics
@@ -238,6 +239,11 @@ class WorkerRuntime:
             on_change=self._leadership_changed,
             check=self._job_store_check(),
             resume=not self.burst,
+            leader_lock=(
+                LeaderLock(self.config.scheduler.job_store_path)
+                if self.config.scheduler.job_store_url is None
+                else None
+            ),
         )
         # Exit runs these in reverse: running jobs finish (the lease still renewed), the metrics
         # port is freed, then the lease is released (so the next leader can bind that port).

@@ -36,6 +36,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import Engine
 
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.data.dialects import retry_schema_race
@@ -111,7 +112,7 @@ def build_scheduler(
         },
         timezone=ZoneInfo(settings.timezone),
     )
-    _job_stores[scheduler] = job_store
+    _job_store_engines[scheduler] = job_store.engine
     if container is not None:
         scheduler.add_listener(
             _history_listener(container),
@@ -120,7 +121,9 @@ def build_scheduler(
     return scheduler
 
 
-_job_stores: WeakKeyDictionary[AsyncIOScheduler, SQLAlchemyJobStore] = WeakKeyDictionary()
+# The engine, not the job store: a started job store refers back to its scheduler, which would
+# keep the weak key, and so the entry, alive for good.
+_job_store_engines: WeakKeyDictionary[AsyncIOScheduler, Engine] = WeakKeyDictionary()
 
 
 def close_job_store(scheduler: AsyncIOScheduler) -> None:
@@ -130,9 +133,9 @@ def close_job_store(scheduler: AsyncIOScheduler) -> None:
     failed to start, never reaches; its connections would otherwise be left to the garbage
     collector.
     """
-    job_store = _job_stores.get(scheduler)
-    if job_store is not None and not scheduler.running:
-        job_store.shutdown()
+    engine = _job_store_engines.get(scheduler)
+    if engine is not None and not scheduler.running:
+        engine.dispose()
 
 
 def start_paused(scheduler: AsyncIOScheduler) -> None:

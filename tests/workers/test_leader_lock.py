@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import shutil
+import sys
 from pathlib import Path
+
+import pytest
 
 from d3_item_salvager.workers.leader_lock import LeaderLock
 
@@ -36,3 +40,23 @@ def test_the_lock_outlives_a_replaced_store_and_notices_its_own_replacement(
     assert not holder.in_place()
     holder.release()
     assert not holder.in_place()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="abstract socket names are Linux's")
+def test_the_lock_outlives_a_deleted_folder_on_linux(tmp_path: Path) -> None:
+    """The store's whole folder deleted and made again: a new lock file is free, but the
+    abstract socket name, which no file operation removes, still excludes a second holder."""
+    folder = tmp_path / "jobs"
+    folder.mkdir()
+    store = folder / "scheduler.sqlite"
+    holder = LeaderLock(store)
+    assert holder.try_acquire()
+    shutil.rmtree(folder)
+    folder.mkdir()
+    second = LeaderLock(store)
+    assert second.try_acquire() is False
+    assert not second.held
+    assert second.path.exists()  # its flock was taken and let go again
+    holder.release()
+    assert second.try_acquire() is True
+    second.release()

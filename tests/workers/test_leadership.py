@@ -10,13 +10,17 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import shutil
 import sqlite3
+import sys
+from collections.abc import Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
 
 from d3_item_salvager.errors import TransientFetchError
@@ -316,3 +320,61 @@ async def test_a_runtime_on_its_way_out_never_takes_the_lease(
         await second.leadership.round()
         assert not second.is_leader
         assert not second.scheduler.running
+
+
+class RecordingService(FakeSyncService):
+    """A fake sync that notes in a shared timeline when each of its runs starts and ends."""
+
+    def __init__(self, name: str, timeline: list[str], *behaviours: Any) -> None:
+        super().__init__(*behaviours)
+        self.name, self.timeline = name, timeline
+
+    async def prepare_database(
+        self, force_refresh: bool = False, progress: Callable[[int, int], None] | None = None
+    ) -> SyncSummary:
+        self.timeline.append(f"{self.name} starts")
+        try:
+            return await super().prepare_database(force_refresh, progress)
+        finally:
+            self.timeline.append(f"{self.name} ends")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="the lock's abstract socket is Linux's")
+async def test_a_scheduler_on_a_deleted_store_folder_never_runs_beside_the_old_leader(
+    tmp_path: Path,
+) -> None:
+    """The job store's whole folder, lock file included, is deleted under a leader whose run is
+    going; a second runtime started on the same path meanwhile runs only after the old leader
+    noticed and stopped."""
+    config = make_config(
+        tmp_path,
+        maxroll={"bearer_token": "t"},
+        scheduler={
+            "job_store_path": "jobs/scheduler.sqlite",
+            "lease_seconds": 8,  # the old leader checks its store every 2 s
+            "run_new_jobs_at_once": True,
+            "jobs": {
+                "scrape_guides": {"interval_minutes": 60},
+                "refresh_cache": {"enabled": False},
+                "cleanup_logs": {"enabled": False},
+            },
+        },
+    )
+    timeline: list[str] = []
+    old_service = RecordingService("old", timeline, "block")
+    new_service = RecordingService("new", timeline, SyncSummary())
+    first = with_fake(WorkerRuntime(config), old_service)
+    await first.__aenter__()
+    try:
+        with anyio.fail_after(30):
+            await old_service.started.wait()
+        await anyio.to_thread.run_sync(shutil.rmtree, config.scheduler.job_store_path.parent)
+        async with with_fake(WorkerRuntime(config), new_service) as second:
+            with anyio.fail_after(30):
+                [new_run] = await second.wait_for_runs("scrape_guides", 1)
+    finally:
+        with pytest.raises(FatalLeadershipError, match="deleted or replaced"):
+            await first.__aexit__(None, None, None)
+    assert new_run.outcome is Outcome.SUCCESS
+    assert timeline == ["old starts", "old ends", "new starts", "new ends"]

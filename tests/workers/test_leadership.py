@@ -27,10 +27,11 @@ from d3_item_salvager.errors import TransientFetchError
 from d3_item_salvager.services.build_guides import SyncSummary
 from d3_item_salvager.workers.leader_lock import leader_lock_path
 from d3_item_salvager.workers.leadership import FatalLeadershipError
-from d3_item_salvager.workers.runs import Outcome, Trigger
+from d3_item_salvager.workers.runs import Outcome, RunResult, Trigger
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from d3_item_salvager.workers.scheduler import stop_scheduler
 from tests.conftest import make_config
+from tests.postgres_server import PostgresDatabase
 from tests.workers.fakes import FakeSyncService
 from tests.workers.job_store_sql import job_runs, steal_lease
 from tests.workers.test_tasks import with_fake
@@ -378,3 +379,35 @@ async def test_a_scheduler_on_a_deleted_store_folder_never_runs_beside_the_old_l
             await first.__aexit__(None, None, None)
     assert new_run.outcome is Outcome.SUCCESS
     assert timeline == ["old starts", "old ends", "new starts", "new ends"]
+
+
+async def test_a_leader_that_cannot_renew_in_time_steps_down_on_postgres(
+    tmp_path: Path, postgres: PostgresDatabase
+) -> None:
+    """A renewal that never returns (the database unreachable): when the lease the leader last
+    confirmed runs out, it steps down on its own and its running run is cancelled, before a
+    standby on another host could take the expired lease. (On SQLite the leader lock keeps
+    every other process from competing meanwhile.)"""
+    store = {"job_store_url": postgres.psycopg_url}
+    config = scrape_only(tmp_path, store, interval_minutes=1 / 60)
+    fake = FakeSyncService("block")
+    async with with_fake(WorkerRuntime(config), fake) as runtime:
+        leadership = runtime.leadership
+        assert leadership is not None
+
+        async def unreachable() -> bool:
+            await asyncio.Event().wait()
+            return True
+
+        with anyio.fail_after(30):
+            await fake.started.wait()
+            leadership.lease.renew = unreachable  # type: ignore[method-assign]
+            leadership.lease.try_acquire = unreachable  # type: ignore[method-assign]
+            finished = 0
+            cancelled: list[RunResult] = []
+            while not cancelled:  # later due times are recorded `skipped` while the run blocks
+                finished += 1
+                runs = await runtime.wait_for_runs("scrape_guides", finished)
+                cancelled = [r for r in runs if r.outcome is Outcome.CANCELLED]
+        assert not runtime.is_leader
+    assert [r.error for r in cancelled] == ["lease lost"]

@@ -7,6 +7,11 @@ it, or our renewal failed) pauses the scheduler and cancels the scheduled runs s
 unexpected error while handling the lease is logged as an error and treated as losing it: step
 down (also dropping pending retry runs) and keep competing; the loop itself never dies.
 
+On PostgreSQL, a leader that could not renew in time (the database unreachable, or a renewal
+stuck) steps down when the lease it last confirmed runs out by its own monotonic clock, measured
+from before the statement that confirmed it, so never later than the expiry another host goes by.
+(On SQLite the leader lock below already keeps every other process from taking the lease.)
+
 On SQLite a process competes for the lease only while it holds the job store's leader lock (see
 leader_lock.py), and the leader checks every round that the store and the lock file are still the
 ones it opened: a store deleted or replaced under it ends its leading, and a scheduler started on
@@ -77,6 +82,7 @@ class Leadership:
         self._resume = resume  # False in burst mode: due jobs run only when asked
         self._leader_lock = leader_lock
         self._task: asyncio.Task[None] | None = None
+        self._expiry: asyncio.TimerHandle | None = None  # steps down when the lease runs out
         self._round_lock = asyncio.Lock()  # one round at a time, whoever calls it
 
     async def start(self) -> None:
@@ -104,15 +110,20 @@ class Leadership:
             if self.is_leader:
                 self._check()
                 self._check_leader_lock()
+                asked = asyncio.get_running_loop().time()
                 if not await self.lease.renew():
                     self.step_down("lost the scheduler lease; standing by")
+                elif self.is_leader:
+                    self._held_until(asked + self.lease.ttl)
             elif self.scheduler.running and self._lock_for_competing():
                 # Only while the scheduler runs (paused, as a standby's does): once the runtime
                 # has shut it down on its way out, leading would start it again, and nothing
                 # would ever shut it down or close its job store's connections.
                 try:
+                    asked = asyncio.get_running_loop().time()
                     if await self.lease.try_acquire():
                         await self._lead()
+                        self._held_until(asked + self.lease.ttl)
                 finally:
                     if not self.is_leader:
                         self._unlock()
@@ -126,6 +137,23 @@ class Leadership:
         except Exception:  # noqa: BLE001 - a bug must not leave us leading without renewing
             _log.exception("lease handling failed; stepping down and competing again")
             self.step_down("stepped down after an error", drop_pending_retries=True)
+
+    def _held_until(self, deadline: float) -> None:
+        """The lease is ours until `deadline` (loop time) unless renewed: step down then.
+
+        Not with a leader lock (SQLite): while we hold it nobody else competes, and stepping down
+        because this loop was slow would only cancel runs that nobody else would take over.
+        """
+        if self._leader_lock is not None:
+            return
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry = asyncio.get_running_loop().call_at(deadline, self._expired)
+
+    def _expired(self) -> None:
+        self._expiry = None
+        if self.is_leader:
+            self.step_down("could not renew the scheduler lease before it ran out; standing by")
 
     def _lock_for_competing(self) -> bool:
         """Take the leader lock, if there is one; False while another process holds it."""
@@ -166,6 +194,9 @@ class Leadership:
     def step_down(self, message: str, *, drop_pending_retries: bool = False) -> None:
         """Stop acting as leader: pause, cancel scheduled runs, optionally drop pending retries."""
         was_leader = self.is_leader
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         self.runner.retry_planner = None
         with contextlib.suppress(Exception):
             self.scheduler.pause()
@@ -194,6 +225,9 @@ class Leadership:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         if self.is_leader:
             with contextlib.suppress(DBAPIError):
                 await self.lease.release()

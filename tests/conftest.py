@@ -135,3 +135,12 @@ def index(any_backend_config: AppConfig) -> Iterator[IndexReader]:
     reader = IndexReader(any_backend_config)
     yield reader
     reader.close()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def job_store_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """`scheduler` settings putting the job store (run history, lease, APScheduler's jobs) on
+    SQLite, the default, then on PostgreSQL (skipped without TEST_POSTGRES_URL)."""
+    if request.param == "postgresql":
+        return {"job_store_url": request.getfixturevalue("postgres").psycopg_url}
+    return {}

@@ -9,6 +9,7 @@ to enable them.
 from __future__ import annotations
 
 import os
+import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -43,6 +44,24 @@ class PostgresDatabase:
     def connect(self) -> psycopg.Connection[tuple[object, ...]]:
         return psycopg.connect(self.plain_url, autocommit=True)
 
+    def sessions(self) -> list[tuple[str, str]]:
+        """(user, application) of every session connected to this database now."""
+        with psycopg.connect(SERVER_URL or "", autocommit=True) as admin:
+            rows = admin.execute(
+                "SELECT usename, application_name FROM pg_stat_activity"
+                " WHERE datname = %s AND backend_type = 'client backend'",
+                (self.name,),
+            )
+            return [(str(user), str(application)) for user, application in rows]
+
+    def wait_until_unused(self, timeout: float = 10.0) -> list[tuple[str, str]]:
+        """Wait until no session is connected (a closed client's server process exits a moment
+        later); returns the sessions still connected after `timeout`."""
+        deadline = time.monotonic() + timeout
+        while (sessions := self.sessions()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return sessions
+
 
 @pytest.fixture
 def postgres() -> Iterator[PostgresDatabase]:
@@ -53,8 +72,15 @@ def postgres() -> Iterator[PostgresDatabase]:
     with psycopg.connect(SERVER_URL, autocommit=True) as admin:
         admin.execute(f'CREATE DATABASE "{name}"')
     base = SERVER_URL.rsplit("/", 1)[0]
+    database = PostgresDatabase(name, f"{base}/{name}")
+    left_open: list[tuple[str, str]] = []
     try:
-        yield PostgresDatabase(name, f"{base}/{name}")
+        yield database
+        # Everything the test opened is closed by now: a session still connected is a leak
+        # (found here, in the test that made it, not when the collector warns in a later one).
+        left_open = database.wait_until_unused()
     finally:
         with psycopg.connect(SERVER_URL, autocommit=True) as admin:
             admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    if left_open:
+        pytest.fail(f"connections to the test database left open: {left_open}")

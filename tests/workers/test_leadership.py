@@ -1,33 +1,48 @@
 """Leadership: losing the lease stops scheduled runs, an error steps down without dying, and a
-replaced job store ends leading with a clear error."""
+replaced job store ends leading with a clear error.
+
+The lease rules run on SQLite and on PostgreSQL (`job_store_settings`); a job-store *file*
+replaced under the scheduler is SQLite's alone.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
+import shutil
 import sqlite3
+import sys
+from collections.abc import Callable
+from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import anyio
+import anyio.to_thread
 import pytest
 
 from d3_item_salvager.errors import TransientFetchError
 from d3_item_salvager.services.build_guides import SyncSummary
+from d3_item_salvager.workers.leader_lock import leader_lock_path
 from d3_item_salvager.workers.leadership import FatalLeadershipError
-from d3_item_salvager.workers.runs import Outcome, Trigger
+from d3_item_salvager.workers.runs import Outcome, RunResult, Trigger
 from d3_item_salvager.workers.runtime import WorkerRuntime
+from d3_item_salvager.workers.scheduler import stop_scheduler
 from tests.conftest import make_config
+from tests.postgres_server import PostgresDatabase
 from tests.workers.fakes import FakeSyncService
-from tests.workers.test_tasks import job_runs, with_fake
+from tests.workers.job_store_sql import job_runs, steal_lease
+from tests.workers.test_tasks import with_fake
 
 
-def scrape_only(tmp_path: Path, **job: Any) -> Any:
+def scrape_only(tmp_path: Path, store: dict[str, Any] | None = None, **job: Any) -> Any:
     return make_config(
         tmp_path,
         maxroll={"bearer_token": "t"},
         scheduler={
+            **(store or {}),
             "lease_seconds": 4,
             "jobs": {
                 "scrape_guides": job,
@@ -38,16 +53,12 @@ def scrape_only(tmp_path: Path, **job: Any) -> Any:
     )
 
 
-def steal_lease(config: Any) -> None:
-    """Another process takes the lease (as after our renewals failed for a whole period)."""
-    with sqlite3.connect(config.scheduler.job_store_path) as connection:
-        connection.execute("UPDATE scheduler_lease SET holder = 'otherhost:1:thief'")
-
-
-async def test_losing_the_lease_cancels_running_scheduled_runs(tmp_path: Path) -> None:
+async def test_losing_the_lease_cancels_running_scheduled_runs(
+    tmp_path: Path, job_store_settings: dict[str, Any]
+) -> None:
     """A leader that finds its lease taken pauses, and its running scheduled run is cancelled and
     recorded with the error 'lease lost'."""
-    config = scrape_only(tmp_path, interval_minutes=1 / 60)
+    config = scrape_only(tmp_path, job_store_settings, interval_minutes=1 / 60)
     fake = FakeSyncService("block")
     async with with_fake(WorkerRuntime(config), fake) as runtime:
         assert runtime.leadership is not None
@@ -69,11 +80,13 @@ async def test_losing_the_lease_cancels_running_scheduled_runs(tmp_path: Path) -
 
 
 async def test_an_error_in_lease_handling_steps_down_and_competes_again(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
+    tmp_path: Path, job_store_settings: dict[str, Any], caplog: pytest.LogCaptureFixture
 ) -> None:
     """An unexpected error while renewing is logged as an error; the process steps down (paused,
     pending retries dropped) and takes the lease again on a later round."""
-    config = scrape_only(tmp_path, retry_backoff_seconds=600, interval_minutes=60)
+    config = scrape_only(
+        tmp_path, job_store_settings, retry_backoff_seconds=600, interval_minutes=60
+    )
     fake = FakeSyncService(TransientFetchError("http://x", "HTTP 503"))
     async with with_fake(WorkerRuntime(config), fake) as runtime:
         leadership = runtime.leadership
@@ -117,9 +130,28 @@ async def test_a_replaced_job_store_stops_leading_and_raises_to_the_host(tmp_pat
             await runtime.__aexit__(None, None, None)
 
 
-async def test_scheduled_retries_are_counted(tmp_path: Path) -> None:
+async def test_a_deleted_leader_lock_file_stops_leading(tmp_path: Path) -> None:
+    """Another process could lock a new lock file beside a replaced store: a leader whose lock
+    file is deleted stops, as it does for its store."""
+    config = scrape_only(tmp_path, enabled=False)
+    runtime = WorkerRuntime(config)
+    await runtime.__aenter__()
+    try:
+        assert runtime.is_leader
+        await anyio.Path(leader_lock_path(config.scheduler.job_store_path)).unlink()
+        with anyio.fail_after(30), pytest.raises(FatalLeadershipError, match="lock file"):
+            await runtime.wait_stopped()
+        assert not runtime.is_leader
+    finally:
+        with pytest.raises(FatalLeadershipError):
+            await runtime.__aexit__(None, None, None)
+
+
+async def test_scheduled_retries_are_counted(
+    tmp_path: Path, job_store_settings: dict[str, Any]
+) -> None:
     """d3is_job_retries_scheduled_total counts the retry runs the runner schedules."""
-    config = scrape_only(tmp_path, retry_backoff_seconds=0.05, max_retries=2)
+    config = scrape_only(tmp_path, job_store_settings, retry_backoff_seconds=0.05, max_retries=2)
     fake = FakeSyncService(TransientFetchError("http://x", "HTTP 503"), SyncSummary())
     async with with_fake(WorkerRuntime(config), fake) as runtime:
         await runtime.run_job("scrape_guides", trigger=Trigger.SCHEDULED)
@@ -130,9 +162,11 @@ async def test_scheduled_retries_are_counted(tmp_path: Path) -> None:
     assert retries == 1
 
 
-async def test_manual_runs_survive_losing_the_lease(tmp_path: Path) -> None:
+async def test_manual_runs_survive_losing_the_lease(
+    tmp_path: Path, job_store_settings: dict[str, Any]
+) -> None:
     """Only scheduled runs belong to the lease holder; a manual run keeps going."""
-    config = scrape_only(tmp_path, interval_minutes=60)
+    config = scrape_only(tmp_path, job_store_settings, interval_minutes=60)
     fake = FakeSyncService("block")
     async with with_fake(WorkerRuntime(config), fake) as runtime:
         assert runtime.leadership is not None
@@ -177,13 +211,16 @@ async def test_a_graceful_stop_that_cancels_a_run_logs_one_line(
     assert (row["outcome"], row["error"]) == ("cancelled", "cancelled while stopping")
 
 
-async def test_a_first_run_that_never_succeeded_runs_again_at_once(tmp_path: Path) -> None:
+async def test_a_first_run_that_never_succeeded_runs_again_at_once(
+    tmp_path: Path, job_store_settings: dict[str, Any]
+) -> None:
     """With run_new_jobs_at_once, a job whose only run was stopped mid-way runs at once on the
     next start instead of one interval later; a job that succeeded keeps its stored time."""
     config = make_config(
         tmp_path,
         maxroll={"bearer_token": "t"},
         scheduler={
+            **job_store_settings,
             "run_new_jobs_at_once": True,
             "shutdown_timeout_seconds": 0,
             "jobs": {
@@ -210,3 +247,167 @@ async def test_a_first_run_that_never_succeeded_runs_again_at_once(tmp_path: Pat
         "success",
     ]
     assert (cleanup_next - datetime.now(UTC)).total_seconds() > 60 * 60
+
+
+def runs_in_file(path: Path) -> list[dict[str, Any]]:
+    with sqlite3.connect(path) as connection:
+        connection.row_factory = sqlite3.Row
+        rows = connection.execute("SELECT * FROM job_runs ORDER BY started_at, run_id")
+        return [dict(row) for row in rows]
+
+
+@pytest.mark.slow
+async def test_a_scheduler_on_a_replaced_job_store_never_runs_beside_the_old_leader(
+    tmp_path: Path,
+) -> None:
+    """The job store is moved aside while the leader's scheduled run is going. A second runtime
+    started on the new, empty file meanwhile waits for the leader lock: it leads and runs only
+    after the old leader noticed and stopped, so their runs never overlap."""
+    config = make_config(
+        tmp_path,
+        maxroll={"bearer_token": "t"},
+        scheduler={
+            "lease_seconds": 8,  # the old leader checks its store every 2 s
+            "run_new_jobs_at_once": True,
+            "jobs": {
+                "scrape_guides": {"interval_minutes": 60},
+                "refresh_cache": {"enabled": False},
+                "cleanup_logs": {"enabled": False},
+            },
+        },
+    )
+    store = config.scheduler.job_store_path
+    moved = store.with_suffix(".moved")
+    old_service, new_service = FakeSyncService("block"), FakeSyncService(SyncSummary())
+    first = with_fake(WorkerRuntime(config), old_service)
+    await first.__aenter__()
+    try:
+        with anyio.fail_after(30):
+            await old_service.started.wait()  # the old leader's run is going
+        # Moved aside whole: SQLite finds the -wal and -shm files by the store's name.
+        for suffix in ("", "-wal", "-shm"):
+            os.rename(f"{store}{suffix}", f"{moved}{suffix}")
+        async with with_fake(WorkerRuntime(config), new_service) as second:
+            with anyio.fail_after(30):
+                [new_run] = await second.wait_for_runs("scrape_guides", 1)
+            assert first.leadership is not None
+            assert first.leadership.stopped.is_set()
+            assert not first.is_leader
+    finally:
+        with pytest.raises(FatalLeadershipError, match="deleted or replaced"):
+            await first.__aexit__(None, None, None)
+    [old_row] = runs_in_file(moved)
+    [new_row] = job_runs(config)
+    assert (old_row["outcome"], old_row["error"]) == ("cancelled", "lease lost")
+    assert (new_run.outcome, new_row["run_id"]) == (Outcome.SUCCESS, new_run.run_id)
+    assert new_row["started_at"] >= old_row["finished_at"]
+
+
+async def test_a_runtime_on_its_way_out_never_takes_the_lease(
+    tmp_path: Path, job_store_settings: dict[str, Any]
+) -> None:
+    """A standby whose scheduler was already shut down (its runtime is exiting) does not take a
+    lease that fell free meanwhile: leading would start the scheduler again, with nothing left to
+    shut it down and close its job store's connections."""
+    config = scrape_only(tmp_path, job_store_settings, interval_minutes=60)
+    async with AsyncExitStack() as stack:
+        first = await stack.enter_async_context(WorkerRuntime(config))
+        second = await stack.enter_async_context(WorkerRuntime(config))
+        assert (first.is_leader, second.is_leader) == (True, False)
+        assert second.scheduler is not None
+        assert second.leadership is not None
+        await first.__aexit__(None, None, None)  # releases the lease
+        await stop_scheduler(second.scheduler, second.runner, 0)  # second is on its way out
+        await second.leadership.round()
+        assert not second.is_leader
+        assert not second.scheduler.running
+
+
+class RecordingService(FakeSyncService):
+    """A fake sync that notes in a shared timeline when each of its runs starts and ends."""
+
+    def __init__(self, name: str, timeline: list[str], *behaviours: Any) -> None:
+        super().__init__(*behaviours)
+        self.name, self.timeline = name, timeline
+
+    async def prepare_database(
+        self, force_refresh: bool = False, progress: Callable[[int, int], None] | None = None
+    ) -> SyncSummary:
+        self.timeline.append(f"{self.name} starts")
+        try:
+            return await super().prepare_database(force_refresh, progress)
+        finally:
+            self.timeline.append(f"{self.name} ends")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(sys.platform != "linux", reason="the lock's abstract socket is Linux's")
+async def test_a_scheduler_on_a_deleted_store_folder_never_runs_beside_the_old_leader(
+    tmp_path: Path,
+) -> None:
+    """The job store's whole folder, lock file included, is deleted under a leader whose run is
+    going; a second runtime started on the same path meanwhile runs only after the old leader
+    noticed and stopped."""
+    config = make_config(
+        tmp_path,
+        maxroll={"bearer_token": "t"},
+        scheduler={
+            "job_store_path": "jobs/scheduler.sqlite",
+            "lease_seconds": 8,  # the old leader checks its store every 2 s
+            "run_new_jobs_at_once": True,
+            "jobs": {
+                "scrape_guides": {"interval_minutes": 60},
+                "refresh_cache": {"enabled": False},
+                "cleanup_logs": {"enabled": False},
+            },
+        },
+    )
+    timeline: list[str] = []
+    old_service = RecordingService("old", timeline, "block")
+    new_service = RecordingService("new", timeline, SyncSummary())
+    first = with_fake(WorkerRuntime(config), old_service)
+    await first.__aenter__()
+    try:
+        with anyio.fail_after(30):
+            await old_service.started.wait()
+        await anyio.to_thread.run_sync(shutil.rmtree, config.scheduler.job_store_path.parent)
+        async with with_fake(WorkerRuntime(config), new_service) as second:
+            with anyio.fail_after(30):
+                [new_run] = await second.wait_for_runs("scrape_guides", 1)
+    finally:
+        with pytest.raises(FatalLeadershipError, match="deleted or replaced"):
+            await first.__aexit__(None, None, None)
+    assert new_run.outcome is Outcome.SUCCESS
+    assert timeline == ["old starts", "old ends", "new starts", "new ends"]
+
+
+async def test_a_leader_that_cannot_renew_in_time_steps_down_on_postgres(
+    tmp_path: Path, postgres: PostgresDatabase
+) -> None:
+    """A renewal that never returns (the database unreachable): when the lease the leader last
+    confirmed runs out, it steps down on its own and its running run is cancelled, before a
+    standby on another host could take the expired lease. (On SQLite the leader lock keeps
+    every other process from competing meanwhile.)"""
+    store = {"job_store_url": postgres.psycopg_url}
+    config = scrape_only(tmp_path, store, interval_minutes=1 / 60)
+    fake = FakeSyncService("block")
+    async with with_fake(WorkerRuntime(config), fake) as runtime:
+        leadership = runtime.leadership
+        assert leadership is not None
+
+        async def unreachable() -> bool:
+            await asyncio.Event().wait()
+            return True
+
+        with anyio.fail_after(30):
+            await fake.started.wait()
+            leadership.lease.renew = unreachable  # type: ignore[method-assign]
+            leadership.lease.try_acquire = unreachable  # type: ignore[method-assign]
+            finished = 0
+            cancelled: list[RunResult] = []
+            while not cancelled:  # later due times are recorded `skipped` while the run blocks
+                finished += 1
+                runs = await runtime.wait_for_runs("scrape_guides", finished)
+                cancelled = [r for r in runs if r.outcome is Outcome.CANCELLED]
+        assert not runtime.is_leader
+    assert [r.error for r in cancelled] == ["lease lost"]

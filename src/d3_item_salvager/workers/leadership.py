@@ -6,6 +6,16 @@ it, or our renewal failed) pauses the scheduler and cancels the scheduled runs s
 (recorded `cancelled`, "lease lost"), so two processes never run the same job at once. An
 unexpected error while handling the lease is logged as an error and treated as losing it: step
 down (also dropping pending retry runs) and keep competing; the loop itself never dies.
+
+On PostgreSQL, a leader that could not renew in time (the database unreachable, or a renewal
+stuck) steps down when the lease it last confirmed runs out by its own monotonic clock, measured
+from before the statement that confirmed it, so never later than the expiry another host goes by.
+(On SQLite the leader lock below already keeps every other process from taking the lease.)
+
+On SQLite a process competes for the lease only while it holds the job store's leader lock (see
+leader_lock.py), and the leader checks every round that the store and the lock file are still the
+ones it opened: a store deleted or replaced under it ends its leading, and a scheduler started on
+the new file meanwhile cannot lead before it has stopped.
 """
 
 from __future__ import annotations
@@ -22,6 +32,7 @@ from sqlalchemy.exc import DBAPIError
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.logging_setup import get_logger
 from d3_item_salvager.workers.job_runner import JobRunner
+from d3_item_salvager.workers.leader_lock import LeaderLock
 from d3_item_salvager.workers.lease import SchedulerLease
 from d3_item_salvager.workers.scheduler import (
     SchedulerRetryPlanner,
@@ -43,6 +54,7 @@ class Leadership:
         check: an extra health check run every round while leading (e.g. "the job store file is
             still the one we opened"); a FatalLeadershipError from it stops leading for good.
         resume: False to lead with the scheduler kept paused (burst mode).
+        leader_lock: on SQLite, the lock beside the job store that the leader holds.
     """
 
     def __init__(
@@ -55,6 +67,7 @@ class Leadership:
         on_change: Callable[[bool], None] = lambda _leading: None,
         check: Callable[[], None] = lambda: None,
         resume: bool = True,
+        leader_lock: LeaderLock | None = None,
     ) -> None:
         self.lease = lease
         self.scheduler = scheduler
@@ -67,7 +80,9 @@ class Leadership:
         self._on_change = on_change
         self._check = check
         self._resume = resume  # False in burst mode: due jobs run only when asked
+        self._leader_lock = leader_lock
         self._task: asyncio.Task[None] | None = None
+        self._expiry: asyncio.TimerHandle | None = None  # steps down when the lease runs out
         self._round_lock = asyncio.Lock()  # one round at a time, whoever calls it
 
     async def start(self) -> None:
@@ -94,10 +109,24 @@ class Leadership:
         try:
             if self.is_leader:
                 self._check()
+                self._check_leader_lock()
+                asked = asyncio.get_running_loop().time()
                 if not await self.lease.renew():
                     self.step_down("lost the scheduler lease; standing by")
-            elif await self.lease.try_acquire():
-                await self._lead()
+                elif self.is_leader:
+                    self._held_until(asked + self.lease.ttl)
+            elif self.scheduler.running and self._lock_for_competing():
+                # Only while the scheduler runs (paused, as a standby's does): once the runtime
+                # has shut it down on its way out, leading would start it again, and nothing
+                # would ever shut it down or close its job store's connections.
+                try:
+                    asked = asyncio.get_running_loop().time()
+                    if await self.lease.try_acquire():
+                        await self._lead()
+                        self._held_until(asked + self.lease.ttl)
+                finally:
+                    if not self.is_leader:
+                        self._unlock()
         except DBAPIError as exc:
             # A locked or busy job store: try again next round; the lease period absorbs it.
             _log.warning("lease check failed", extra={"error": str(exc.orig)})
@@ -108,6 +137,38 @@ class Leadership:
         except Exception:  # noqa: BLE001 - a bug must not leave us leading without renewing
             _log.exception("lease handling failed; stepping down and competing again")
             self.step_down("stepped down after an error", drop_pending_retries=True)
+
+    def _held_until(self, deadline: float) -> None:
+        """The lease is ours until `deadline` (loop time) unless renewed: step down then.
+
+        Not with a leader lock (SQLite): while we hold it nobody else competes, and stepping down
+        because this loop was slow would only cancel runs that nobody else would take over.
+        """
+        if self._leader_lock is not None:
+            return
+        if self._expiry is not None:
+            self._expiry.cancel()
+        self._expiry = asyncio.get_running_loop().call_at(deadline, self._expired)
+
+    def _expired(self) -> None:
+        self._expiry = None
+        if self.is_leader:
+            self.step_down("could not renew the scheduler lease before it ran out; standing by")
+
+    def _lock_for_competing(self) -> bool:
+        """Take the leader lock, if there is one; False while another process holds it."""
+        return self._leader_lock is None or self._leader_lock.try_acquire()
+
+    def _check_leader_lock(self) -> None:
+        if self._leader_lock is not None and not self._leader_lock.in_place():
+            raise FatalLeadershipError(
+                f"{self._leader_lock.path}: the scheduler's lock file was deleted or replaced "
+                "while the scheduler ran; stopping (restart to lead again)"
+            )
+
+    def _unlock(self) -> None:
+        if self._leader_lock is not None:
+            self._leader_lock.release()
 
     async def _lead(self) -> None:
         abandoned = await self.runner.history.mark_abandoned()
@@ -133,6 +194,9 @@ class Leadership:
     def step_down(self, message: str, *, drop_pending_retries: bool = False) -> None:
         """Stop acting as leader: pause, cancel scheduled runs, optionally drop pending retries."""
         was_leader = self.is_leader
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         self.runner.retry_planner = None
         with contextlib.suppress(Exception):
             self.scheduler.pause()
@@ -143,6 +207,7 @@ class Leadership:
                     _log.warning("pending retry runs dropped", extra={"jobs": dropped})
         cancelled = self.runner.cancel_scheduled_runs(LEASE_LOST)
         self._set(False)
+        self._unlock()  # after the runs are cancelled: the next leader may start at once
         if was_leader:
             _log.warning(message, extra={"cancelled_runs": cancelled})
 
@@ -160,10 +225,14 @@ class Leadership:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        if self._expiry is not None:
+            self._expiry.cancel()
+            self._expiry = None
         if self.is_leader:
             with contextlib.suppress(DBAPIError):
                 await self.lease.release()
             self._set(False)
+        self._unlock()
 
 
 class FatalLeadershipError(RuntimeError):

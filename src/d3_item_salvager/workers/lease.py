@@ -86,7 +86,8 @@ class SchedulerLease:
         return self.lease_seconds / 4
 
     @property
-    def _ttl(self) -> float:
+    def ttl(self) -> float:
+        """How long one renewal (or taking the lease) holds it."""
         return self.lease_seconds / 2
 
     def _now(self, connection: Connection) -> ColumnElement[float]:
@@ -107,7 +108,7 @@ class SchedulerLease:
 
         def acquire(connection: Connection) -> bool:
             now = self._now(connection)
-            expires = now + self._ttl
+            expires = now + self.ttl
             taken = connection.execute(
                 update(scheduler_lease)
                 .where(
@@ -145,7 +146,7 @@ class SchedulerLease:
                         scheduler_lease.c.holder == self.holder,
                     )
                 )
-                .values(expires_at=self._now(connection) + self._ttl)
+                .values(expires_at=self._now(connection) + self.ttl)
             )
             return connection.execute(statement).rowcount == 1
 

@@ -35,12 +35,18 @@ from d3_item_salvager.workers import binding
 from d3_item_salvager.workers.container import WorkerContainer, build_worker_container
 from d3_item_salvager.workers.job_runner import JobRunner
 from d3_item_salvager.workers.jobs import base_job_id, check_jobs_config, job_spec
+from d3_item_salvager.workers.leader_lock import LeaderLock
 from d3_item_salvager.workers.leadership import FatalLeadershipError, Leadership
 from d3_item_salvager.workers.lease import SchedulerLease
 from d3_item_salvager.workers.metrics import WorkerMetrics
 from d3_item_salvager.workers.metrics_server import MetricsServer
 from d3_item_salvager.workers.runs import RunResult, RunTracker, Trigger
-from d3_item_salvager.workers.scheduler import build_scheduler, start_scheduler, stop_scheduler
+from d3_item_salvager.workers.scheduler import (
+    build_scheduler,
+    close_job_store,
+    start_scheduler,
+    stop_scheduler,
+)
 from d3_item_salvager.workers.startup import GcFreeze, prepare_off_loop
 
 _log = get_logger(__name__)
@@ -220,6 +226,7 @@ class WorkerRuntime:
         engine = await resolve(container.job_store_engine)
         worker = await resolve(container.worker_id)
         scheduler = self.scheduler = build_scheduler(self.config, container)
+        self._stack.callback(close_job_store, scheduler)  # last on exit: also when start fails
         try:
             start_scheduler(scheduler, paused=True)
         except DBAPIError as exc:
@@ -238,6 +245,11 @@ class WorkerRuntime:
             on_change=self._leadership_changed,
             check=self._job_store_check(),
             resume=not self.burst,
+            leader_lock=(
+                LeaderLock(self.config.scheduler.job_store_path)
+                if self.config.scheduler.job_store_url is None
+                else None
+            ),
         )
         # Exit runs these in reverse: running jobs finish (the lease still renewed), the metrics
         # port is freed, then the lease is released (so the next leader can bind that port).

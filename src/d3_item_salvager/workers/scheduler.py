@@ -19,6 +19,7 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
+from weakref import WeakKeyDictionary
 from zoneinfo import ZoneInfo
 
 import anyio
@@ -35,6 +36,7 @@ from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy import Engine
 
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.data.dialects import retry_schema_race
@@ -63,6 +65,7 @@ __all__ = [
     "RegistrationReport",
     "build_scheduler",
     "cleanup_logs_task",
+    "close_job_store",
     "refresh_cache_task",
     "register_jobs",
     "scrape_guides_task",
@@ -109,12 +112,30 @@ def build_scheduler(
         },
         timezone=ZoneInfo(settings.timezone),
     )
+    _job_store_engines[scheduler] = job_store.engine
     if container is not None:
         scheduler.add_listener(
             _history_listener(container),
             EVENT_JOB_SUBMITTED | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES,
         )
     return scheduler
+
+
+# The engine, not the job store: a started job store refers back to its scheduler, which would
+# keep the weak key, and so the entry, alive for good.
+_job_store_engines: WeakKeyDictionary[AsyncIOScheduler, Engine] = WeakKeyDictionary()
+
+
+def close_job_store(scheduler: AsyncIOScheduler) -> None:
+    """Close the connections of a scheduler's job store (built by build_scheduler); idempotent.
+
+    APScheduler closes them only in `shutdown()`, which a scheduler that never started, or
+    failed to start, never reaches; its connections would otherwise be left to the garbage
+    collector.
+    """
+    engine = _job_store_engines.get(scheduler)
+    if engine is not None and not scheduler.running:
+        engine.dispose()
 
 
 def start_paused(scheduler: AsyncIOScheduler) -> None:
@@ -303,6 +324,7 @@ async def stop_scheduler(
 ) -> None:
     """Graceful stop: no new runs, running jobs awaited up to the grace time, then cancelled."""
     if not scheduler.running:
+        close_job_store(scheduler)  # never started: nothing else closes its connections
         return
     scheduler.pause()
     if runner is not None:

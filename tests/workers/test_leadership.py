@@ -112,34 +112,32 @@ async def test_an_error_in_lease_handling_steps_down_and_competes_again(
         assert runtime.scheduler.state == 1  # STATE_RUNNING
 
 
-async def test_a_replaced_job_store_stops_leading_and_raises_to_the_host(tmp_path: Path) -> None:
-    """Deleting the job-store file under a running scheduler is noticed on the next lease round:
-    the runtime stops leading, wait_stopped raises, and so does leaving the block."""
-    config = scrape_only(tmp_path, enabled=False)
-    store = config.scheduler.job_store_path
-    runtime = WorkerRuntime(config)
-    await runtime.__aenter__()
-    try:
-        assert runtime.is_leader
-        store.rename(store.with_suffix(".moved"))
-        with anyio.fail_after(30), pytest.raises(FatalLeadershipError, match="deleted or replaced"):
-            await runtime.wait_stopped()
-        assert not runtime.is_leader
-    finally:
-        with pytest.raises(FatalLeadershipError):
-            await runtime.__aexit__(None, None, None)
+def move_the_store_aside(store: Path) -> None:
+    store.rename(store.with_suffix(".moved"))
 
 
-async def test_a_deleted_leader_lock_file_stops_leading(tmp_path: Path) -> None:
-    """Another process could lock a new lock file beside a replaced store: a leader whose lock
-    file is deleted stops, as it does for its store."""
+def delete_the_leader_lock(store: Path) -> None:
+    # Another process could lock a new lock file beside a replaced store.
+    leader_lock_path(store).unlink()
+
+
+@pytest.mark.parametrize(
+    ("replace", "reason"),
+    [(move_the_store_aside, "deleted or replaced"), (delete_the_leader_lock, "lock file")],
+)
+async def test_a_replaced_job_store_or_lock_file_stops_leading_and_raises_to_the_host(
+    tmp_path: Path, replace: Callable[[Path], None], reason: str
+) -> None:
+    """Deleting the job-store file (or its leader lock file) under a running scheduler is noticed
+    on the next lease round: the runtime stops leading, wait_stopped raises, and so does leaving
+    the block."""
     config = scrape_only(tmp_path, enabled=False)
     runtime = WorkerRuntime(config)
     await runtime.__aenter__()
     try:
         assert runtime.is_leader
-        await anyio.Path(leader_lock_path(config.scheduler.job_store_path)).unlink()
-        with anyio.fail_after(30), pytest.raises(FatalLeadershipError, match="lock file"):
+        replace(config.scheduler.job_store_path)
+        with anyio.fail_after(30), pytest.raises(FatalLeadershipError, match=reason):
             await runtime.wait_stopped()
         assert not runtime.is_leader
     finally:

@@ -220,7 +220,12 @@ async def test_run_is_refused_while_another_process_runs_the_job(
 ) -> None:
     """A manual run of a job another live process is running now exits 3 with one line."""
     config = cli_config(tmp_path, fake_maxroll)
-    fake_maxroll.latency = 1.0
+    answer = threading.Event()
+
+    def hold(_method: str, _path: str) -> None:
+        answer.wait(60)  # the first run's sync waits here until the second has been refused
+
+    fake_maxroll.fault_hook = hold
     first = await WorkerProcess.start("run", "scrape-guides", "--config", str(config), cwd=tmp_path)
     try:
         await first.wait_for("run started")
@@ -228,18 +233,20 @@ async def test_run_is_refused_while_another_process_runs_the_job(
             "run", "scrape-guides", "--config", str(config), cwd=tmp_path
         )
         other = await run_cli("run", "cleanup-logs", "--config", str(config), cwd=tmp_path)
-        await first.stop(signal.SIGINT)
+        answer.set()
+        with anyio.fail_after(60):
+            first_code = await first.process.wait()
     finally:
+        answer.set()
         await first.kill()
     assert code == 3, stderr
     assert "refused: scrape-guides is running now in" in stderr
     assert stdout == ""
     assert other[0] == 0  # another job is not held up
+    assert first_code == 0, "\n".join(first.lines)
     runs = sorted((r["job_id"], r["outcome"]) for r in job_runs(tmp_path))
-    # The refused run left no row; the first one ended however the SIGINT found it.
-    assert [job_id for job_id, _ in runs] == ["cleanup_logs", "scrape_guides"]
-    assert runs[0][1] == "success"
-    assert runs[1][1] in ("success", "cancelled")
+    # The refused run left no row.
+    assert runs == [("cleanup_logs", "success"), ("scrape_guides", "success")]
 
 
 async def wait_until_open(pid: int, path: Path, running: asyncio.Future[Any]) -> None:

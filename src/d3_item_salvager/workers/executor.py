@@ -55,6 +55,10 @@ class BoundExecutor(AsyncIOExecutor):  # type: ignore[misc]
         task.add_done_callback(done)
         self._pending_futures.add(task)
 
+    def submitted_runs(self) -> set[asyncio.Task[Any]]:
+        """The run tasks handed to the loop and not yet done (started or not)."""
+        return {task for task in self._pending_futures if isinstance(task, asyncio.Task)}
+
     async def _run(self, job: Job, run_times: list[datetime]) -> list[JobExecutionEvent]:
         logger = logging.getLogger(self._logger.name)
         events = []

@@ -9,7 +9,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from collections import defaultdict, deque
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
@@ -374,9 +374,14 @@ class JobRunner:
             task.cancel()
         return len(tasks)
 
-    async def stop(self, grace_seconds: float) -> None:
-        """Wait up to `grace_seconds` for running jobs, then cancel them (recorded `cancelled`)."""
-        running = set(self._running)
+    async def stop(self, grace_seconds: float, submitted: Iterable[asyncio.Task[Any]] = ()) -> None:
+        """Wait up to `grace_seconds` for running jobs, then cancel them (recorded `cancelled`).
+
+        `submitted`: the scheduler's run tasks, some of which may not have reached `run` yet;
+        they are waited for too, or one could claim its job after the stop and leave the claim
+        (and an open row) behind for the next runtime of this process.
+        """
+        running = set(self._running) | {task for task in submitted if not task.done()}
         if running:
             _log.info(
                 "waiting for running jobs", extra={"jobs": len(running), "grace": grace_seconds}
@@ -387,5 +392,11 @@ class JobRunner:
                     task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=10)
-        if self._background:
-            await asyncio.wait(set(self._background), timeout=10)
+        # A background write may start another (a cancelled claim's release): wait until none is
+        # left, within one bound.
+        deadline = asyncio.get_running_loop().time() + 10
+        while self._background:
+            left = deadline - asyncio.get_running_loop().time()
+            if left <= 0:
+                break
+            await asyncio.wait(set(self._background), timeout=left)

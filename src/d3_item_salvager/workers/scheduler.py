@@ -102,9 +102,10 @@ def build_scheduler(
     url = sync_job_store_url(settings)
     job_store = SQLAlchemyJobStore(url=url, engine_options=engine_options(url, busy_timeout))
     install_sqlite_pragmas(job_store.engine, busy_timeout)
+    executor = BoundExecutor(container)
     scheduler = AsyncIOScheduler(
         jobstores={"default": job_store},
-        executors={"default": BoundExecutor(container)},
+        executors={"default": executor},
         job_defaults={
             "coalesce": True,
             "max_instances": 1,
@@ -113,6 +114,7 @@ def build_scheduler(
         timezone=ZoneInfo(settings.timezone),
     )
     _job_store_engines[scheduler] = job_store.engine
+    _executors[scheduler] = executor
     if container is not None:
         scheduler.add_listener(
             _history_listener(container),
@@ -124,6 +126,8 @@ def build_scheduler(
 # The engine, not the job store: a started job store refers back to its scheduler, which would
 # keep the weak key, and so the entry, alive for good.
 _job_store_engines: WeakKeyDictionary[AsyncIOScheduler, Engine] = WeakKeyDictionary()
+# Likewise the executor, whose run tasks a graceful stop waits for.
+_executors: WeakKeyDictionary[AsyncIOScheduler, BoundExecutor] = WeakKeyDictionary()
 
 
 def close_job_store(scheduler: AsyncIOScheduler) -> None:
@@ -328,7 +332,11 @@ async def stop_scheduler(
         return
     scheduler.pause()
     if runner is not None:
-        await runner.stop(grace_seconds)
+        # Runs submitted just before the pause may not have reached the runner yet: wait for
+        # them as well, before the shutdown below cancels them mid-claim with no one waiting.
+        executor = _executors.get(scheduler)
+        submitted = executor.submitted_runs() if executor is not None else set()
+        await runner.stop(grace_seconds, submitted)
     stopped = asyncio.Event()
 
     def on_shutdown(_event: SchedulerEvent) -> None:

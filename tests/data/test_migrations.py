@@ -6,7 +6,10 @@ Each test runs on SQLite and, when TEST_POSTGRES_URL is set, on PostgreSQL.
 from __future__ import annotations
 
 import sqlite3
+import subprocess
+import sys
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager, closing
 from dataclasses import dataclass
@@ -53,6 +56,15 @@ INSERT INTO builds (guide_id, planner_id, profile_index, name, class_name)
 INSERT INTO item_usages (build_id, item_id, slot, context)
     VALUES (1, 'Unique_Ring_001', 'ring1', 'main');
 """
+# What each child process of the concurrency test runs: the program's own start-up schema step.
+OPEN_IN_A_CHILD = """
+import asyncio, sys
+from d3_item_salvager.config import DatabaseConfig
+from d3_item_salvager.workers.startup import prepare_off_loop
+asyncio.run(prepare_off_loop(DatabaseConfig(url=sys.argv[1], busy_timeout_seconds=30)))
+"""
+# Far below pytest-timeout's 120 s, far above a busy machine's few seconds.
+OPEN_TIMEOUT_SECONDS = 60
 DATA_QUERY = (
     "SELECT g.url, b.name, i.name, u.slot FROM guides g JOIN builds b ON b.guide_id = g.id "
     "JOIN item_usages u ON u.build_id = b.id JOIN items i ON i.id = u.item_id"
@@ -160,20 +172,68 @@ async def test_index_of_a_newer_release_is_refused_untouched(backend: Backend) -
     assert backend.query("SELECT version_num FROM alembic_version") == [("9999",)]
 
 
-async def test_several_processes_opening_a_new_index_at_once_all_succeed(
+async def test_several_engines_opening_a_new_index_at_once_all_succeed(
     backend: Backend,
 ) -> None:
     """Separate engines (separate connections, as separate processes have) race on a new file."""
     engines = [backend.engine() for _ in range(6)]
     try:
-        async with anyio.create_task_group() as group:
-            for engine in engines:
-                group.start_soon(ensure_schema, engine)
+        with anyio.fail_after(OPEN_TIMEOUT_SECONDS):
+            async with anyio.create_task_group() as group:
+                for engine in engines:
+                    group.start_soon(ensure_schema, engine)
     finally:
         for engine in engines:
             await engine.dispose()
     assert backend.query("SELECT version_num FROM alembic_version") == [(HEAD_REVISION,)]
     assert backend.query("SELECT value FROM schema_meta") == [("2",)]
+
+
+def test_several_processes_opening_a_new_index_at_once_all_succeed(backend: Backend) -> None:
+    """Real processes start at once on a new index, as the program does (off-loop step first).
+
+    Each child is bounded: one that hangs is killed and the test fails with every child's output.
+    """
+    children = [
+        subprocess.Popen(
+            [sys.executable, "-c", OPEN_IN_A_CHILD, backend.url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for _ in range(4)
+    ]
+    outputs, hung = _collect(children, OPEN_TIMEOUT_SECONDS)
+    report = "\n".join(
+        f"child {i} (exit {c.returncode}):\n{o}"
+        for i, (c, o) in enumerate(zip(children, outputs, strict=True))
+    )
+    assert not hung, f"children still running after {OPEN_TIMEOUT_SECONDS} s, killed:\n{report}"
+    assert all(child.returncode == 0 for child in children), report
+    assert backend.query("SELECT version_num FROM alembic_version") == [(HEAD_REVISION,)]
+    assert backend.query("SELECT value FROM schema_meta") == [("2",)]
+
+
+def _collect(children: list[subprocess.Popen[str]], timeout: float) -> tuple[list[str], bool]:
+    """Every child's output; children still running at the deadline are killed (then True)."""
+    deadline = time.monotonic() + timeout
+    outputs: list[str] = []
+    hung = False
+    try:
+        for child in children:
+            try:
+                output, _ = child.communicate(timeout=max(0.0, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                hung = True
+                child.kill()
+                output, _ = child.communicate()
+            outputs.append(output)
+    finally:
+        for child in children:  # whatever went wrong here, no child outlives the test
+            if child.poll() is None:
+                child.kill()
+                child.communicate()
+    return outputs, hung
 
 
 @pytest.fixture

@@ -6,11 +6,15 @@ several processes create the same tables at once.
 
 from __future__ import annotations
 
+import asyncio
+import sqlite3
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from sqlalchemy import Table, event
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine.interfaces import AdaptedConnection
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.sql.dml import Insert
@@ -18,20 +22,56 @@ from sqlalchemy.sql.dml import Insert
 T = TypeVar("T")
 
 
+WAL_SWITCH_RETRY_SECONDS = 0.05
+
+
 def sqlite_pragmas(busy_timeout_seconds: float) -> Any:
     """A connect-event listener that sets the pragmas every SQLite connection needs."""
 
     def on_connect(dbapi_connection: Any, _record: Any) -> None:
         cursor = dbapi_connection.cursor()
-        # WAL lets readers (status, other tools) work while a sync writes; the busy timeout makes
-        # a writer wait for a lock instead of failing at once.
-        cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_seconds * 1000)}")
-        cursor.execute("PRAGMA journal_mode = WAL")
-        cursor.execute("PRAGMA foreign_keys = ON")
-        cursor.execute("PRAGMA synchronous = NORMAL")
-        cursor.close()
+        try:
+            # WAL lets readers (status, other tools) work while a sync writes; the busy timeout
+            # makes a writer wait for a lock instead of failing at once.
+            cursor.execute(f"PRAGMA busy_timeout = {int(busy_timeout_seconds * 1000)}")
+            switch_to_wal(cursor, busy_timeout_seconds, _sleeper(dbapi_connection))
+            cursor.execute("PRAGMA foreign_keys = ON")
+            cursor.execute("PRAGMA synchronous = NORMAL")
+        finally:
+            cursor.close()
 
     return on_connect
+
+
+def switch_to_wal(cursor: Any, busy_timeout_seconds: float, sleep: Callable[[float], Any]) -> None:
+    """Run `PRAGMA journal_mode = WAL`, waiting up to the busy timeout for another writer.
+
+    On a new file (still in rollback-journal mode) the switch writes the header: it reads, then
+    upgrades to a write lock, and SQLite answers "database is locked" at once, without its busy
+    handler, when another connection holds the write lock meanwhile, e.g. a second process
+    switching the same new file. So the wait is done here. Once the file is in WAL mode (it
+    persists) the pragma only reads and never meets this.
+
+    Raises:
+        sqlite3.OperationalError: still locked after the busy timeout, or any other failure.
+    """
+    deadline = time.monotonic() + busy_timeout_seconds
+    while True:
+        try:
+            cursor.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "database is locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        sleep(WAL_SWITCH_RETRY_SECONDS)
+
+
+def _sleeper(dbapi_connection: Any) -> Callable[[float], Any]:
+    """How the connect event waits: on the event loop for an asyncio driver, else in its thread."""
+    if isinstance(dbapi_connection, AdaptedConnection):
+        # The listener runs on the event loop (in SQLAlchemy's greenlet): never block it.
+        return lambda seconds: dbapi_connection.run_async(lambda _driver: asyncio.sleep(seconds))
+    return time.sleep
 
 
 def lost_schema_race(error: DBAPIError) -> bool:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sqlite3
+import time
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -23,6 +24,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from d3_item_salvager.data.dialects import switch_to_wal
 from d3_item_salvager.data.repository import PLACEHOLDER_QUALITY, GuideChanges
 from d3_item_salvager.errors import IndexDatabaseError, IndexLockedError
 from d3_item_salvager.maxroll.models import BuildRecord, CatalogItem, GuideRecord
@@ -150,7 +152,8 @@ class SqliteGuideWriter:
                 self._path, timeout=self._busy_timeout_seconds, isolation_level=None
             )
             connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_seconds * 1000)}")
-            connection.execute("PRAGMA journal_mode = WAL")
+            # A new file: waits for another process switching it too (see switch_to_wal).
+            switch_to_wal(connection, self._busy_timeout_seconds, time.sleep)
             connection.execute("PRAGMA foreign_keys = ON")
             connection.execute("PRAGMA synchronous = NORMAL")
             # A guide's multi-row statements need a statement journal; past 64 kB it spills to a

@@ -14,18 +14,17 @@ import asyncio
 import gc
 import sqlite3
 import time
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from pathlib import Path
 
 import anyio.lowlevel
 
 from d3_item_salvager.config import DatabaseConfig
+from d3_item_salvager.data.dialects import switch_to_wal
 from d3_item_salvager.data.engine import index_engine_resource
 from d3_item_salvager.logging_setup import get_logger
 
 _log = get_logger(__name__)
-
-WAL_SWITCH_RETRY_SECONDS = 0.05
 
 
 async def prepare_off_loop(config: DatabaseConfig) -> None:
@@ -51,22 +50,15 @@ def _switch_to_wal(path: Path, busy_timeout_seconds: float) -> None:
     """Put a SQLite index in WAL mode, waiting up to the busy timeout for a writer holding it.
 
     The switch needs the file to itself, and SQLite answers "database is locked" at once rather
-    than wait (it skips its busy handler there to avoid a deadlock), so the wait is done here,
-    in this worker thread. Once in WAL mode (it persists) every later connection's pragma is a
-    no-op and their writes wait for the lock as usual. On timeout the normal open reports it.
+    than wait (see `switch_to_wal`), so the wait is done here, in this worker thread. Once in WAL
+    mode (it persists) every later connection's pragma is a no-op and their writes wait for the
+    lock as usual. On timeout or any other failure the normal open reports it.
     """
     path.parent.mkdir(parents=True, exist_ok=True)
-    deadline = time.monotonic() + busy_timeout_seconds
     connection = sqlite3.connect(path, timeout=busy_timeout_seconds, isolation_level=None)
     try:
-        while True:
-            try:
-                connection.execute("PRAGMA journal_mode = WAL")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() >= deadline:
-                    return
-                time.sleep(WAL_SWITCH_RETRY_SECONDS)  # a lock held by another process: poll
+        with suppress(sqlite3.OperationalError):
+            switch_to_wal(connection, busy_timeout_seconds, time.sleep)
     finally:
         connection.close()
 

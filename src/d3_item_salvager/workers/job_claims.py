@@ -96,24 +96,19 @@ class JobClaims:
             "expires_at": now + ttl_seconds,
         }
         # RETURNING rather than rowcount: psycopg reports -1 for INSERT ... ON CONFLICT.
-        inserted = connection.execute(
+        insert = (
             insert_ignoring_conflicts(job_claims, connection.dialect.name)
             .values(job_id=job_id, **values)
             .returning(job_claims.c.job_id)
-        ).first()
-        if inserted is not None:
+        )
+        if connection.execute(insert).first() is not None:
             return None
         for _ in range(3):  # the claim we read may change under us: read it again
             row = connection.execute(
                 select(job_claims).where(job_claims.c.job_id == job_id)
             ).first()
             if row is None:  # released meanwhile: the insert decides again
-                inserted = connection.execute(
-                    insert_ignoring_conflicts(job_claims, connection.dialect.name)
-                    .values(job_id=job_id, **values)
-                    .returning(job_claims.c.job_id)
-                ).first()
-                if inserted is not None:
+                if connection.execute(insert).first() is not None:
                     return None
                 continue
             held = Claim(row.job_id, row.holder, row.run_id, row.trigger, row.expires_at)

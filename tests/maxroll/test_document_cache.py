@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterator
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -144,3 +145,49 @@ async def test_the_container_closes_the_document_cache_on_shutdown(tmp_path: Pat
         assert connection is not None
     with pytest.raises(sqlite3.ProgrammingError, match="closed"):
         connection.execute("SELECT 1")
+
+
+def test_a_new_cache_file_locked_by_another_writer_is_waited_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two processes creating the cache at once: the switch to WAL waits instead of failing.
+
+    The other writer lets go only once the cache has been refused and asks again, so the order is
+    fixed, not left to timing (without the wait, `put` fails at the first refusal)."""
+    path = tmp_path / "documents.sqlite"
+    attempts: list[str] = []
+    let_go, acquired = threading.Event(), threading.Event()
+    connect = DocumentCache._connect
+
+    def traced(self: DocumentCache) -> sqlite3.Connection:
+        def trace(statement: str) -> None:
+            if statement == "PRAGMA journal_mode = WAL":
+                attempts.append(statement)
+                if len(attempts) == 2:
+                    let_go.set()
+
+        connection = connect(self)
+        connection.set_trace_callback(trace)
+        return connection
+
+    monkeypatch.setattr(DocumentCache, "_connect", traced)
+
+    def hold() -> None:
+        with closing(sqlite3.connect(path, isolation_level=None)) as other:
+            other.execute("BEGIN IMMEDIATE")
+            acquired.set()
+            let_go.wait(30)
+            other.execute("ROLLBACK")
+
+    holder = threading.Thread(target=hold)
+    holder.start()
+    try:
+        assert acquired.wait(30)
+        cache = DocumentCache(path)
+        cache.put("profiles", URL, b"{}", Validators(), 1.0)
+        assert cache.get("profiles", URL) is not None
+        cache.close()
+    finally:
+        let_go.set()
+        holder.join(30)
+    assert len(attempts) >= 2

@@ -21,6 +21,7 @@ import re
 import sqlite3
 import tempfile
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -34,6 +35,8 @@ _log = get_logger(__name__)
 # What older releases wrote under `documents/<namespace>/`: `<key>.body`, `<key>.meta.json` (key:
 # 32 hex digits) and their temporary files. Nothing else there is ours, so nothing else is deleted.
 _LEGACY_FILE = re.compile(r"\.?[0-9a-f]{32}\.(body|meta\.json)(\..+\.tmp)?")
+
+_TIMEOUT_SECONDS = 5.0
 
 _SCHEMA = (
     "CREATE TABLE IF NOT EXISTS documents ("
@@ -184,20 +187,41 @@ class DocumentCache:
             with contextlib.suppress(OSError):
                 os.unlink(f"{self.path}{suffix}")
 
+    def _connect(self) -> sqlite3.Connection:
+        return sqlite3.connect(
+            self.path, timeout=_TIMEOUT_SECONDS, isolation_level=None, check_same_thread=False
+        )
+
     def _open(self) -> sqlite3.Connection:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         # isolation_level=None: each statement is its own transaction.
-        connection = sqlite3.connect(
-            self.path, timeout=5.0, isolation_level=None, check_same_thread=False
-        )
+        connection = self._connect()
         try:
-            connection.execute("PRAGMA journal_mode = WAL")
+            _switch_to_wal(connection, _TIMEOUT_SECONDS)
             connection.execute("PRAGMA synchronous = NORMAL")
             connection.execute(_SCHEMA)
         except BaseException:
             connection.close()
             raise
         return connection
+
+
+def _switch_to_wal(connection: sqlite3.Connection, timeout: float) -> None:
+    """Switch to WAL, waiting (in this worker thread) for a writer holding a new file.
+
+    On a new file the switch writes the header, and SQLite answers "database is locked" at once,
+    without its busy handler, while another connection holds the write lock: two processes
+    creating the cache at the same moment.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            connection.execute("PRAGMA journal_mode = WAL")
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+            time.sleep(0.05)  # the other writer's transaction is short: ask again
 
 
 def remove_legacy_documents(folder: Path) -> None:

@@ -30,3 +30,25 @@ def print_version_and_exit(script_name: str, asked: bool) -> None:
 
         typer.echo(f"{script_name} {version('d3-item-salvager')}")
         raise typer.Exit(EXIT_OK)
+
+
+def add_root_options(app: typer.Typer, script_name: str, description: str) -> None:
+    """The root of both programs: `--version` (prints `SCRIPT VERSION`), and `description` as
+    the program's help."""
+
+    def print_version(asked: bool) -> None:
+        print_version_and_exit(script_name, asked)
+
+    def root(
+        _version: bool = typer.Option(
+            False,
+            "--version",
+            callback=print_version,
+            is_eager=True,
+            help="Print the version and exit.",
+        ),
+    ) -> None:
+        pass
+
+    root.__doc__ = description
+    app.callback()(root)

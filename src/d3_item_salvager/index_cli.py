@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from d3_item_salvager.cli_options import ConfigOption, print_version_and_exit, usage_error
+from d3_item_salvager.cli_options import ConfigOption, add_root_options, usage_error
 
 if TYPE_CHECKING:
     from sqlalchemy.ext.asyncio import AsyncEngine
@@ -46,20 +46,11 @@ ClassOption = Annotated[
 ]
 
 
-def _print_version(value: bool) -> None:
-    print_version_and_exit(SCRIPT_NAME, value)
-
-
-@app.callback()
-def _root(
-    _version: Annotated[
-        bool,
-        typer.Option(
-            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
-        ),
-    ] = False,
-) -> None:
-    """Ask the index which items Maxroll's build guides use: keep them, salvage the rest."""
+add_root_options(
+    app,
+    SCRIPT_NAME,
+    "Ask the index which items Maxroll's build guides use: keep them, salvage the rest.",
+)
 
 
 def _fail(message: str) -> typer.Exit:

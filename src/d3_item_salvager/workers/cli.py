@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from d3_item_salvager.cli_options import ConfigOption, print_version_and_exit, usage_error
+from d3_item_salvager.cli_options import ConfigOption, add_root_options, usage_error
 from d3_item_salvager.errors import (
     ConfigError,
     IndexDatabaseError,
@@ -50,20 +50,11 @@ def _job_argument(name: str) -> JobSpec:
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON object on stdout.")]
 
 
-def _print_version(value: bool) -> None:
-    print_version_and_exit(SCRIPT_NAME, value)
-
-
-@app.callback()
-def _root(
-    _version: Annotated[
-        bool,
-        typer.Option(
-            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
-        ),
-    ] = False,
-) -> None:
-    """Background jobs that keep the d3-item-salvager index of Maxroll build guides fresh."""
+add_root_options(
+    app,
+    SCRIPT_NAME,
+    "Background jobs that keep the d3-item-salvager index of Maxroll build guides fresh.",
+)
 
 
 def _fail(message: str) -> typer.Exit:

@@ -23,7 +23,7 @@ import d3_item_salvager.maxroll.gateway as gateway_module
 from benchmarks._common import config_for, percentile, realistic_site_options
 from benchmarks._server import fake_maxroll_process
 from d3_item_salvager.container import resolve
-from d3_item_salvager.data.repository import IndexRepository
+from d3_item_salvager.data.sqlite_writer import SqliteGuideWriter
 from d3_item_salvager.services.build_guides import BuildGuideService, SyncSummary
 from d3_item_salvager.workers.runtime import WorkerRuntime
 
@@ -115,6 +115,7 @@ class Timers:
 
     def __init__(self) -> None:
         self.seconds: dict[str, float] = {}
+        self.calls: dict[str, int] = {}
 
     def wrap(self, name: str, function: Callable[..., Any]) -> Callable[..., Any]:
         def timed(*args: Any, **kwargs: Any) -> Any:
@@ -123,6 +124,7 @@ class Timers:
                 return function(*args, **kwargs)
             finally:
                 self.seconds[name] = self.seconds.get(name, 0.0) + time.perf_counter() - started
+                self.calls[name] = self.calls.get(name, 0) + 1
 
         return timed
 
@@ -158,21 +160,22 @@ async def latency_runs(
         config = config_for(fake.config_values, Path(folder), concurrency)
         # Guide writes are serialised (one writer): their summed wall time bounds the sync.
         writes = Timers()
-        original_write = IndexRepository.write_guide
-        IndexRepository.write_guide = writes.wrap_async("write_guide", original_write)  # type: ignore[method-assign]
+        original_write = SqliteGuideWriter._write_group
+        SqliteGuideWriter._write_group = writes.wrap("write_group", original_write)  # type: ignore[method-assign]
         try:
             (summary, wall), lags = await with_lag_probe(lambda: sync_once(config))
         finally:
-            IndexRepository.write_guide = original_write  # type: ignore[method-assign]
+            SqliteGuideWriter._write_group = original_write  # type: ignore[method-assign]
         log = fake.log(reset=True)
         requests = log["requests"]
         limit = requests * latency / concurrency
         print(
             f"full sync: {wall:.2f} s wall, {requests} requests, {summary.bytes_received / 1e6:.1f} MB received"
         )
-        written = writes.seconds.get("write_guide", 0.0)
+        written = writes.seconds.get("write_group", 0.0)
+        groups = writes.calls.get("write_group", 0)
         print(
-            f"  wall time inside write_guide (serialised) {written:.2f} s, {written / max(summary.guides_processed, 1) * 1e3:.1f} ms per guide"
+            f"  wall time inside the index writer's transactions (serialised) {written:.2f} s, {written / max(summary.guides_processed, 1) * 1e3:.1f} ms per guide; {groups} group commits"
         )
         if limit:
             print(
@@ -233,8 +236,8 @@ async def zero_latency_run(options: dict[str, Any], guides: int, concurrency: in
     }
     for name, function in originals.items():
         setattr(gateway_module, name, timers.wrap(name, function))
-    original_write = IndexRepository.write_guide
-    IndexRepository.write_guide = timers.wrap_async("write_guide", original_write)  # type: ignore[method-assign]
+    original_write = SqliteGuideWriter._write_group
+    SqliteGuideWriter._write_group = timers.wrap("write_group", original_write)  # type: ignore[method-assign]
     try:
         with fake_maxroll_process(options, 0.0) as fake, tempfile.TemporaryDirectory() as folder:
             config = config_for(fake.config_values, Path(folder), concurrency)
@@ -249,9 +252,10 @@ async def zero_latency_run(options: dict[str, Any], guides: int, concurrency: in
     finally:
         for name, function in originals.items():
             setattr(gateway_module, name, function)
-        IndexRepository.write_guide = original_write  # type: ignore[method-assign]
+        SqliteGuideWriter._write_group = original_write  # type: ignore[method-assign]
     parse = sum(v for k, v in timers.seconds.items() if k.startswith("parse"))
-    database = timers.seconds.get("write_guide", 0.0)
+    database = timers.seconds.get("write_group", 0.0)
+    groups = timers.calls.get("write_group", 0)
     split = ", ".join(
         f"{name.removeprefix('parse_')} {seconds:.2f}"
         for name, seconds in timers.seconds.items()
@@ -271,7 +275,7 @@ async def zero_latency_run(options: dict[str, Any], guides: int, concurrency: in
     # Wall time inside calls, not CPU: writes include queueing for the writer thread, parsers run
     # in threads; the two overlap each other and the network, so they are not shares of anything.
     print(
-        f"  wall time inside parsers {parse:.2f} s ({split}); inside write_guide {database:.2f} s"
+        f"  wall time inside parsers {parse:.2f} s ({split}); inside the index writer's transactions {database:.2f} s ({groups} group commits)"
     )
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     print(f"peak RSS of the benchmark process (two full syncs of {guides} guides): {peak:.0f} MB")

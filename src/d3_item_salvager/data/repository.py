@@ -6,6 +6,7 @@ unchanged data writes nothing and every count it reports is a real change.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
@@ -78,6 +79,9 @@ class IndexRepository:
     def __init__(self, engine: AsyncEngine, guide_writer: SqliteGuideWriter | None = None) -> None:
         self._engine = engine
         self._guide_writer = guide_writer
+        # Guide writes through the engine take turns: concurrent guides would upsert the same
+        # items in opposite orders (lock waits, deadlocks on PostgreSQL, busy errors on SQLite).
+        self._write_turn = asyncio.Lock()
 
     async def stored_guides(self) -> dict[int, StoredGuide]:
         """Every guide in the index, by id."""
@@ -139,7 +143,7 @@ class IndexRepository:
         kept = frozenset(kept_planners)
         changes = GuideChanges()
         try:
-            async with self._engine.begin() as connection:
+            async with self._write_turn, self._engine.begin() as connection:
                 changes.guide_created = await self._upsert_guide(
                     connection, guide, synced_at, checked=not kept
                 )

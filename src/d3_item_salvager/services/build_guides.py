@@ -248,9 +248,8 @@ class BuildGuideService:
         conditional: bool,
     ) -> set[str]:
         """Read and write `todo`; returns the planners whose profile changed."""
-        # Fetching runs concurrently (the client caps requests in flight); writes are serialised
-        # because SQLite has one writer, and queueing here is cheaper than its busy timeout.
-        write_lock = anyio.Lock()
+        # Fetching runs concurrently (the client caps requests in flight); the repository
+        # serialises writes (SQLite has one writer; its writer commits queued guides together).
         changed: set[str] = set()
         done = 0
 
@@ -262,10 +261,9 @@ class BuildGuideService:
                     guide, profiles, summary, changed, conditional, held
                 )
                 resolved, unknown = self._resolve_items(builds, catalog)
-                async with write_lock:
-                    changes = await self._repository.write_guide(
-                        guide, builds, resolved, self._now(), kept_planners=missing
-                    )
+                changes = await self._repository.write_guide(
+                    guide, builds, resolved, self._now(), kept_planners=missing
+                )
             except (MaxrollError, D3ItemSalvagerError) as exc:
                 transient = isinstance(exc, TransientFetchError | IndexLockedError)
                 summary.fail_guide(guide.url, str(exc), transient=transient)

@@ -6,7 +6,7 @@ read (new, modified, or last checked longer ago than `cache.revalidate_after_min
 one's planners and their profiles with conditional requests (each profile once per sync, however
 many guides share it; a stored guide sharing a profile that changed is re-read too, so every
 guide reflects one version), resolve every item against the catalog, write each guide in its own
-transaction, and, only from a whole listing, remove guides that vanished and prune the cache.
+transaction (on SQLite, a savepoint in a group commit), and, only from a whole listing, remove guides that vanished and prune the cache.
 One guide or planner failing never stops the others; see sync_summary.py for the outcome policy.
 """
 

@@ -179,6 +179,42 @@ async def test_a_request_the_server_hangs_up_on_fails_and_is_never_sent_twice(me
     assert server.connections == 2
 
 
+@pytest.mark.parametrize("when", ["while idle", "with the answer"])
+async def test_a_stray_answer_on_a_kept_connection_is_never_taken_for_the_next_one(
+    when: str,
+) -> None:
+    """A server may send "408 Request Timeout" on an idle keep-alive connection without closing
+    it, or right behind an answer; that 408 belongs to no request, so the connection is left."""
+    stray = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\n\r\n"
+    first_read = asyncio.Event()
+    stray_sent = asyncio.Event()
+
+    async def stray_408(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        while True:
+            await read_request(reader)
+            if stray_sent.is_set():
+                writer.write(answer())
+            elif when == "with the answer":
+                writer.write(answer() + stray)
+                stray_sent.set()
+            else:
+                writer.write(answer())
+                await writer.drain()
+                await first_read.wait()
+                writer.write(stray)
+                stray_sent.set()
+            await writer.drain()
+
+    async with serve(stray_408) as server, client() as http:
+        assert (await http.get(server.url)).status_code == 200
+        first_read.set()
+        with anyio.fail_after(5):
+            await stray_sent.wait()
+        await asyncio.sleep(0)  # a loop pass: the stray bytes reach the idle connection
+        assert (await http.get(server.url)).status_code == 200
+    assert server.connections == 2
+
+
 async def test_connection_close_is_honoured() -> None:
     async def closing(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         await read_request(reader)

@@ -81,7 +81,11 @@ class _Connection(asyncio.Protocol):
 
     @property
     def reusable(self) -> bool:
-        return not self.closed and self.h11.our_state is h11.IDLE
+        # Bytes received past the end of the last answer, or while idle in the pool, belong to
+        # no request (a server's unsolicited "408 Request Timeout"): they would be read as the
+        # answer to the next one, so such a connection is not used again.
+        unread, _ = self.h11.trailing_data
+        return not self.closed and self.h11.our_state is h11.IDLE and not unread
 
     def send(self, *events: h11.Event) -> None:
         if self.closed or self.transport is None or self.transport.is_closing():

@@ -231,3 +231,21 @@ async def test_a_copy_that_cannot_be_renewed_is_still_used(
         assert statuses(fake_maxroll, planner_id) == [200, 304]
         assert gateway.cache_write_failures == 1
         assert "locked" in gateway.last_cache_error
+
+
+async def test_validators_unreadable_at_first_are_read_again_for_the_next_document(
+    gateway: CountingGateway, other: CountingGateway, fake_maxroll: FakeMaxroll
+) -> None:
+    """A session does not keep "nothing cached" from a failed read: once the cache can be read,
+    its documents are revalidated, not all downloaded in full."""
+    first, later = planners(fake_maxroll)[:2]
+    database = gateway.documents.path
+    database.mkdir(parents=True)  # a folder where the database goes: the cache cannot be opened
+    async with gateway.sync_session():
+        await gateway.planner_profile(first)
+        assert gateway.cache_write_failures == 1
+        database.rmdir()
+        await other.planner_profile(later)  # another process caches it meanwhile
+        await gateway.planner_profile(later)
+    assert statuses(fake_maxroll, later) == [200, 304]
+    assert gateway.hand_offs.count("stamps") == 2

@@ -133,11 +133,9 @@ class DocumentCache:
             fetched_at=float(fetched_at),
         )
 
-    def stamps(self, namespace: str) -> dict[str, Stamp]:
-        """The stamp of every document of `namespace`, by URL, without the bodies (one query).
-
-        Empty when the cache cannot be read: every document is then fetched in full.
-        """
+    def stamps(self, namespace: str) -> dict[str, Stamp] | None:
+        """The stamp of every document of `namespace`, by URL, without the bodies (one query);
+        None when the cache cannot be read (now: it may be readable again later)."""
         try:
             rows = self._run(
                 "SELECT url, etag, last_modified, fetched_at FROM documents WHERE namespace = ?",
@@ -145,7 +143,7 @@ class DocumentCache:
             )
         except CacheError as exc:
             _log.debug("document cache unreadable", extra={"error": str(exc)})
-            return {}
+            return None
         return {url: Stamp(etag, modified, float(at)) for url, etag, modified, at in rows}
 
     def stamp(self, namespace: str, url: str) -> Stamp | None:

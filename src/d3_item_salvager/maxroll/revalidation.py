@@ -67,7 +67,7 @@ class ConditionalDocuments:
 
         They are kept until the last open session ends (sessions may overlap and share them).
         """
-        if self._stamps_lock is None:
+        if not self._sessions:  # a lock per outermost session: nothing waits on the old one
             self._stamps_lock = anyio.Lock()
         self._sessions += 1
         try:
@@ -92,8 +92,12 @@ class ConditionalDocuments:
                 stamps = self._stamps.get(namespace)
                 if stamps is None:
                     stamps = await self._in_thread(self._documents.stamps, namespace)
-                    if self._sessions:
-                        self._stamps[namespace] = stamps
+                    if stamps is None:
+                        # Unreadable now (locked past the timeout, say): no stamp for this
+                        # document, and the next one tries again rather than the whole sync
+                        # downloading everything.
+                        return None
+                    self._stamps[namespace] = stamps
         return stamps.get(key)
 
     async def read(

@@ -13,7 +13,7 @@ import pytest
 from d3_item_salvager.container import open_container, resolve
 from d3_item_salvager.errors import CacheError
 from d3_item_salvager.maxroll.client import Validators
-from d3_item_salvager.maxroll.document_cache import DocumentCache
+from d3_item_salvager.maxroll.document_cache import DocumentCache, Stamp
 from d3_item_salvager.maxroll.gateway import MaxrollGateway
 from tests.conftest import make_config
 
@@ -38,14 +38,58 @@ def test_a_document_reads_back_with_its_validators_and_time(cache: DocumentCache
     assert cache.get("profiles", "https://example.test/profile/2") is None
 
 
-def test_put_replaces_and_touch_renews_only_the_time(cache: DocumentCache) -> None:
+def test_put_replaces_and_confirm_renews_only_the_time(cache: DocumentCache) -> None:
     cache.put("profiles", URL, b"old", Validators(etag='"v1"'), 1.0)
     cache.put("profiles", URL, b"new", Validators(etag='"v2"'), 2.0)
-    cache.touch("profiles", URL, 3.0)
-    cache.touch("profiles", "https://example.test/never-cached", 4.0)  # nothing to renew
+    assert cache.confirm("profiles", URL, Stamp('"v2"', None, 2.0), 3.0) == b"new"
+    never = "https://example.test/never-cached"
+    assert cache.confirm("profiles", never, Stamp('"v2"', None, 2.0), 4.0) is None
     document = cache.get("profiles", URL)
     assert document is not None
     assert (document.body, document.validators.etag, document.fetched_at) == (b"new", '"v2"', 3.0)
+    assert document.stamp == Stamp('"v2"', None, 3.0)
+
+
+def test_stamps_are_the_validators_and_times_without_the_bodies(cache: DocumentCache) -> None:
+    cache.put("profiles", URL, b"x" * 1000, Validators('"v1"', "Mon"), 1.0)
+    cache.put("profiles", URL + "/2", b"{}", Validators(), 2.0)
+    cache.put("guide-planners", URL, b"{}", Validators('"g"'), 3.0)
+    assert cache.stamps("profiles") == {
+        URL: Stamp('"v1"', "Mon", 1.0),
+        URL + "/2": Stamp(None, None, 2.0),
+    }
+    assert cache.stamps("item-data") == {}
+    assert cache.stamp("guide-planners", URL) == Stamp('"g"', None, 3.0)
+    assert cache.stamp("guide-planners", URL + "/2") is None
+
+
+@pytest.mark.parametrize(
+    "stamp",
+    [
+        Stamp('"v2"', "Mon", 2.0),  # another etag
+        Stamp('"v1"', None, 2.0),  # a validator fewer (NULL is compared with IS)
+        Stamp('"v1"', "Mon", 1.5),  # renewed or rewritten since
+    ],
+)
+def test_a_stamp_of_another_version_neither_reads_nor_renews(
+    cache: DocumentCache, stamp: Stamp
+) -> None:
+    """Only the very version a stamp was read from is used: anything else reads as gone."""
+    cache.put("profiles", URL, b"body", Validators('"v1"', "Mon"), 2.0)
+    assert cache.body_of("profiles", URL, stamp) is None
+    assert cache.confirm("profiles", URL, stamp, 9.0) is None
+    assert cache.stamp("profiles", URL) == Stamp('"v1"', "Mon", 2.0)
+    assert cache.body_of("profiles", URL, Stamp('"v1"', "Mon", 2.0)) == b"body"
+
+
+def test_stamps_of_an_unreadable_cache_are_none(tmp_path: Path) -> None:
+    (tmp_path / "documents.sqlite").mkdir()
+    cache = DocumentCache(tmp_path / "documents.sqlite")
+    assert cache.stamps("profiles") is None  # not "none cached": it may be readable later
+    assert cache.stamp("profiles", URL) is None
+    assert cache.body_of("profiles", URL, Stamp(None, None, 1.0)) is None
+    with pytest.raises(CacheError, match="cannot use the document cache"):
+        cache.confirm("profiles", URL, Stamp(None, None, 1.0), 2.0)
 
 
 def test_prune_keeps_listed_urls_and_removes_the_old_one_file_per_document_folder(

@@ -24,7 +24,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from d3_item_salvager.errors import CacheError
 from d3_item_salvager.logging_setup import get_logger
@@ -45,6 +45,26 @@ _SCHEMA = (
 )
 
 
+class Stamp(NamedTuple):
+    """What identifies one stored version of a document: its validators and when it was stored.
+
+    Every write (a new body, or a 304 renewing the time) gives a new stamp, so a row still
+    carrying a stamp read earlier is the very version that was read then.
+    """
+
+    etag: str | None
+    last_modified: str | None
+    fetched_at: float
+
+    @property
+    def validators(self) -> Validators:
+        return Validators(etag=self.etag, last_modified=self.last_modified)
+
+
+# A row is the version a stamp describes only when all three match (`IS`: validators may be NULL).
+_SAME_VERSION = "namespace = ? AND url = ? AND etag IS ? AND last_modified IS ? AND fetched_at = ?"
+
+
 @dataclass(frozen=True, slots=True)
 class CachedDocument:
     """A document read back from the cache."""
@@ -53,6 +73,10 @@ class CachedDocument:
     body: bytes
     validators: Validators
     fetched_at: float
+
+    @property
+    def stamp(self) -> Stamp:
+        return Stamp(self.validators.etag, self.validators.last_modified, self.fetched_at)
 
 
 def write_atomically(path: Path, data: bytes) -> None:
@@ -109,6 +133,58 @@ class DocumentCache:
             fetched_at=float(fetched_at),
         )
 
+    def stamps(self, namespace: str) -> dict[str, Stamp] | None:
+        """The stamp of every document of `namespace`, by URL, without the bodies (one query);
+        None when the cache cannot be read (now: it may be readable again later)."""
+        try:
+            rows = self._run(
+                "SELECT url, etag, last_modified, fetched_at FROM documents WHERE namespace = ?",
+                (namespace,),
+            )
+        except CacheError as exc:
+            _log.debug("document cache unreadable", extra={"error": str(exc)})
+            return None
+        return {url: Stamp(etag, modified, float(at)) for url, etag, modified, at in rows}
+
+    def stamp(self, namespace: str, url: str) -> Stamp | None:
+        """The stamp of one document, without its body; None when absent or unreadable."""
+        try:
+            rows = self._run(
+                "SELECT etag, last_modified, fetched_at FROM documents "
+                "WHERE namespace = ? AND url = ?",
+                (namespace, url),
+            )
+        except CacheError as exc:
+            _log.debug("document cache unreadable", extra={"error": str(exc)})
+            return None
+        if not rows:
+            return None
+        etag, last_modified, fetched_at = rows[0]
+        return Stamp(etag, last_modified, float(fetched_at))
+
+    def body_of(self, namespace: str, url: str, stamp: Stamp) -> bytes | None:
+        """The body of the version `stamp` describes; None when that version is no longer stored
+        (replaced, renewed or deleted since) or the cache cannot be read."""
+        try:
+            rows = self._run(
+                f"SELECT body FROM documents WHERE {_SAME_VERSION}", (namespace, url, *stamp)
+            )
+        except CacheError as exc:
+            _log.debug("document cache unreadable", extra={"error": str(exc)})
+            return None
+        return bytes(rows[0][0]) if rows else None
+
+    def confirm(self, namespace: str, url: str, stamp: Stamp, fetched_at: float) -> bytes | None:
+        """After a 304 to `stamp`'s validators: renew the time and return the body, in one
+        statement. None (nothing renewed) when that version is no longer stored: another writer
+        replaced or renewed it, or it was deleted. Raises CacheError when it cannot be written.
+        """
+        rows = self._run(
+            f"UPDATE documents SET fetched_at = ? WHERE {_SAME_VERSION} RETURNING body",
+            (fetched_at, namespace, url, *stamp),
+        )
+        return bytes(rows[0][0]) if rows else None
+
     def put(
         self, namespace: str, url: str, body: bytes, validators: Validators, fetched_at: float
     ) -> None:
@@ -117,13 +193,6 @@ class DocumentCache:
             "INSERT OR REPLACE INTO documents "
             "(namespace, url, etag, last_modified, fetched_at, body) VALUES (?, ?, ?, ?, ?, ?)",
             (namespace, url, validators.etag, validators.last_modified, fetched_at, body),
-        )
-
-    def touch(self, namespace: str, url: str, fetched_at: float) -> None:
-        """Mark a cached document as confirmed fresh (after a 304): only its time changes."""
-        self._run(
-            "UPDATE documents SET fetched_at = ? WHERE namespace = ? AND url = ?",
-            (fetched_at, namespace, url),
         )
 
     def prune(self, namespace: str, keep: set[str]) -> int:

@@ -2,14 +2,17 @@
 
 The gateway is what services use. It joins the client (requests), the parsers (pure functions run
 in worker threads through the shared limiter) and the on-disk caches. A document is stored in the
-cache only after it parsed, so a broken response never replaces a good cached copy.
+cache only after it parsed, so a broken response never replaces a good cached copy. A sync opens
+`sync_session()` so that each guide page or profile costs one worker-thread call after its
+request (`revalidation.ConditionalDocuments`).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Callable, Iterator
+from contextlib import AbstractAsyncContextManager
 from typing import TypeVar
 
 import anyio
@@ -19,13 +22,14 @@ from d3_item_salvager.config import CacheConfig, MaxrollConfig
 from d3_item_salvager.errors import CacheError, FetchError, ParseError, TokenRefusedError
 from d3_item_salvager.logging_setup import get_logger
 from d3_item_salvager.maxroll.catalog import ItemCatalog, parse_item_catalog
-from d3_item_salvager.maxroll.client import Fetched, MaxrollClient, Validators
-from d3_item_salvager.maxroll.document_cache import DocumentCache
+from d3_item_salvager.maxroll.client import MaxrollClient
+from d3_item_salvager.maxroll.document_cache import DocumentCache, Stamp
 from d3_item_salvager.maxroll.guide_list_cache import GuideListCache
 from d3_item_salvager.maxroll.guide_listing import GuideListing, assemble_listing
 from d3_item_salvager.maxroll.guide_parser import GuidePlanners, parse_guide_planners
 from d3_item_salvager.maxroll.models import GuideRecord, PlannerProfile
 from d3_item_salvager.maxroll.profile_parser import parse_planner_profile
+from d3_item_salvager.maxroll.revalidation import ConditionalDocuments
 from d3_item_salvager.maxroll.search_parser import SearchPage, parse_search_page
 
 _log = get_logger(__name__)
@@ -74,6 +78,9 @@ class MaxrollGateway:
         self._catalog: tuple[str, ItemCatalog] | None = None
         self.cache_write_failures = 0
         self.last_cache_error = ""
+        self._conditional = ConditionalDocuments(
+            self.documents, self._in_thread, clock, self._cache_write_failed
+        )
 
     def close(self) -> None:
         """Close the document cache's database connection (it reopens if used again)."""
@@ -81,6 +88,14 @@ class MaxrollGateway:
 
     async def _in_thread(self, function: Callable[..., T], *args: object) -> T:
         return await anyio.to_thread.run_sync(function, *args, limiter=self._limiter)
+
+    def sync_session(self) -> AbstractAsyncContextManager[None]:
+        """Within: one worker-thread call per guide page or profile read, not two.
+
+        The validators of the cached documents (not their bodies) are read once per namespace
+        instead of once per document; see `ConditionalDocuments`.
+        """
+        return self._conditional.session()
 
     # Guide list
 
@@ -160,73 +175,6 @@ class MaxrollGateway:
 
     # Guide pages and planner profiles
 
-    async def _conditional(
-        self,
-        namespace: str,
-        key: str,
-        fetch: Callable[[Validators | None], Awaitable[Fetched]],
-        parse: Callable[[bytes], T],
-        encode: Callable[[T, bytes], bytes],
-        *,
-        conditional: bool,
-        parse_cached: Callable[[bytes], T] | None = None,
-    ) -> tuple[T, bool]:
-        """Fetch with the cached validators; on 304 parse the cached copy instead.
-
-        Returns the result and whether the document differs from the cached copy (True when
-        there was none). The cache is an optimisation: failing to write it (disk full) is
-        logged and counted, never an error of the document.
-        """
-        cached = await self._in_thread(self.documents.get, namespace, key) if conditional else None
-        fetched = await fetch(cached.validators if cached else None)
-        now = self._clock()
-        if fetched.body is None:
-            if cached is None:
-                raise FetchError(fetched.url, "304 Not Modified without a cached copy")
-            # One worker-thread call per document, not one per step: each hand-off costs more
-            # CPU (thread wake-ups, GIL hand-overs) than touching or writing the file.
-            result, cache_error = await self._in_thread(
-                self._confirm_and_parse, namespace, key, now, parse_cached or parse, cached.body
-            )
-            changed = False
-        else:
-            result, encoded, cache_error = await self._in_thread(
-                self._parse_and_store, namespace, key, fetched, now, parse, encode
-            )
-            changed = cached is None or cached.body != encoded
-        if cache_error is not None:
-            self._cache_write_failed(cache_error)
-        return result, changed
-
-    def _confirm_and_parse(
-        self, namespace: str, key: str, now: float, parse: Callable[[bytes], T], body: bytes
-    ) -> tuple[T, CacheError | None]:
-        """In a worker thread: mark the cached copy as confirmed, then parse it."""
-        try:
-            self.documents.touch(namespace, key, now)
-        except CacheError as exc:
-            return parse(body), exc
-        return parse(body), None
-
-    def _parse_and_store(
-        self,
-        namespace: str,
-        key: str,
-        fetched: Fetched,
-        now: float,
-        parse: Callable[[bytes], T],
-        encode: Callable[[T, bytes], bytes],
-    ) -> tuple[T, bytes, CacheError | None]:
-        """In a worker thread: parse a new document, then cache it (only once it parsed)."""
-        assert fetched.body is not None
-        result = parse(fetched.body)
-        encoded = encode(result, fetched.body)
-        try:
-            self.documents.put(namespace, key, encoded, fetched.validators, now)
-        except CacheError as exc:
-            return result, encoded, exc
-        return result, encoded, None
-
     def _cache_write_failed(self, error: CacheError) -> None:
         self.cache_write_failures += 1
         self.last_cache_error = str(error)
@@ -251,13 +199,13 @@ class MaxrollGateway:
             payload = {"planner_ids": result.planner_ids, "from_variants": result.from_variants}
             return json.dumps(payload).encode()
 
-        planners, _changed = await self._conditional(
+        planners, _changed = await self._conditional.read(
             GUIDE_PLANNERS,
             guide.url,
             lambda validators: self.client.guide_page(guide.url, validators),
             parse,
             encode,
-            conditional=conditional,
+            previous=await self._previous(GUIDE_PLANNERS, guide.url, conditional),
             parse_cached=parse_cached,
         )
         for value in planners.rejected:
@@ -273,14 +221,19 @@ class MaxrollGateway:
         self, planner_id: str, *, conditional: bool = True
     ) -> tuple[PlannerProfile, bool]:
         """A planner's builds, and whether the profile changed since the cached copy."""
-        return await self._conditional(
+        return await self._conditional.read(
             PROFILES,
             planner_id,
             lambda validators: self.client.planner_profile(planner_id, validators),
             lambda body: parse_planner_profile(body, planner_id),
             lambda _result, body: body,
-            conditional=conditional,
+            previous=await self._previous(PROFILES, planner_id, conditional),
         )
+
+    async def _previous(self, namespace: str, key: str, conditional: bool) -> Stamp | None:
+        """The stamp of the cached copy whose validators go with the request (None: no copy,
+        or a full download asked for)."""
+        return await self._conditional.cached_stamp(namespace, key) if conditional else None
 
     async def cached_planner_profile(self, planner_id: str) -> PlannerProfile | None:
         """A planner's builds from its cached copy alone (no request); None without a sound one."""
@@ -299,7 +252,11 @@ class MaxrollGateway:
     async def prune_documents(self, guide_urls: set[str], planner_ids: set[str]) -> int:
         """Delete cached guide pages and profiles no listed guide refers to; returns how many."""
         pruned = await self._in_thread(self.documents.prune, GUIDE_PLANNERS, guide_urls)
-        return pruned + await self._in_thread(self.documents.prune, PROFILES, planner_ids)
+        pruned += await self._in_thread(self.documents.prune, PROFILES, planner_ids)
+        # An open session reads the stamps again rather than tracking what was deleted.
+        self._conditional.forget(GUIDE_PLANNERS)
+        self._conditional.forget(PROFILES)
+        return pruned
 
     # Item catalog
 
@@ -321,13 +278,13 @@ class MaxrollGateway:
         if cached and fresh and not (force_refresh or revalidate):
             return await self._parse_catalog(cached.body)
         try:
-            catalog, _changed = await self._conditional(
+            catalog, _changed = await self._conditional.read(
                 ITEM_DATA,
                 url,
                 lambda validators: self.client.item_data(validators),
                 self._parse_catalog_sync,
                 lambda _result, body: body,
-                conditional=not force_refresh,
+                previous=cached.stamp if cached and not force_refresh else None,
             )
             return catalog
         except (FetchError, ParseError) as exc:

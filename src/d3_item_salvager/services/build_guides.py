@@ -97,6 +97,13 @@ class BuildGuideService:
             FetchError, ParseError: no usable guide listing (the search failed with no recent
                 cached list, or listed no guide), or the item catalog cannot be had.
         """
+        # The cached documents' validators are read once for the sync, not once per document.
+        async with self._gateway.sync_session():
+            return await self._prepare_database(force_refresh, progress)
+
+    async def _prepare_database(
+        self, force_refresh: bool, progress: Progress | None
+    ) -> SyncSummary:
         started = time.monotonic()
         self._maxroll_config.require_bearer_token()
         stats_before = self._gateway.client.stats.snapshot()

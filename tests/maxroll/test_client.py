@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import anyio
 import httpx
 import pytest
+from tenacity import AsyncRetrying
 
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.errors import (
@@ -16,6 +18,7 @@ from d3_item_salvager.errors import (
     TransientFetchError,
     UnsafeUrlError,
 )
+from d3_item_salvager.maxroll import client as client_module
 from d3_item_salvager.maxroll.client import MaxrollClient, parse_retry_after
 from d3_item_salvager.maxroll.http import build_http_client
 from d3_item_salvager.testing.fake_maxroll import (
@@ -91,6 +94,27 @@ async def test_429_and_503_are_retried_honouring_retry_after(
     assert sleeps.waits == [7.0, 2.0]
     assert fake_maxroll.count(path) == 3
     assert client.stats.retries == 2
+
+
+async def test_a_first_attempt_that_succeeds_builds_no_retry_loop(
+    client: MaxrollClient, fake_maxroll: FakeMaxroll, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Tenacity's loop (objects in cycles, left for the cyclic collector) only after a failure."""
+    loops: list[object] = []
+
+    class CountedRetrying(AsyncRetrying):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            loops.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(client_module, "AsyncRetrying", CountedRetrying)
+    await client.planner_profile("300000000")
+    assert loops == []
+    path = PROFILE_PREFIX + "300000001"
+    fake_maxroll.fail(path, Fault(status=503))
+    await client.planner_profile("300000001")
+    assert len(loops) == 1
+    assert (fake_maxroll.count(path), client.stats.retries) == (2, 1)
 
 
 async def test_transient_failures_give_up_after_the_configured_attempts(

@@ -164,6 +164,20 @@ def test_profile_repeated_entries_are_one_usage() -> None:
     assert build.class_name is None
 
 
+def test_profiles_share_one_record_per_usage() -> None:
+    """Two profiles using the same item in the same slot share one (frozen) usage record.
+
+    A sync holds every guide's usages until it is written; shared records keep that from being
+    a fresh object per usage for the cyclic collector to walk.
+    """
+    data = {"profiles": [{"items": {"head": {"id": "A"}}, "kanai": {"armor": "B"}}]}
+    body = json.dumps({"data": json.dumps(data)})
+    [first] = parse_planner_profile(body, "1").builds
+    [second] = parse_planner_profile(body, "2").builds
+    assert first.usages == second.usages
+    assert all(a is b for a, b in zip(first.usages, second.usages, strict=True))
+
+
 @pytest.mark.parametrize(
     ("body", "what"),
     [

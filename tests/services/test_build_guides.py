@@ -8,7 +8,10 @@ import pytest
 
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.container import Container, resolve
+from d3_item_salvager.data.repository import placeholder_item
 from d3_item_salvager.errors import ConfigError
+from d3_item_salvager.maxroll.catalog import ItemCatalog
+from d3_item_salvager.maxroll.models import BuildRecord, CatalogItem, ItemUsage
 from d3_item_salvager.services.build_guides import BuildGuideService
 from d3_item_salvager.testing.fake_maxroll import (
     GUIDE_PREFIX,
@@ -264,3 +267,17 @@ async def test_sync_refuses_to_start_without_a_token(
     )
     with pytest.raises(ConfigError, match="bearer_token"):
         await service.prepare_database()
+
+
+def test_resolved_items_share_the_catalogs_records_except_aliases() -> None:
+    """An id the catalog holds resolves to its own record (no copy per guide); an alias or an
+    unknown id gets a record under the id the profile used."""
+    helm = CatalogItem("Helm", "A Helm", "head", "legendary")
+    catalog = ItemCatalog({"Helm": helm}, {"Old_Helm": "Helm"})
+    usages = tuple(ItemUsage(item, "head", "main") for item in ("Helm", "Old_Helm", "Nope"))
+    build = BuildRecord("1", 0, "x", None, usages)
+    resolved, unknown = BuildGuideService._resolve_items([build], catalog)
+    assert resolved["Helm"] is helm
+    assert resolved["Old_Helm"] == CatalogItem("Old_Helm", "A Helm", "head", "legendary")
+    assert resolved["Nope"] == placeholder_item("Nope")
+    assert unknown == 1

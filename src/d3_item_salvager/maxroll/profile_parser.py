@@ -6,6 +6,7 @@ The profile's `data` field is itself a JSON document in a string, so it is decod
 from __future__ import annotations
 
 import json
+from functools import lru_cache
 from typing import Any
 
 from d3_item_salvager.errors import ParseError
@@ -20,6 +21,18 @@ from d3_item_salvager.maxroll.models import (
 
 KANAI_SLOTS = ("weapon", "armor", "jewelry")
 _MAX_ITEM_ID_LENGTH = 200
+
+
+@lru_cache(maxsize=8192)
+def _usage(item_id: str, slot: str, context: UsageContext) -> ItemUsage:
+    """One shared `ItemUsage` per (item, slot, context): records are frozen, so sharing is safe.
+
+    A sync parses ~170 usages per guide and holds them until the guide is written, so fresh
+    records outlive young collections and make up most of what the collector walks in its
+    middle generation; the same few thousand usages recur across guides. Bounded, so a host
+    process never keeps more than a few MB of them.
+    """
+    return ItemUsage(item_id=item_id, slot=slot, context=context)
 
 
 def _item_id(value: object) -> str | None:
@@ -46,7 +59,7 @@ def _equipped(slots: object, context: UsageContext, document: str, where: str) -
             continue
         item_id = _item_id(entry.get("id"))
         if item_id is not None:
-            usages.append(ItemUsage(item_id=item_id, slot=str(slot), context=context))
+            usages.append(_usage(item_id, str(slot), context))
     return usages
 
 
@@ -60,7 +73,7 @@ def _cube(kanai: object, document: str, where: str) -> list[ItemUsage]:
     for slot in KANAI_SLOTS:
         item_id = _item_id(kanai.get(slot))
         if item_id is not None:
-            usages.append(ItemUsage(item_id=item_id, slot=slot, context="kanai"))
+            usages.append(_usage(item_id, slot, "kanai"))
     return usages
 
 

@@ -357,10 +357,14 @@ class BuildGuideService:
                 if record is None:
                     unknown += 1
                     record = placeholder_item(usage.item_id)
-                # Key on the id the profile used: an alias resolves to its item's details.
-                resolved[usage.item_id] = CatalogItem(
-                    usage.item_id, record.name, record.slot, record.quality, record.set_name
-                )
+                # Key on the id the profile used: an alias resolves to its item's details. The
+                # catalog's own record is shared when it has that id: a copy per guide would live
+                # until the guide is written, surviving young collections for nothing.
+                if record.item_id != usage.item_id:
+                    record = CatalogItem(
+                        usage.item_id, record.name, record.slot, record.quality, record.set_name
+                    )
+                resolved[usage.item_id] = record
         return resolved, unknown
 
     async def _remove_vanished(

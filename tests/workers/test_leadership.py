@@ -146,6 +146,20 @@ async def test_a_replaced_job_store_or_lock_file_stops_leading_and_raises_to_the
             await runtime.__aexit__(None, None, None)
 
 
+async def test_a_retry_due_at_once_finds_the_job_free(
+    tmp_path: Path, job_store_settings: dict[str, Any]
+) -> None:
+    """A retry with no backoff is planned only once the failed run has given its claim back:
+    it runs (and succeeds) instead of finding the run still going and being skipped."""
+    config = scrape_only(tmp_path, job_store_settings, retry_backoff_seconds=0, max_retries=1)
+    fake = FakeSyncService(TransientFetchError("http://x", "HTTP 503"), SyncSummary())
+    async with with_fake(WorkerRuntime(config), fake) as runtime:
+        await runtime.run_job("scrape_guides", trigger=Trigger.SCHEDULED)
+        with anyio.fail_after(20):
+            runs = await runtime.wait_for_runs("scrape_guides", 2)
+    assert [(r.outcome, r.error) for r in runs][1] == (Outcome.SUCCESS, None)
+
+
 async def test_scheduled_retries_are_counted(
     tmp_path: Path, job_store_settings: dict[str, Any]
 ) -> None:

@@ -13,6 +13,7 @@ import os
 import shutil
 import sqlite3
 import sys
+import time
 from collections.abc import Callable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
@@ -143,6 +144,20 @@ async def test_a_replaced_job_store_or_lock_file_stops_leading_and_raises_to_the
     finally:
         with pytest.raises(FatalLeadershipError):
             await runtime.__aexit__(None, None, None)
+
+
+async def test_a_retry_due_at_once_finds_the_job_free(
+    tmp_path: Path, job_store_settings: dict[str, Any]
+) -> None:
+    """A retry with no backoff is planned only once the failed run has given its claim back:
+    it runs (and succeeds) instead of finding the run still going and being skipped."""
+    config = scrape_only(tmp_path, job_store_settings, retry_backoff_seconds=0, max_retries=1)
+    fake = FakeSyncService(TransientFetchError("http://x", "HTTP 503"), SyncSummary())
+    async with with_fake(WorkerRuntime(config), fake) as runtime:
+        await runtime.run_job("scrape_guides", trigger=Trigger.SCHEDULED)
+        with anyio.fail_after(20):
+            runs = await runtime.wait_for_runs("scrape_guides", 2)
+    assert [(r.outcome, r.error) for r in runs][1] == (Outcome.SUCCESS, None)
 
 
 async def test_scheduled_retries_are_counted(
@@ -409,3 +424,63 @@ async def test_a_leader_that_cannot_renew_in_time_steps_down_on_postgres(
                 cancelled = [r for r in runs if r.outcome is Outcome.CANCELLED]
         assert not runtime.is_leader
     assert [r.error for r in cancelled] == ["lease lost"]
+
+
+class _Seen(logging.Handler):
+    """Sets an event when a record containing `text` is logged (on the loop's thread)."""
+
+    def __init__(self, text: str) -> None:
+        super().__init__()
+        self.text = text
+        self.event = asyncio.Event()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if self.text in record.getMessage():
+            self.event.set()
+
+
+async def test_stopping_during_a_renewal_closes_its_connection_on_postgres(
+    tmp_path: Path, postgres: PostgresDatabase, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A renewal still running in its thread when the runtime stops (here: waiting for a row
+    lock) is waited for: the engine is not disposed under the connection it uses, which would
+    then stay open (a server session) until the garbage collector found it."""
+    config = scrape_only(tmp_path, {"job_store_url": postgres.psycopg_url})
+    seen = _Seen("waiting for the lease statement")
+    logger = logging.getLogger("d3_item_salvager")
+    logger.addHandler(seen)
+    stack = AsyncExitStack()
+    stack.enter_context(caplog.at_level(logging.INFO, logger="d3_item_salvager"))
+    try:
+        runtime = await stack.enter_async_context(WorkerRuntime(config))
+        assert runtime.is_leader
+        with postgres.connect() as blocker, anyio.fail_after(30):
+            with blocker.transaction():
+                blocker.execute("SELECT * FROM scheduler_lease FOR UPDATE")
+                # The next renewal (every lease period / 4) now waits for the row.
+                await anyio.to_thread.run_sync(wait_for_a_statement_waiting_for_a_lock, postgres)
+                exiting = asyncio.create_task(stack.aclose())
+                # The row is given back once the stop waits for the renewal. (A stop that does
+                # not wait goes on to release the lease, which waits for the row as well: then
+                # neither happens and the timeout fails the test.)
+                waiting = asyncio.create_task(seen.event.wait())
+                await asyncio.wait({exiting, waiting}, return_when=asyncio.FIRST_COMPLETED)
+                waiting.cancel()
+            await exiting
+        assert await anyio.to_thread.run_sync(postgres.wait_until_unused) == []
+    finally:
+        logger.removeHandler(seen)
+        await stack.aclose()
+
+
+def wait_for_a_statement_waiting_for_a_lock(postgres: PostgresDatabase) -> None:
+    """Poll the server (there is no event to wait on) until a session of the test database waits
+    for a lock, for 30 s at most."""
+    deadline = time.monotonic() + 30
+    with postgres.connect() as connection:
+        while not connection.execute(
+            "SELECT 1 FROM pg_stat_activity WHERE datname = %s AND wait_event_type = 'Lock'",
+            (postgres.name,),
+        ).fetchone():
+            assert time.monotonic() < deadline, "no statement ever waited for the row lock"
+            time.sleep(0.05)

@@ -154,7 +154,9 @@ class JobRunner:
                 if not_started is not None:
                     return not_started
                 try:
-                    return await self._run_recorded(run_id, job_id, work, trigger, attempt, due)
+                    result, transient = await self._run_recorded(
+                        run_id, job_id, work, trigger, attempt, due
+                    )
                 finally:
                     await self._release(job_id, run_id)
         finally:
@@ -162,6 +164,12 @@ class JobRunner:
             if current is not None:
                 self._running.pop(current, None)
                 self._cancel_reasons.pop(current, None)
+        # Only now, with the claim given back and the job no longer busy here: a retry due at
+        # once (a short backoff) would otherwise find this run still going and be skipped.
+        if transient and trigger is not Trigger.MANUAL:
+            with log_context(job_id=job_id, run_id=run_id):
+                self._plan_retry(job_id, self.job_settings(job_id), attempt)
+        return result
 
     async def _claim(
         self, run_id: str, job_id: str, trigger: Trigger, due: datetime | None
@@ -240,7 +248,7 @@ class JobRunner:
         trigger: Trigger,
         attempt: int,
         due: datetime | None,
-    ) -> RunResult:
+    ) -> tuple[RunResult, bool]:
         job = self.job_settings(job_id)
         _log.info("run started", extra={"trigger": str(trigger), "attempt": attempt})
         # The start row is written in a task of its own, so a run cancelled while it is being
@@ -282,9 +290,7 @@ class JobRunner:
                 run_id, job_id, trigger, outcome, error, summary, duration, attempt
             )
             result_record = await self._finish(result_record, recorded=not start.exception())
-        if transient and trigger is not Trigger.MANUAL:
-            self._plan_retry(job_id, job, attempt)
-        return result_record
+        return result_record, transient
 
     async def _finish(self, result: RunResult, *, recorded: bool = True) -> RunResult:
         """Write the outcome even while the run is being cancelled; returns the run as reported.

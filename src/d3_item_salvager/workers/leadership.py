@@ -22,8 +22,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
+from typing import Any, TypeVar
 
 import anyio
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -42,7 +43,12 @@ from d3_item_salvager.workers.scheduler import (
 
 _log = get_logger(__name__)
 
+T = TypeVar("T")
+
 LEASE_LOST = "lease lost"
+# How long stopping waits for a job-store statement of an interrupted round: bounded, so a
+# database that stopped answering cannot hold the shutdown up for good.
+SETTLE_SECONDS = 10.0
 
 
 class Leadership:
@@ -84,6 +90,7 @@ class Leadership:
         self._task: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None  # steps down when the lease runs out
         self._round_lock = asyncio.Lock()  # one round at a time, whoever calls it
+        self._statements: set[asyncio.Task[Any]] = set()  # see _statement
 
     async def start(self) -> None:
         """Take the lease at once when it is free, then keep competing in the background."""
@@ -111,7 +118,7 @@ class Leadership:
                 self._check()
                 self._check_leader_lock()
                 asked = asyncio.get_running_loop().time()
-                if not await self.lease.renew():
+                if not await self._statement(self.lease.renew()):
                     self.step_down("lost the scheduler lease; standing by")
                 elif self.is_leader:
                     self._held_until(asked + self.lease.ttl)
@@ -121,7 +128,7 @@ class Leadership:
                 # would ever shut it down or close its job store's connections.
                 try:
                     asked = asyncio.get_running_loop().time()
-                    if await self.lease.try_acquire():
+                    if await self._statement(self.lease.try_acquire()):
                         await self._lead()
                         self._held_until(asked + self.lease.ttl)
                 finally:
@@ -137,6 +144,24 @@ class Leadership:
         except Exception:  # noqa: BLE001 - a bug must not leave us leading without renewing
             _log.exception("lease handling failed; stepping down and competing again")
             self.step_down("stepped down after an error", drop_pending_retries=True)
+
+    async def _statement(self, statement: Coroutine[Any, Any, T]) -> T:
+        """Await one job-store statement, run in a task of its own that `stop` waits for.
+
+        The statement runs in a worker thread with a connection checked out, and cancelling its
+        caller does not stop a thread: without the wait, the runtime would dispose of the engine
+        under that connection, which then stays open (a server session on PostgreSQL) until the
+        garbage collector finds it.
+        """
+        task = asyncio.get_running_loop().create_task(statement)
+        self._statements.add(task)
+        task.add_done_callback(self._statement_done)
+        return await asyncio.shield(task)
+
+    def _statement_done(self, task: asyncio.Task[Any]) -> None:
+        self._statements.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved here too: its caller may have been cancelled meanwhile
 
     def _held_until(self, deadline: float) -> None:
         """The lease is ours until `deadline` (loop time) unless renewed: step down then.
@@ -171,7 +196,7 @@ class Leadership:
             self._leader_lock.release()
 
     async def _lead(self) -> None:
-        abandoned = await self.runner.history.mark_abandoned()
+        abandoned = await self._statement(self.runner.history.mark_abandoned())
         report = register_jobs(self.scheduler, self.config)
         if self.config.scheduler.run_new_jobs_at_once:
             await self._retry_first_runs(report.unchanged + report.rescheduled)
@@ -184,7 +209,7 @@ class Leadership:
     async def _retry_first_runs(self, job_ids: list[str]) -> None:
         """A job that never succeeded (its first run was stopped or killed) is still new: it
         runs at once, not one whole interval later."""
-        succeeded = await self.runner.history.jobs_that_succeeded()
+        succeeded = await self._statement(self.runner.history.jobs_that_succeeded())
         now = datetime.now(UTC)
         for job_id in job_ids:
             if job_id not in succeeded:
@@ -225,6 +250,7 @@ class Leadership:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
+        await self._settle()
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
@@ -233,6 +259,20 @@ class Leadership:
                 await self.lease.release()
             self._set(False)
         self._unlock()
+
+    async def _settle(self) -> None:
+        """Let the job-store statements of an interrupted round finish (see _statement)."""
+        if not self._statements:
+            return
+        _log.info("waiting for the lease statement still running")
+        _done, pending = await asyncio.wait(set(self._statements), timeout=SETTLE_SECONDS)
+        if pending:
+            _log.warning(
+                "a lease statement is still running after %gs; its connection may stay open",
+                SETTLE_SECONDS,
+            )
+            for task in pending:
+                task.cancel()  # its thread, if in one, runs on: nothing more can be done
 
 
 class FatalLeadershipError(RuntimeError):

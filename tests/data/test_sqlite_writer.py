@@ -21,7 +21,11 @@ from d3_item_salvager.config import AppConfig
 from d3_item_salvager.container import open_container, resolve
 from d3_item_salvager.data.engine import index_engine_resource
 from d3_item_salvager.data.repository import IndexRepository, placeholder_item
-from d3_item_salvager.data.sqlite_writer import WAL_CHECKPOINT_PAGES, SqliteGuideWriter
+from d3_item_salvager.data.sqlite_writer import (
+    WAL_CHECKPOINT_PAGES,
+    WRITER_CACHE_KIB,
+    SqliteGuideWriter,
+)
 from d3_item_salvager.errors import IndexDatabaseError
 from d3_item_salvager.maxroll.models import BuildRecord, CatalogItem, GuideRecord, ItemUsage
 from tests.conftest import make_config
@@ -230,7 +234,8 @@ async def test_the_writer_keeps_statement_journals_in_memory_and_checkpoints_sel
 ) -> None:
     """A guide's multi-row statements spill their statement journal to a new temporary file past
     64 kB unless temp_store is MEMORY (creating that file cost more CPU than the guide's rows);
-    and checkpoints every 1,000 WAL pages made each serialised write much slower."""
+    checkpoints every 1,000 WAL pages made each serialised write much slower; a 2 MB page cache
+    made a large index re-read its item-index pages from the OS on every write."""
     path = indexes.writer_config.database.sqlite_path
     assert path is not None
     writer = SqliteGuideWriter(path, busy_timeout_seconds=0.2)
@@ -238,15 +243,22 @@ async def test_the_writer_keeps_statement_journals_in_memory_and_checkpoints_sel
         guide, builds, records, _ = SCENARIO[0]
         await writer.write_guide(guide, builds, {r.item_id: r for r in records}, SYNCED)
 
-        def settings() -> tuple[int, str, int, int]:
+        def settings() -> tuple[int, str, int, int, int]:
             connection = writer._connect()  # on the writer thread, as every write
             (temp_store,) = connection.execute("PRAGMA temp_store").fetchone()
             (journal,) = connection.execute("PRAGMA journal_mode").fetchone()
             (foreign_keys,) = connection.execute("PRAGMA foreign_keys").fetchone()
             (checkpoint,) = connection.execute("PRAGMA wal_autocheckpoint").fetchone()
-            return temp_store, journal, foreign_keys, checkpoint
+            (cache,) = connection.execute("PRAGMA cache_size").fetchone()
+            return temp_store, journal, foreign_keys, checkpoint, cache
 
-        # temp_store 2: MEMORY
-        assert writer._executor.submit(settings).result() == (2, "wal", 1, WAL_CHECKPOINT_PAGES)
+        # temp_store 2: MEMORY; a negative cache_size is in KiB
+        assert writer._executor.submit(settings).result() == (
+            2,
+            "wal",
+            1,
+            WAL_CHECKPOINT_PAGES,
+            -WRITER_CACHE_KIB,
+        )
     finally:
         await writer.aclose()

@@ -45,9 +45,10 @@ WAL_CHECKPOINT_PAGES = 10_000
 
 # The writer connection's page cache, in KiB (SQLite's default: 2,000). Each guide's usages land
 # all over the item index; with 2 MB of cache a 3,000-guide index re-read those pages from the
-# OS on every write (the writer's system CPU: 3.0 s against 1.5 s with 16 MB; CPU per guide of
-# the whole sync 11.9-12.6 ms against 10.4-11.5). Memory is taken as pages are used, up to this.
-WRITER_CACHE_KIB = 16_384
+# OS on every write (the writer's system CPU: 3.0 s against 1.6 s with 8 MB; CPU per guide of
+# the whole sync 11.9-12.6 ms against 11.5). 16 MB gained no more and grew peak RSS by 17 MB
+# from 200 to 1,000 guides; 8 MB grows it by 6 (memory is taken as pages are used, up to this).
+WRITER_CACHE_KIB = 8_192
 
 # At most this many guides in one transaction: enough to share most of the item index's pages,
 # few enough that the write lock is held briefly (~2 ms of writing per guide) and that one

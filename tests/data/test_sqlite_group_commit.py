@@ -122,13 +122,15 @@ async def test_a_group_holds_at_most_max_group_guides(
     assert len(stored_guides(index)) == count + 1
 
 
-async def test_a_failing_guide_rolls_back_alone_and_the_others_are_written(
-    index: Path, writer: SqliteGuideWriter
-) -> None:
+async def write_a_group_with_a_failing_guide(
+    index: Path, writer: SqliteGuideWriter, raise_action: str
+) -> list[asyncio.Task[GuideChanges]]:
+    """Guides 2, 3 and 4 written as one group; a trigger fails guide 3's usage of item "boom"
+    with `RAISE(raise_action, message)`. Returns the group's tasks, done."""
     with sqlite3.connect(index) as connection:
         connection.execute(
             "CREATE TRIGGER boom BEFORE INSERT ON item_usages WHEN NEW.item_id = 'boom' "
-            "BEGIN SELECT RAISE(ABORT, 'injected failure'); END"
+            f"BEGIN SELECT RAISE({raise_action}); END"
         )
     connection.close()
     with write_lock_held(index) as other:
@@ -137,6 +139,13 @@ async def test_a_failing_guide_rolls_back_alone_and_the_others_are_written(
         )
         other.execute("ROLLBACK")
         await asyncio.wait_for(asyncio.wait([first, *queued]), 30)
+    return queued
+
+
+async def test_a_failing_guide_rolls_back_alone_and_the_others_are_written(
+    index: Path, writer: SqliteGuideWriter
+) -> None:
+    queued = await write_a_group_with_a_failing_guide(index, writer, "ABORT, 'injected failure'")
     assert queued[0].result().guide_created
     with pytest.raises(IndexDatabaseError, match="guides/3 failed: injected failure"):
         queued[1].result()
@@ -154,18 +163,7 @@ async def test_a_guide_that_loses_the_whole_transaction_never_takes_the_others_w
 ) -> None:
     """RAISE(ROLLBACK) ends the whole transaction, as a full disk or an I/O error can: the guides
     written before it in the group are written again, never reported written and lost."""
-    with sqlite3.connect(index) as connection:
-        connection.execute(
-            "CREATE TRIGGER boom BEFORE INSERT ON item_usages WHEN NEW.item_id = 'boom' "
-            "BEGIN SELECT RAISE(ROLLBACK, 'transaction lost'); END"
-        )
-    connection.close()
-    with write_lock_held(index) as other:
-        first, queued = await queue_behind_a_blocked_write(
-            writer, [(2, ("a",)), (3, ("a", "boom")), (4, ("a",))]
-        )
-        other.execute("ROLLBACK")
-        await asyncio.wait_for(asyncio.wait([first, *queued]), 30)
+    queued = await write_a_group_with_a_failing_guide(index, writer, "ROLLBACK, 'transaction lost'")
     with pytest.raises(IndexDatabaseError, match="guides/3 failed: transaction lost"):
         queued[1].result()
     reported = {2 + i for i, task in enumerate(queued) if task.exception() is None}

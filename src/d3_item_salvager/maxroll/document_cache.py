@@ -114,15 +114,11 @@ class DocumentCache:
 
     def get(self, namespace: str, url: str) -> CachedDocument | None:
         """The cached document, or None when absent (or the cache cannot be read)."""
-        try:
-            row = self._run(
-                "SELECT etag, last_modified, fetched_at, body FROM documents "
-                "WHERE namespace = ? AND url = ?",
-                (namespace, url),
-            )
-        except CacheError as exc:
-            _log.debug("document cache unreadable", extra={"error": str(exc)})
-            return None
+        row = self._read(
+            "SELECT etag, last_modified, fetched_at, body FROM documents "
+            "WHERE namespace = ? AND url = ?",
+            (namespace, url),
+        )
         if not row:
             return None
         etag, last_modified, fetched_at, body = row[0]
@@ -136,27 +132,20 @@ class DocumentCache:
     def stamps(self, namespace: str) -> dict[str, Stamp] | None:
         """The stamp of every document of `namespace`, by URL, without the bodies (one query);
         None when the cache cannot be read (now: it may be readable again later)."""
-        try:
-            rows = self._run(
-                "SELECT url, etag, last_modified, fetched_at FROM documents WHERE namespace = ?",
-                (namespace,),
-            )
-        except CacheError as exc:
-            _log.debug("document cache unreadable", extra={"error": str(exc)})
+        rows = self._read(
+            "SELECT url, etag, last_modified, fetched_at FROM documents WHERE namespace = ?",
+            (namespace,),
+        )
+        if rows is None:
             return None
         return {url: Stamp(etag, modified, float(at)) for url, etag, modified, at in rows}
 
     def stamp(self, namespace: str, url: str) -> Stamp | None:
         """The stamp of one document, without its body; None when absent or unreadable."""
-        try:
-            rows = self._run(
-                "SELECT etag, last_modified, fetched_at FROM documents "
-                "WHERE namespace = ? AND url = ?",
-                (namespace, url),
-            )
-        except CacheError as exc:
-            _log.debug("document cache unreadable", extra={"error": str(exc)})
-            return None
+        rows = self._read(
+            "SELECT etag, last_modified, fetched_at FROM documents WHERE namespace = ? AND url = ?",
+            (namespace, url),
+        )
         if not rows:
             return None
         etag, last_modified, fetched_at = rows[0]
@@ -165,13 +154,9 @@ class DocumentCache:
     def body_of(self, namespace: str, url: str, stamp: Stamp) -> bytes | None:
         """The body of the version `stamp` describes; None when that version is no longer stored
         (replaced, renewed or deleted since) or the cache cannot be read."""
-        try:
-            rows = self._run(
-                f"SELECT body FROM documents WHERE {_SAME_VERSION}", (namespace, url, *stamp)
-            )
-        except CacheError as exc:
-            _log.debug("document cache unreadable", extra={"error": str(exc)})
-            return None
+        rows = self._read(
+            f"SELECT body FROM documents WHERE {_SAME_VERSION}", (namespace, url, *stamp)
+        )
         return bytes(rows[0][0]) if rows else None
 
     def confirm(self, namespace: str, url: str, stamp: Stamp, fetched_at: float) -> bytes | None:
@@ -218,6 +203,14 @@ class DocumentCache:
             if self._connection is not None:
                 self._connection.close()
                 self._connection = None
+
+    def _read(self, statement: str, parameters: tuple[object, ...]) -> list[Any] | None:
+        """A read's rows; None when the cache cannot be read (an optimisation, never an error)."""
+        try:
+            return self._run(statement, parameters)
+        except CacheError as exc:
+            _log.debug("document cache unreadable", extra={"error": str(exc)})
+            return None
 
     def _run(self, statement: str, parameters: tuple[object, ...]) -> list[Any]:
         """One statement (its own transaction); its rows.

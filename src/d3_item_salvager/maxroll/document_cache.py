@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
+from d3_item_salvager.data.dialects import switch_to_wal
 from d3_item_salvager.errors import CacheError
 from d3_item_salvager.logging_setup import get_logger
 from d3_item_salvager.maxroll.client import Validators
@@ -259,31 +260,14 @@ class DocumentCache:
         # isolation_level=None: each statement is its own transaction.
         connection = self._connect()
         try:
-            _switch_to_wal(connection, _TIMEOUT_SECONDS)
+            # A new file: waits for another process creating it at the same moment.
+            switch_to_wal(connection, _TIMEOUT_SECONDS, time.sleep)
             connection.execute("PRAGMA synchronous = NORMAL")
             connection.execute(_SCHEMA)
         except BaseException:
             connection.close()
             raise
         return connection
-
-
-def _switch_to_wal(connection: sqlite3.Connection, timeout: float) -> None:
-    """Switch to WAL, waiting (in this worker thread) for a writer holding a new file.
-
-    On a new file the switch writes the header, and SQLite answers "database is locked" at once,
-    without its busy handler, while another connection holds the write lock: two processes
-    creating the cache at the same moment.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        try:
-            connection.execute("PRAGMA journal_mode = WAL")
-            return
-        except sqlite3.OperationalError as exc:
-            if "locked" not in str(exc) or time.monotonic() >= deadline:
-                raise
-            time.sleep(0.05)  # the other writer's transaction is short: ask again
 
 
 def remove_legacy_documents(folder: Path) -> None:

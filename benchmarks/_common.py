@@ -31,3 +31,38 @@ def config_for(values: dict[str, Any], folder: Path, concurrency: int = 4) -> Ap
 def percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(share * len(ordered)))]
+
+
+class StolenCpu:
+    """The share of the machine's CPU time the hypervisor gave to other guests meanwhile.
+
+    On a shared virtual machine a neighbour's load shows up as steal time: this machine's
+    threads are runnable but not running. Latency figures taken while it is high say more about
+    the neighbour than about the code, so benchmarks print it beside them. Reads /proc/stat
+    (Linux); elsewhere `share()` is None.
+    """
+
+    def __init__(self) -> None:
+        self._start = _cpu_times()
+
+    def share(self) -> float | None:
+        end = _cpu_times()
+        if self._start is None or end is None:
+            return None
+        total = sum(end) - sum(self._start)
+        # Fields: user nice system idle iowait irq softirq steal (guest time is within user).
+        return (end[7] - self._start[7]) / total if total > 0 else 0.0
+
+    def describe(self) -> str:
+        share = self.share()
+        figure = "unknown" if share is None else f"{share:.0%}"
+        return f"CPU stolen by the hypervisor: {figure}"
+
+
+def _cpu_times() -> list[int] | None:
+    try:
+        with open("/proc/stat") as stat:
+            fields = stat.readline().split()
+    except OSError:
+        return None
+    return [int(value) for value in fields[1:9]] if fields and fields[0] == "cpu" else None

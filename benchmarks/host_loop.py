@@ -21,7 +21,7 @@ import time
 import tracemalloc
 from pathlib import Path
 
-from benchmarks._common import config_for, percentile, realistic_site_options
+from benchmarks._common import StolenCpu, config_for, percentile, realistic_site_options
 from benchmarks._server import fake_maxroll_process
 from d3_item_salvager.container import resolve
 from d3_item_salvager.services.build_guides import BuildGuideService
@@ -100,6 +100,7 @@ async def main(guides: int, latency: float, concurrency: int, trace: bool) -> No
         if trace:
             tracemalloc.start(5)
         ticker.phase = "start-up"
+        stolen = StolenCpu()
         started = time.perf_counter()
         async with WorkerRuntime(config, run_scheduler=False, freeze_gc=True) as runtime:
             start_seconds = time.perf_counter() - started
@@ -109,6 +110,7 @@ async def main(guides: int, latency: float, concurrency: int, trace: bool) -> No
             summary = await service.prepare_database()
             wall, cpu = time.perf_counter() - sync_started, time.process_time() - cpu_started
             ticker.phase = "close"
+            stolen_share = stolen.describe()
             snapshot = tracemalloc.take_snapshot() if trace else None
         probe.cancel()
         gc.callbacks.remove(pauses)
@@ -124,6 +126,7 @@ async def main(guides: int, latency: float, concurrency: int, trace: bool) -> No
     print(f"  collector pauses: {pauses.describe('sync')}")
     both = ticker.lags["start-up"] + ticker.lags["sync"]
     print(f"start-up and sync together: host loop lag {describe(both)}")
+    print(f"  {stolen_share} (start-up and sync; lag figures mean little past a few %)")
     print(f"peak RSS: {rss_before:.0f} MB before the runtime, {rss_mb():.0f} MB at the end")
     if snapshot is not None:
         stats = snapshot.statistics("filename")

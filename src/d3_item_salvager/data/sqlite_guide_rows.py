@@ -23,7 +23,7 @@ from d3_item_salvager.maxroll.models import BuildRecord, CatalogItem, GuideRecor
 
 # id, url, title, class_name, modified_unix, last_synced_at, last_checked_at
 _GuideRow = tuple[int, str, str, str | None, int, str, str | None]
-_ItemRow = tuple[str, str, str | None, str, str | None]  # id, name, slot, quality, set_name
+ItemRow = tuple[str, str, str | None, str, str | None]  # id, name, slot, quality, set_name
 _UsageKey = tuple[str, str, str]  # item_id, slot, context
 _BuildRow = tuple[str, int, str, str | None, tuple[_UsageKey, ...]]
 
@@ -34,7 +34,7 @@ class GuidePayload:
 
     url: str
     guide: _GuideRow
-    items: tuple[_ItemRow, ...]
+    items: tuple[ItemRow, ...]
     builds: tuple[_BuildRow, ...]
     kept_planners: frozenset[str]
 
@@ -72,16 +72,26 @@ def guide_payload(
     )
 
 
-def write_guide_rows(connection: sqlite3.Connection, payload: GuidePayload) -> GuideChanges:
-    """Write one guide inside the caller's open transaction; what it changed."""
+ItemRows = Mapping[str, ItemRow]
+
+
+def write_guide_rows(
+    connection: sqlite3.Connection, payload: GuidePayload, known_items: ItemRows
+) -> tuple[GuideChanges, dict[str, ItemRow]]:
+    """Write one guide inside the caller's open transaction.
+
+    `known_items` are item rows the caller knows to be stored as they are (see
+    `SqliteGuideWriter`); those the guide wants unchanged are not read again. Returns what the
+    guide changed and the item rows now stored for the ids it uses, for the caller to know.
+    """
     changes = GuideChanges()
     changes.guide_created = _upsert_guide(connection, payload.guide)
-    changes.items_upserted = _upsert_items(connection, payload.items)
+    changes.items_upserted, stored_items = _upsert_items(connection, payload.items, known_items)
     build_ids = _sync_builds(
         connection, payload.guide[0], payload.builds, payload.kept_planners, changes
     )
     _sync_usages(connection, build_ids, payload.builds, changes)
-    return changes
+    return changes, stored_items
 
 
 def _select_json(
@@ -129,10 +139,21 @@ def _upsert_guide(connection: sqlite3.Connection, row: _GuideRow) -> bool:
     return True
 
 
-def _upsert_items(connection: sqlite3.Connection, rows: Sequence[_ItemRow]) -> int:
-    wanted = {row[0]: row for row in rows}
+def _needs_writing(row: ItemRow, known: ItemRow | None) -> bool:
+    """Whether `row` may differ from what is stored; a placeholder never overwrites a record."""
+    return known is None or (known != row and row[3] != PLACEHOLDER_QUALITY)
+
+
+def _upsert_items(
+    connection: sqlite3.Connection, rows: Sequence[ItemRow], known: ItemRows
+) -> tuple[int, dict[str, ItemRow]]:
+    """Items written (new or changed) and the rows now stored for every id of `rows`."""
+    # Most of a sync's guides use items earlier guides stored: reading them back and comparing
+    # took nearly half of the writer's time, all of it holding the GIL.
+    wanted = {row[0]: row for row in rows if _needs_writing(row, known.get(row[0]))}
+    now_stored = {row[0]: known[row[0]] for row in rows if row[0] not in wanted}
     if not wanted:
-        return 0
+        return 0, now_stored
     stored = {
         item_id: tuple(values)
         for item_id, *values in _select_json(
@@ -160,7 +181,15 @@ def _upsert_items(connection: sqlite3.Connection, rows: Sequence[_ItemRow]) -> i
             "UPDATE items SET name = ?, slot = ?, quality = ?, set_name = ? WHERE id = ?",
             (name, slot, quality, set_name, item_id),
         )
-    return len(new_rows) + len(changed_rows)
+    for item_id, row in wanted.items():
+        kept = stored.get(item_id)
+        # What the table holds now: the wanted row, or the record a placeholder left alone.
+        if kept is None or row[3] != PLACEHOLDER_QUALITY:
+            now_stored[item_id] = row
+        else:
+            name, slot, quality, set_name = kept
+            now_stored[item_id] = (item_id, name, slot, quality, set_name)
+    return len(new_rows) + len(changed_rows), now_stored
 
 
 def _sync_builds(

@@ -32,7 +32,12 @@ from typing import TYPE_CHECKING
 
 from d3_item_salvager.data.dialects import switch_to_wal
 from d3_item_salvager.data.repository import GuideChanges
-from d3_item_salvager.data.sqlite_guide_rows import GuidePayload, guide_payload, write_guide_rows
+from d3_item_salvager.data.sqlite_guide_rows import (
+    GuidePayload,
+    ItemRow,
+    guide_payload,
+    write_guide_rows,
+)
 from d3_item_salvager.errors import IndexDatabaseError, IndexLockedError
 from d3_item_salvager.maxroll.models import BuildRecord, CatalogItem, GuideRecord
 
@@ -55,6 +60,9 @@ WRITER_CACHE_KIB = 8_192
 # guide's trouble never costs a long redo.
 MAX_GROUP = 16
 
+# Item rows the writer remembers at most; past it, it starts again (D3 has a few thousand items).
+MAX_KNOWN_ITEMS = 50_000
+
 _Outcome = GuideChanges | IndexDatabaseError
 _Queued = tuple[GuidePayload, "asyncio.Future[GuideChanges]"]
 
@@ -69,6 +77,11 @@ class SqliteGuideWriter:
         # Opened in the writer thread on first use (sqlite3 connections stay on their thread),
         # after the engine has ensured the schema.
         self._connection: sqlite3.Connection | None = None
+        # Item rows known to be stored as they are, so guides using them skip reading them
+        # back; touched in the writer thread only. Valid while no other connection commits:
+        # SQLite's data_version says when one did (see _begin).
+        self._known_items: dict[str, ItemRow] = {}
+        self._data_version: int | None = None
         # Guides waiting for the group under way to finish; touched on the event loop only.
         self._queue: list[_Queued] = []
         self._group: asyncio.Future[list[_Outcome]] | None = None
@@ -177,6 +190,30 @@ class SqliteGuideWriter:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+        self._forget_items()
+
+    def _forget_items(self, item_ids: Iterable[str] | None = None) -> None:
+        """Forget these item rows (all, and the data_version seen, when None): always safe."""
+        if item_ids is None:
+            self._known_items.clear()
+            self._data_version = None
+            return
+        for item_id in item_ids:
+            self._known_items.pop(item_id, None)
+
+    def _begin(self, connection: sqlite3.Connection) -> None:
+        """Take the write lock; forget the known items if another connection committed since.
+
+        data_version changes when another connection (the SQLAlchemy engine, another process)
+        has committed to the file since this one last looked; the connection's own commits do
+        not change it. Under the write lock nothing else commits until this transaction ends.
+        """
+        # IMMEDIATE: take the write lock now (waiting up to the busy timeout), not halfway.
+        connection.execute("BEGIN IMMEDIATE")
+        (version,) = connection.execute("PRAGMA data_version").fetchone()
+        if version != self._data_version or len(self._known_items) > MAX_KNOWN_ITEMS:
+            self._forget_items()
+            self._data_version = version
 
     def _write_group(self, payloads: list[GuidePayload]) -> list[_Outcome]:
         """Write the guides in one transaction, a savepoint each; an outcome per guide.
@@ -204,24 +241,34 @@ class SqliteGuideWriter:
                 outcomes[index] = _database_error(f"writing guide {payloads[index].url}", exc)
 
         written: dict[int, GuideChanges] = {}
+        # Ids of the item rows this transaction's guides stored, taken as known at once (the
+        # next guides use them); forgotten again if the transaction does not commit.
+        touched: set[str] = set()
         try:
             connection = self._connect()
-            # IMMEDIATE: take the write lock now (waiting up to the busy timeout), not halfway.
-            connection.execute("BEGIN IMMEDIATE")
+            self._begin(connection)
             self.transactions += 1
             for index in pending:
                 connection.execute("SAVEPOINT guide")
                 try:
-                    written[index] = write_guide_rows(connection, payloads[index])
+                    written[index], stored_items = write_guide_rows(
+                        connection, payloads[index], self._known_items
+                    )
                 except sqlite3.Error as exc:
                     fail([index], exc)
                     if not connection.in_transaction:
                         # SQLite rolled the whole transaction back: the others go again.
+                        self._forget_items(touched)
                         return [i for i in pending if i not in outcomes]
+                    # Its rows are rolled back; the known ones it did not store stay true.
                     connection.execute("ROLLBACK TO guide")
+                else:
+                    self._known_items.update(stored_items)
+                    touched.update(stored_items)
                 connection.execute("RELEASE guide")
             connection.execute("COMMIT")
         except BaseException as exc:
+            self._forget_items(touched)
             if self._connection is not None and self._connection.in_transaction:
                 self._connection.execute("ROLLBACK")
             if not isinstance(exc, sqlite3.Error):

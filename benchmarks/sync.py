@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import d3_item_salvager.maxroll.gateway as gateway_module
-from benchmarks._common import config_for, percentile, realistic_site_options
+from benchmarks._common import StolenCpu, config_for, percentile, realistic_site_options
 from benchmarks._server import fake_maxroll_process
 from d3_item_salvager.container import resolve
 from d3_item_salvager.data.sqlite_writer import SqliteGuideWriter
@@ -163,6 +163,7 @@ async def latency_runs(
         writes = Timers()
         original_write = SqliteGuideWriter._write_group
         SqliteGuideWriter._write_group = writes.wrap("write_group", original_write)  # type: ignore[method-assign]
+        stolen = StolenCpu()
         try:
             (summary, wall), lags = await with_lag_probe(lambda: sync_once(config))
         finally:
@@ -171,7 +172,7 @@ async def latency_runs(
         requests = log["requests"]
         limit = requests * latency / concurrency
         print(
-            f"full sync: {wall:.2f} s wall, {requests} requests, {summary.bytes_received / 1e6:.1f} MB received"
+            f"full sync: {wall:.2f} s wall, {requests} requests, {summary.bytes_received / 1e6:.1f} MB received; {stolen.describe()}"
         )
         written = writes.seconds.get("write_group", 0.0)
         groups = writes.calls.get("write_group", 0)

@@ -57,14 +57,14 @@ def guide_payload(
             synced_at.isoformat(),
             None if kept_planners else synced_at.isoformat(),
         ),
-        items=tuple((r.item_id, r.name, r.slot, r.quality, r.set_name) for r in catalog.values()),
+        items=tuple(catalog.values()),  # CatalogItem rows: (id, name, slot, quality, set_name)
         builds=tuple(
             (
                 b.planner_id,
                 b.profile_index,
                 b.name,
                 b.class_name,
-                tuple((u.item_id, u.slot, u.context) for u in b.usages),
+                b.usages,  # ItemUsage rows are (item_id, slot, context) tuples
             )
             for b in guide_builds
         ),

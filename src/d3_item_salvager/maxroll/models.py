@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, NamedTuple
 
 UsageContext = Literal["main", "kanai", "follower"]
 
@@ -23,9 +23,13 @@ class GuideRecord:
     class_name: str | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class ItemUsage:
-    """One item a build uses, in one slot of one context."""
+class ItemUsage(NamedTuple):
+    """One item a build uses, in one slot of one context.
+
+    A named tuple, not a dataclass: a sync hashes and compares ~170 of them per guide (to drop
+    repeats, to diff against the index) and writes them as rows; a tuple's hash, equality and
+    row form cost no Python-level calls.
+    """
 
     item_id: str
     slot: str
@@ -53,12 +57,12 @@ class PlannerProfile:
     builds: tuple[BuildRecord, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class CatalogItem:
+class CatalogItem(NamedTuple):
     """One record of the master item table.
 
     `slot` is the equipment slot, or the slots joined by "," when the item type fits several
-    (rings: "leftfinger,rightfinger"); None when the item type is unknown.
+    (rings: "leftfinger,rightfinger"); None when the item type is unknown. A named tuple, as
+    ItemUsage: it is also the row the index stores, with no conversion per guide.
     """
 
     item_id: str

@@ -349,22 +349,21 @@ class BuildGuideService:
         """Catalog records for every used id; unknown ids get a placeholder and are counted."""
         resolved: dict[str, CatalogItem] = {}
         unknown = 0
-        for build in builds:
-            for usage in build.usages:
-                if usage.item_id in resolved:
-                    continue
-                record = catalog.get(usage.item_id)
-                if record is None:
-                    unknown += 1
-                    record = placeholder_item(usage.item_id)
-                # Key on the id the profile used: an alias resolves to its item's details. The
-                # catalog's own record is shared when it has that id: a copy per guide would live
-                # until the guide is written, surviving young collections for nothing.
-                if record.item_id != usage.item_id:
-                    record = CatalogItem(
-                        usage.item_id, record.name, record.slot, record.quality, record.set_name
-                    )
-                resolved[usage.item_id] = record
+        # Each distinct id once (a guide's ~170 usages name far fewer items), in first-use order.
+        used = dict.fromkeys(usage.item_id for build in builds for usage in build.usages)
+        for item_id in used:
+            record = catalog.get(item_id)
+            if record is None:
+                unknown += 1
+                record = placeholder_item(item_id)
+            # Key on the id the profile used: an alias resolves to its item's details. The
+            # catalog's own record is shared when it has that id: a copy per guide would live
+            # until the guide is written, surviving young collections for nothing.
+            if record.item_id != item_id:
+                record = CatalogItem(
+                    item_id, record.name, record.slot, record.quality, record.set_name
+                )
+            resolved[item_id] = record
         return resolved, unknown
 
     async def _remove_vanished(

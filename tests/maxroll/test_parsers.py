@@ -184,6 +184,10 @@ def test_profiles_share_one_record_per_usage() -> None:
         (b"", "the body is empty"),
         (b"<html>", "invalid JSON"),
         (json.dumps({"id": "1", "data": "{not json"}).encode(), "'data' field is not JSON"),
+        # Not JSON either, though Python's json module reads them: NaN, lone surrogates, bad UTF-8.
+        (b'{"id": "1", "data": "{\\"profiles\\": [], \\"x\\": NaN}"}', "'data' field is not"),
+        (b'{"id": "1", "name": "\\ud800", "data": "{}"}', "invalid JSON"),
+        (b'{"id": "1", "name": "\xff", "data": "{}"}', "invalid JSON"),
         (json.dumps({"id": "1"}).encode(), "'data' field is missing"),
         (json.dumps({"id": "1", "data": "{}"}).encode(), "'data.profiles' is missing"),
         (json.dumps({"data": json.dumps({"profiles": [1]})}).encode(), "profiles\\[0\\]"),

@@ -5,12 +5,16 @@ The profile's `data` field is itself a JSON document in a string, so it is decod
 
 from __future__ import annotations
 
-import json
 from functools import lru_cache
 from typing import Any
 
 from d3_item_salvager.errors import ParseError
-from d3_item_salvager.maxroll._json import load_json_object, optional_text
+from d3_item_salvager.maxroll._json import (
+    JSONDecodeError,
+    load_json,
+    load_json_object,
+    optional_text,
+)
 from d3_item_salvager.maxroll.models import (
     CLASS_NAMES,
     BuildRecord,
@@ -109,8 +113,8 @@ def parse_planner_profile(body: bytes | str, planner_id: str) -> PlannerProfile:
     data = outer.get("data")
     if isinstance(data, str):
         try:
-            data = json.loads(data)
-        except json.JSONDecodeError as exc:
+            data = load_json(data)
+        except JSONDecodeError as exc:
             raise ParseError(document, f"its 'data' field is not JSON ({exc})") from None
     if not isinstance(data, dict):
         raise ParseError(document, "its 'data' field is missing or not a JSON object")

@@ -125,6 +125,24 @@ def test_generated_pages_of_every_shape(shape: str) -> None:
         assert guide.altar_planner not in planners.planner_ids
 
 
+def test_a_page_as_bytes_reads_as_its_text_invalid_utf8_included() -> None:
+    """The gateway hands the parser the bytes it received; they read as the text decoded with
+    replacement did: an undecodable byte becomes U+FFFD, here turning an id into a refused one."""
+    site = build_site(2, planners_per_guide=3)
+    for guide in site.guides:
+        page = render_guide_page(guide).encode()
+        assert parse_guide_planners(page, "bytes") == parse_guide_planners(page.decode(), "text")
+    broken = (
+        b'<html><body><h2 id="variants-header">Variants</h2>'
+        b'<div data-d3planner-id="12\xff3"></div><div data-d3planner-id="456">\xfe</div>'
+        b"</body></html>"
+    )
+    as_text = parse_guide_planners(broken.decode("utf-8", errors="replace"), "text")
+    assert parse_guide_planners(broken, "bytes") == as_text
+    assert as_text.planner_ids == ("456",)
+    assert as_text.rejected == ("12\ufffd3",)
+
+
 # Planner profiles
 
 

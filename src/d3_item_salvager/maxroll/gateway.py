@@ -189,7 +189,7 @@ class MaxrollGateway:
         document = f"guide page {guide.url}"
 
         def parse(body: bytes) -> GuidePlanners:
-            return parse_guide_planners(body.decode("utf-8", errors="replace"), document)
+            return parse_guide_planners(body, document)  # bytes: see parse_guide_planners
 
         def parse_cached(body: bytes) -> GuidePlanners:
             cached = json.loads(body)

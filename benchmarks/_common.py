@@ -10,9 +10,14 @@ from tests.conftest import make_config
 from d3_item_salvager.config import AppConfig
 
 
-def realistic_site_options(guides: int) -> dict[str, Any]:
-    """N guides, 2 Variants planners each with 4 profiles, ~2 MB of data.json (build_site args)."""
+def realistic_site_options(guides: int, real_size: bool = False) -> dict[str, Any]:
+    """N guides, 2 Variants planners each with 4 profiles, ~2 MB of data.json (build_site args).
+
+    `real_size`: guide pages and profiles as large as real ones (build_site's `real_size`);
+    without it pages are ~3 kB instead of ~420 kB, which understates the parsers' CPU.
+    """
     return {
+        "real_size": real_size,
         "guide_count": guides,
         "planners_per_guide": 2,
         "profiles_per_planner": 4,

@@ -1,7 +1,7 @@
 """What one full sync costs the host that embeds the runtime: loop lag and memory.
 
 python -m benchmarks.host_loop [--guides 1000] [--latency 0.05] [--concurrency 16] [--tracemalloc]
-                               [--runs N]
+                               [--runs N] [--real-size]
 
 A host ticker (5 ms sleeps) runs on the loop while a `WorkerRuntime` starts (freeze_gc=True, as the
 CLI runs it) and runs one full sync of a fresh fake site; the lag of every tick is reported for
@@ -91,10 +91,13 @@ def describe(lags: list[float]) -> str:
     )
 
 
-async def main(guides: int, latency: float, concurrency: int, trace: bool) -> None:
-    options = realistic_site_options(guides)
+async def main(
+    guides: int, latency: float, concurrency: int, trace: bool, real_size: bool = False
+) -> None:
+    options = realistic_site_options(guides, real_size)
     print(
-        f"site: {guides} guides; {latency * 1e3:.0f} ms per request; concurrency {concurrency}; "
+        f"site: {guides} guides{' (real-size documents)' if real_size else ''}; "
+        f"{latency * 1e3:.0f} ms per request; concurrency {concurrency}; "
         f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}"
     )
     with fake_maxroll_process(options, latency) as fake, tempfile.TemporaryDirectory() as folder:
@@ -173,15 +176,25 @@ if __name__ == "__main__":
     parser.add_argument("--concurrency", type=int, default=16)
     parser.add_argument("--tracemalloc", action="store_true")
     parser.add_argument("--runs", type=int, default=1)
+    parser.add_argument(
+        "--real-size", action="store_true", help="guide pages and profiles as large as real ones"
+    )
     arguments = parser.parse_args()
     if arguments.runs > 1:
         one_run = [
             f"--guides={arguments.guides}",
             f"--latency={arguments.latency}",
             f"--concurrency={arguments.concurrency}",
+            *(["--real-size"] if arguments.real_size else []),
         ]
         repeated(arguments.runs, one_run)
         sys.exit()
     asyncio.run(
-        main(arguments.guides, arguments.latency, arguments.concurrency, arguments.tracemalloc)
+        main(
+            arguments.guides,
+            arguments.latency,
+            arguments.concurrency,
+            arguments.tracemalloc,
+            arguments.real_size,
+        )
     )

@@ -140,9 +140,14 @@ class Timers:
         return timed
 
 
-async def main(guides: int, latency: float, concurrency: int, cpu_only: bool = False) -> None:
-    options = realistic_site_options(guides)
-    print(f"site: {guides} guides, 2 Variants planners x 4 profiles each, data.json ~2.1 MB")
+async def main(
+    guides: int, latency: float, concurrency: int, cpu_only: bool = False, real_size: bool = False
+) -> None:
+    options = realistic_site_options(guides, real_size)
+    pages = "~420 kB guide pages, ~3.5 kB per profile" if real_size else "~3 kB guide pages"
+    print(
+        f"site: {guides} guides, 2 Variants planners x 4 profiles each, data.json ~2.1 MB, {pages}"
+    )
     if not cpu_only:
         await latency_runs(options, guides, latency, concurrency)
     await zero_latency_run(options, guides, concurrency)
@@ -292,7 +297,16 @@ if __name__ == "__main__":
     parser.add_argument("--latency", type=float, default=0.05)
     parser.add_argument("--concurrency", type=int, default=4)
     parser.add_argument("--cpu-only", action="store_true", help="only the zero-latency sync")
+    parser.add_argument(
+        "--real-size", action="store_true", help="guide pages and profiles as large as real ones"
+    )
     arguments = parser.parse_args()
     asyncio.run(
-        main(arguments.guides, arguments.latency, arguments.concurrency, arguments.cpu_only)
+        main(
+            arguments.guides,
+            arguments.latency,
+            arguments.concurrency,
+            arguments.cpu_only,
+            arguments.real_size,
+        )
     )

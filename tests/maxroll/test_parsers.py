@@ -113,10 +113,12 @@ def test_page_without_planners_is_a_parse_error(html: str) -> None:
         parse_guide_planners(html, "guide page x")
 
 
+@pytest.mark.parametrize("real_size", [False, True])
 @pytest.mark.parametrize("shape", ["minified", "pretty", "no-variants"])
-def test_generated_pages_of_every_shape(shape: str) -> None:
-    """Generated pages carry script copies, followers and altars; the rule still holds."""
-    site = build_site(3, planners_per_guide=3)
+def test_generated_pages_of_every_shape(shape: str, real_size: bool) -> None:
+    """Generated pages carry script copies, followers and altars; the rule still holds, also
+    in pages as large as real ones (article markup and scripts around the planners)."""
+    site = build_site(3, planners_per_guide=3, real_size=real_size)
     for guide in site.guides:
         guide.shape = shape  # type: ignore[assignment]
         planners = parse_guide_planners(render_guide_page(guide), guide.permalink)

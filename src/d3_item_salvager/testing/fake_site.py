@@ -90,6 +90,8 @@ class Guide:
     follower_planners: list[str]
     altar_planner: str
     shape: PageShape = "minified"
+    # Real pages are ~420 kB: ~150 kB of article markup and ~265 kB of scripts (real_size).
+    filler_bytes: int = 0
 
     @property
     def permalink(self) -> str:
@@ -246,10 +248,30 @@ def render_guide_page(guide: Guide) -> str:
         f'<h2 id="video-header-{guide.guide_id}">Video</h2><p>Watch 503808014.</p>{nl}'
         f'<h2 id="mechanics-header">Mechanics</h2>'
         f'<span class="d3planner-item">Some Item Name</span>{nl}'
+        f"{_filler_markup(guide.filler_bytes * 3 // 8)}"
         f"</article></main>{nl}"
         f"<script>window.__remixContext = {json.dumps(remix)};</script>"
+        f"{_filler_script(guide.filler_bytes * 5 // 8)}"
         f"</body></html>"
     )
+
+
+def _filler_markup(size: int) -> str:
+    """About `size` bytes of article paragraphs, as many elements per kB as a real page."""
+    paragraph = (
+        '<div class="section"><p>Stack Area Damage and <a href="/d3/items/some-item">Some '
+        "Item</a> before pushing; see Convention of Elements for the timing of your burst.</p>"
+        "</div>"
+    )
+    return paragraph * (size // len(paragraph))
+
+
+def _filler_script(size: int) -> str:
+    """About `size` bytes of script, as the page's bundled JSON state is."""
+    if size <= 0:
+        return ""
+    chunk = '{"k":"value","n":12345,"list":[1,2,3],"text":"lorem ipsum dolor"},'
+    return f"<script>window.__state = [{chunk * (size // len(chunk))}{{}}];</script>"
 
 
 def _catalog_item(
@@ -274,9 +296,15 @@ def build_site(
     items_per_slot: int = 6,
     shared_follower_planners: int = 2,
     data_padding_bytes: int = 0,
+    real_size: bool = False,
     seed: int = 7,
 ) -> Site:
-    """A consistent synthetic site: every item a profile uses is in the catalog."""
+    """A consistent synthetic site: every item a profile uses is in the catalog.
+
+    `real_size`: documents as large as real ones (a capture of each was measured): guide pages
+    of ~420 kB with as many elements per kB, profiles whose items carry stats and gems (~4 kB
+    per profile). Otherwise pages are ~3 kB and profiles ~2 kB, which parse far faster.
+    """
     rng = random.Random(seed)
     site = Site(extra_data_bytes=data_padding_bytes)
     pool: dict[str, list[str]] = {}
@@ -293,11 +321,19 @@ def build_site(
             ids.append(item_id)
         pool[slot] = ids
 
+    # A real item's stats and gems (from a captured profile), or none.
+    stats: dict[str, list[int]] = (
+        {"basearmor": [759], "dex": [1000], "vit": [1000], "life": [15], "sockets": [1]}
+        if real_size
+        else {}
+    )
+    gems: list[list[object]] = [[9, "diamond"]] if real_size else []
+
     def new_planner(planner_id: str, class_name: str, follower: bool) -> Planner:
         profiles = []
         for number in range(profiles_per_planner):
-            items = {slot: {"id": rng.choice(pool[slot]), "stats": {}, "ancient": True, "gems": []}
-                     for slot in GEAR_SLOTS}  # fmt: skip
+            items = {slot: {"id": rng.choice(pool[slot]), "stats": dict(stats), "ancient": True,
+                            "gems": list(gems)} for slot in GEAR_SLOTS}  # fmt: skip
             if number == 0:
                 items["offhand"] = {}  # an empty slot is not a usage
             follower_items: dict[str, Any] = {}
@@ -346,6 +382,7 @@ def build_site(
                 follower_planners=followers,
                 altar_planner=str(600_000_000 + number),
                 shape="pretty" if number % 3 == 1 else "minified",
+                filler_bytes=410_000 if real_size else 0,
             )
         )
         site.other_hits.append(

@@ -8,6 +8,7 @@ import sys
 SCRIPTS = (
     "benchmarks.sync",
     "benchmarks.write_floor",
+    "benchmarks.parsers",
     "benchmarks.http_transport",
     "benchmarks.scheduler",
     "benchmarks.startup",

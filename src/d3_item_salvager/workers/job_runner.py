@@ -50,6 +50,11 @@ class WorkResult:
     transient: bool = False
 
 
+def _log_unrecorded(recording: asyncio.Task[Any]) -> None:
+    if not recording.cancelled() and (exc := recording.exception()) is not None:
+        _log.error("could not record the run that did not start", extra={"error": str(exc)})
+
+
 class RetryPlanner(Protocol):
     """Schedules a one-off retry run (the scheduler implements it)."""
 
@@ -107,6 +112,30 @@ class JobRunner:
         self.events.publish(RunFinished(result))
         return result
 
+    async def _not_started(
+        self,
+        job_id: str,
+        trigger: Trigger,
+        outcome: Outcome,
+        due: datetime | None,
+        error: str,
+        run_id: str,
+    ) -> RunResult:
+        """Record a run that does not start, in a task of its own that `stop` waits for.
+
+        A cancel (a stop, the lease lost) arriving meanwhile cannot stop the statement in its
+        worker thread: without the wait, the runtime would dispose of the engine under its
+        connection. The row is written and RunFinished published all the same.
+        """
+        recording = self._in_background(
+            self._record_not_run(job_id, trigger, outcome, due, error, run_id)
+        )
+        try:
+            return await asyncio.shield(recording)
+        except anyio.get_cancelled_exc_class():
+            recording.add_done_callback(_log_unrecorded)  # nobody else will see a failure
+            raise
+
     def _in_background(self, coroutine: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coroutine)
         self._background.add(task)
@@ -139,11 +168,9 @@ class JobRunner:
         due = self._pop_due(job_id) if trigger is not Trigger.MANUAL else None
         if job_id in self._busy:
             # Another run of the same job (e.g. a retry meeting the regular run) is in progress.
-            error = "already running"
-            await self.history.record(run_id, job_id, trigger, Outcome.SKIPPED, due, error)
-            result = RunResult(run_id, job_id, trigger, Outcome.SKIPPED, error, None, 0.0)
-            self.events.publish(RunFinished(result))
-            return result
+            return await self._not_started(
+                job_id, trigger, Outcome.SKIPPED, due, "already running", run_id
+            )
         self._busy.add(job_id)
         current = asyncio.current_task()
         if current is not None:
@@ -401,6 +428,8 @@ class JobRunner:
         # A background write may start another (a cancelled claim's release): wait until none is
         # left, within one bound.
         deadline = asyncio.get_running_loop().time() + 10
+        if self._background:
+            _log.info("waiting for run-history writes still running")
         while self._background:
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:

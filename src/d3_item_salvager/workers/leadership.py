@@ -3,9 +3,11 @@
 The leader registers the jobs, resumes the scheduler and runs them; a standby keeps its scheduler
 paused and competes for the lease every lease period / 4. Losing the lease (another process took
 it, or our renewal failed) pauses the scheduler and cancels the scheduled runs still going
-(recorded `cancelled`, "lease lost"), so two processes never run the same job at once. An
-unexpected error while handling the lease is logged as an error and treated as losing it: step
-down (also dropping pending retry runs) and keep competing; the loop itself never dies.
+(recorded `cancelled`, "lease lost"), as well as runs submitted that have not started yet (the
+runner records them so when they start, without running them), so two processes never run the
+same job at once. An unexpected error while handling the lease is logged as an error and treated
+as losing it: step down (also dropping pending retry runs) and keep competing; the loop itself
+never dies.
 
 On PostgreSQL, a leader that could not renew in time (the database unreachable, or a renewal
 stuck) steps down when the lease it last confirmed runs out by its own monotonic clock, measured
@@ -46,6 +48,7 @@ _log = get_logger(__name__)
 T = TypeVar("T")
 
 LEASE_LOST = "lease lost"
+NOT_LEADING = "not holding the scheduler lease"
 # How long stopping waits for a job-store statement of an interrupted round: bounded, so a
 # database that stopped answering cannot hold the shutdown up for good.
 SETTLE_SECONDS = 10.0
@@ -94,6 +97,7 @@ class Leadership:
         # A take-over whose statement succeeded but that did not go on to lead (its round was
         # interrupted, by `stop` or an error): the lease may be ours though we do not lead.
         self._taken_not_led = False
+        runner.stand_by(NOT_LEADING)  # scheduled runs start only once we lead
 
     async def start(self) -> None:
         """Take the lease at once when it is free, then keep competing in the background."""
@@ -241,7 +245,7 @@ class Leadership:
                 dropped = drop_retries(self.scheduler)
                 if dropped:
                     _log.warning("pending retry runs dropped", extra={"jobs": dropped})
-        cancelled = self.runner.cancel_scheduled_runs(LEASE_LOST)
+        cancelled = self.runner.stand_by(LEASE_LOST)  # also runs submitted, not started yet
         self._set(False)
         self._unlock()  # after the runs are cancelled: the next leader may start at once
         if was_leader:
@@ -251,6 +255,7 @@ class Leadership:
         self.is_leader = leading
         if leading:
             self._taken_not_led = False  # `stop` releases the lease through is_leader now
+            self.runner.lead()
             self.became_leader.set()
         else:
             self.became_leader.clear()

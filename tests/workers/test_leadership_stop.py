@@ -19,10 +19,12 @@ import anyio
 import anyio.to_thread
 import pytest
 from sqlalchemy import create_engine, text
+from sqlalchemy.exc import OperationalError
 
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.workers.job_store_db import metadata
 from d3_item_salvager.workers.leader_lock import LeaderLock
+from d3_item_salvager.workers.run_history import RunHistory
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from tests.postgres_server import PostgresDatabase
 from tests.workers.job_store_sql import job_store
@@ -171,3 +173,22 @@ async def test_a_standby_that_took_nothing_writes_nothing_on_stop(
             await second.__aexit__(None, None, None)
         assert releases == []
         assert first.is_leader
+
+
+async def test_a_take_over_not_followed_by_leading_is_given_back_on_stop(
+    tmp_path: Path, job_store_settings: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The lease was taken, but leading failed right after (the store busy as the new leader
+    closed abandoned runs): the runtime does not lead, and its stop gives the lease back."""
+
+    async def busy(_history: RunHistory) -> int:
+        raise OperationalError("UPDATE job_runs", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(RunHistory, "mark_abandoned", busy)
+    config = scrape_only(tmp_path, job_store_settings)
+    async with WorkerRuntime(config) as runtime:
+        assert runtime.lease is not None
+        ours = runtime.lease.holder
+        assert not runtime.is_leader
+        assert lease_holders(config) == [ours]
+    assert lease_holders(config) == []

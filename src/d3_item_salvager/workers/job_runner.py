@@ -50,6 +50,11 @@ class WorkResult:
     transient: bool = False
 
 
+def _log_unrecorded(recording: asyncio.Task[Any]) -> None:
+    if not recording.cancelled() and (exc := recording.exception()) is not None:
+        _log.error("could not record the run that did not start", extra={"error": str(exc)})
+
+
 class RetryPlanner(Protocol):
     """Schedules a one-off retry run (the scheduler implements it)."""
 
@@ -69,7 +74,14 @@ class JobRunner:
         self.events = events
         self._config = config
         self.retry_planner: RetryPlanner | None = None
-        self._submitted: dict[str, deque[datetime]] = defaultdict(deque)
+        # Due time, and the lease term it was submitted in, of runs about to start (per job).
+        self._submitted: dict[str, deque[tuple[datetime, int | None]]] = defaultdict(deque)
+        # Scheduled and retry runs belong to the lease holder: leadership.py says when this
+        # runtime leads (`lead`) and when not (`stand_by`). None: no lease here (one-off use),
+        # they always start. The term counts the times this runtime began to lead.
+        self._term: int | None = None
+        self._leading = False
+        self._standby_reason = ""
         self._busy: set[str] = set()
         self._running: dict[asyncio.Task[Any], Trigger] = {}  # task running a job -> trigger
         self._cancel_reasons: dict[asyncio.Task[Any], str] = {}
@@ -81,9 +93,34 @@ class JobRunner:
         """Remember when a run was due, for the run that is about to start."""
         if run_times:
             queue = self._submitted[job_id]
-            queue.append(run_times[-1])
+            queue.append((run_times[-1], self._term))
             while len(queue) > 10:  # a run that never started must not make the queue grow
                 queue.popleft()
+
+    def lead(self) -> None:
+        """This runtime holds the lease from now on: scheduled and retry runs may start."""
+        self._term = (self._term or 0) + 1
+        self._leading = True
+
+    def stand_by(self, reason: str) -> int:
+        """This runtime does not hold the lease (any more): cancel its running scheduled and
+        retry runs with `reason` (as cancel_scheduled_runs), and record one that starts later
+        `cancelled` with `reason` instead of running it; also one submitted while leading that
+        had not started yet, even if this runtime leads again by then. Manual runs go on."""
+        if self._term is None:
+            self._term = 0
+        self._leading = False
+        self._standby_reason = reason
+        return self.cancel_scheduled_runs(reason)
+
+    def _why_not_start(self, submitted_in: int | None) -> str | None:
+        """Why a scheduled or retry run must not start now (submitted in lease term
+        `submitted_in`, None if unknown), or None when it may."""
+        if self._term is None:
+            return None
+        if not self._leading or (submitted_in is not None and submitted_in != self._term):
+            return self._standby_reason
+        return None
 
     def record_not_run(
         self, job_id: str, trigger: Trigger, outcome: Outcome, due: datetime | None
@@ -106,6 +143,30 @@ class JobRunner:
         result = RunResult(run_id, job_id, trigger, outcome, error, None, 0.0)
         self.events.publish(RunFinished(result))
         return result
+
+    async def _not_started(
+        self,
+        job_id: str,
+        trigger: Trigger,
+        outcome: Outcome,
+        due: datetime | None,
+        error: str,
+        run_id: str,
+    ) -> RunResult:
+        """Record a run that does not start, in a task of its own that `stop` waits for.
+
+        A cancel (a stop, the lease lost) arriving meanwhile cannot stop the statement in its
+        worker thread: without the wait, the runtime would dispose of the engine under its
+        connection. The row is written and RunFinished published all the same.
+        """
+        recording = self._in_background(
+            self._record_not_run(job_id, trigger, outcome, due, error, run_id)
+        )
+        try:
+            return await asyncio.shield(recording)
+        except anyio.get_cancelled_exc_class():
+            recording.add_done_callback(_log_unrecorded)  # nobody else will see a failure
+            raise
 
     def _in_background(self, coroutine: Any) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(coroutine)
@@ -133,17 +194,22 @@ class JobRunner:
         The run first claims its job in the job store (job_claims.py): while a run of the job
         holds the claim in another process (or runtime), a scheduled or retry run is recorded
         `skipped` and a manual run raises JobRunningElsewhereError (it never started: no row).
+        Before that, a scheduled or retry run starting while this runtime does not lead, or
+        submitted before it last lost the lease, is recorded `cancelled` (see `stand_by`).
         """
         trigger = Trigger(trigger)
         run_id = run_id or uuid.uuid4().hex[:12]
-        due = self._pop_due(job_id) if trigger is not Trigger.MANUAL else None
+        due, term = self._pop_due(job_id) if trigger is not Trigger.MANUAL else (None, None)
+        if trigger is not Trigger.MANUAL and (why := self._why_not_start(term)) is not None:
+            # Submitted before the lease was lost (or started by hand as `scheduled` on a
+            # standby): the leader runs the job, this runtime does not start it.
+            _log.warning("run not started: %s", why, extra={"job_id": job_id, "run_id": run_id})
+            return await self._not_started(job_id, trigger, Outcome.CANCELLED, due, why, run_id)
         if job_id in self._busy:
             # Another run of the same job (e.g. a retry meeting the regular run) is in progress.
-            error = "already running"
-            await self.history.record(run_id, job_id, trigger, Outcome.SKIPPED, due, error)
-            result = RunResult(run_id, job_id, trigger, Outcome.SKIPPED, error, None, 0.0)
-            self.events.publish(RunFinished(result))
-            return result
+            return await self._not_started(
+                job_id, trigger, Outcome.SKIPPED, due, "already running", run_id
+            )
         self._busy.add(job_id)
         current = asyncio.current_task()
         if current is not None:
@@ -356,9 +422,9 @@ class JobRunner:
         _log.info("retry scheduled", extra={"retry_at": when.isoformat(), "attempt": attempt + 1})
         self.events.publish(RetryScheduled(job_id, attempt + 1, when))
 
-    def _pop_due(self, job_id: str) -> datetime | None:
+    def _pop_due(self, job_id: str) -> tuple[datetime | None, int | None]:
         queue = self._submitted.get(job_id)
-        return queue.popleft() if queue else None
+        return queue.popleft() if queue else (None, None)
 
     # Stopping
 
@@ -401,6 +467,8 @@ class JobRunner:
         # A background write may start another (a cancelled claim's release): wait until none is
         # left, within one bound.
         deadline = asyncio.get_running_loop().time() + 10
+        if self._background:
+            _log.info("waiting for run-history writes still running")
         while self._background:
             left = deadline - asyncio.get_running_loop().time()
             if left <= 0:

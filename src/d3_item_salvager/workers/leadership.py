@@ -3,9 +3,11 @@
 The leader registers the jobs, resumes the scheduler and runs them; a standby keeps its scheduler
 paused and competes for the lease every lease period / 4. Losing the lease (another process took
 it, or our renewal failed) pauses the scheduler and cancels the scheduled runs still going
-(recorded `cancelled`, "lease lost"), so two processes never run the same job at once. An
-unexpected error while handling the lease is logged as an error and treated as losing it: step
-down (also dropping pending retry runs) and keep competing; the loop itself never dies.
+(recorded `cancelled`, "lease lost"), as well as runs submitted that have not started yet (the
+runner records them so when they start, without running them), so two processes never run the
+same job at once. An unexpected error while handling the lease is logged as an error and treated
+as losing it: step down (also dropping pending retry runs) and keep competing; the loop itself
+never dies.
 
 On PostgreSQL, a leader that could not renew in time (the database unreachable, or a renewal
 stuck) steps down when the lease it last confirmed runs out by its own monotonic clock, measured
@@ -46,6 +48,7 @@ _log = get_logger(__name__)
 T = TypeVar("T")
 
 LEASE_LOST = "lease lost"
+NOT_LEADING = "not holding the scheduler lease"
 # How long stopping waits for a job-store statement of an interrupted round: bounded, so a
 # database that stopped answering cannot hold the shutdown up for good.
 SETTLE_SECONDS = 10.0
@@ -91,6 +94,10 @@ class Leadership:
         self._expiry: asyncio.TimerHandle | None = None  # steps down when the lease runs out
         self._round_lock = asyncio.Lock()  # one round at a time, whoever calls it
         self._statements: set[asyncio.Task[Any]] = set()  # see _statement
+        # A take-over whose statement succeeded but that did not go on to lead (its round was
+        # interrupted, by `stop` or an error): the lease may be ours though we do not lead.
+        self._taken_not_led = False
+        runner.stand_by(NOT_LEADING)  # scheduled runs start only once we lead
 
     async def start(self) -> None:
         """Take the lease at once when it is free, then keep competing in the background."""
@@ -128,7 +135,7 @@ class Leadership:
                 # would ever shut it down or close its job store's connections.
                 try:
                     asked = asyncio.get_running_loop().time()
-                    if await self._statement(self.lease.try_acquire()):
+                    if await self._statement(self._take_over()):
                         await self._lead()
                         self._held_until(asked + self.lease.ttl)
                 finally:
@@ -144,6 +151,14 @@ class Leadership:
         except Exception:  # noqa: BLE001 - a bug must not leave us leading without renewing
             _log.exception("lease handling failed; stepping down and competing again")
             self.step_down("stepped down after an error", drop_pending_retries=True)
+
+    async def _take_over(self) -> bool:
+        """Try to take the lease; note a success in the statement's own task, so it is seen even
+        when the round that asked was cancelled meanwhile (see `stop`)."""
+        taken = await self.lease.try_acquire()
+        if taken:
+            self._taken_not_led = True
+        return taken
 
     async def _statement(self, statement: Coroutine[Any, Any, T]) -> T:
         """Await one job-store statement, run in a task of its own that `stop` waits for.
@@ -230,7 +245,7 @@ class Leadership:
                 dropped = drop_retries(self.scheduler)
                 if dropped:
                     _log.warning("pending retry runs dropped", extra={"jobs": dropped})
-        cancelled = self.runner.cancel_scheduled_runs(LEASE_LOST)
+        cancelled = self.runner.stand_by(LEASE_LOST)  # also runs submitted, not started yet
         self._set(False)
         self._unlock()  # after the runs are cancelled: the next leader may start at once
         if was_leader:
@@ -239,6 +254,8 @@ class Leadership:
     def _set(self, leading: bool) -> None:
         self.is_leader = leading
         if leading:
+            self._taken_not_led = False  # `stop` releases the lease through is_leader now
+            self.runner.lead()
             self.became_leader.set()
         else:
             self.became_leader.clear()
@@ -254,9 +271,15 @@ class Leadership:
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
-        if self.is_leader:
+        # Also a take-over that succeeded without leading (its round interrupted by this stop,
+        # or by an error): the lease is ours, and a standby would wait a whole lease period for
+        # it. Only then: a standby that took nothing writes nothing (on SQLite a write waits for
+        # the store's write lock). The DELETE is conditional on the holder, so it is safe anyway.
+        if self.is_leader or self._taken_not_led:
             with contextlib.suppress(DBAPIError):
                 await self.lease.release()
+            self._taken_not_led = False
+        if self.is_leader:
             self._set(False)
         self._unlock()
 

@@ -192,3 +192,26 @@ async def test_a_take_over_not_followed_by_leading_is_given_back_on_stop(
         assert not runtime.is_leader
         assert lease_holders(config) == [ours]
     assert lease_holders(config) == []
+
+
+async def test_a_leader_that_stepped_down_after_an_error_gives_the_lease_back_on_stop(
+    tmp_path: Path, job_store_settings: dict[str, Any]
+) -> None:
+    """A bug in lease handling makes the leader step down, but nothing said the lease was lost:
+    it is still held in the store, and the stop gives it back rather than leaving a standby to
+    wait a whole lease period."""
+    config = scrape_only(tmp_path, job_store_settings)
+    async with WorkerRuntime(config) as runtime:
+        leadership = runtime.leadership
+        assert leadership is not None
+        assert runtime.lease is not None
+        ours = runtime.lease.holder
+
+        async def broken() -> bool:
+            raise KeyError("a bug in lease handling")
+
+        leadership.lease.renew = broken  # type: ignore[method-assign]
+        await leadership.round()
+        assert not runtime.is_leader
+        assert lease_holders(config) == [ours]
+    assert lease_holders(config) == []

@@ -95,7 +95,8 @@ class Leadership:
         self._round_lock = asyncio.Lock()  # one round at a time, whoever calls it
         self._statements: set[asyncio.Task[Any]] = set()  # see _statement
         # A take-over whose statement succeeded but that did not go on to lead (its round was
-        # interrupted, by `stop` or an error): the lease may be ours though we do not lead.
+        # interrupted, by `stop` or an error), or a leader that stepped down after an error:
+        # the lease may be ours though we do not lead.
         self._taken_not_led = False
         runner.stand_by(NOT_LEADING)  # scheduled runs start only once we lead
 
@@ -150,6 +151,9 @@ class Leadership:
             raise
         except Exception:  # noqa: BLE001 - a bug must not leave us leading without renewing
             _log.exception("lease handling failed; stepping down and competing again")
+            if self.is_leader:
+                # Nothing said the lease was lost: it may well still be ours (see `stop`).
+                self._taken_not_led = True
             self.step_down("stepped down after an error", drop_pending_retries=True)
 
     async def _take_over(self) -> bool:

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections import defaultdict, deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -26,6 +25,7 @@ from d3_item_salvager.errors import (
 from d3_item_salvager.logging_setup import get_logger, log_context
 from d3_item_salvager.workers.job_claims import CLAIM_MARGIN_SECONDS, Claim
 from d3_item_salvager.workers.jobs import JobSettings, job_settings
+from d3_item_salvager.workers.lease_terms import LeaseTerms
 from d3_item_salvager.workers.run_history import RunHistory, utc_now
 from d3_item_salvager.workers.runs import (
     Outcome,
@@ -74,14 +74,8 @@ class JobRunner:
         self.events = events
         self._config = config
         self.retry_planner: RetryPlanner | None = None
-        # Due time, and the lease term it was submitted in, of runs about to start (per job).
-        self._submitted: dict[str, deque[tuple[datetime, int | None]]] = defaultdict(deque)
-        # Scheduled and retry runs belong to the lease holder: leadership.py says when this
-        # runtime leads (`lead`) and when not (`stand_by`). None: no lease here (one-off use),
-        # they always start. The term counts the times this runtime began to lead.
-        self._term: int | None = None
-        self._leading = False
-        self._standby_reason = ""
+        # Due time and lease term of runs about to start; leadership.py says when we lead.
+        self._terms = LeaseTerms()
         self._busy: set[str] = set()
         self._running: dict[asyncio.Task[Any], Trigger] = {}  # task running a job -> trigger
         self._cancel_reasons: dict[asyncio.Task[Any], str] = {}
@@ -90,37 +84,21 @@ class JobRunner:
     # Hooks for the scheduler's event listeners (called on the loop, synchronously)
 
     def note_submitted(self, job_id: str, run_times: list[datetime]) -> None:
-        """Remember when a run was due, for the run that is about to start."""
+        """Remember when a run was due (and in which lease term), for the run about to start."""
         if run_times:
-            queue = self._submitted[job_id]
-            queue.append((run_times[-1], self._term))
-            while len(queue) > 10:  # a run that never started must not make the queue grow
-                queue.popleft()
+            self._terms.note_submitted(job_id, run_times[-1])
 
     def lead(self) -> None:
         """This runtime holds the lease from now on: scheduled and retry runs may start."""
-        self._term = (self._term or 0) + 1
-        self._leading = True
+        self._terms.lead()
 
     def stand_by(self, reason: str) -> int:
         """This runtime does not hold the lease (any more): cancel its running scheduled and
         retry runs with `reason` (as cancel_scheduled_runs), and record one that starts later
         `cancelled` with `reason` instead of running it; also one submitted while leading that
         had not started yet, even if this runtime leads again by then. Manual runs go on."""
-        if self._term is None:
-            self._term = 0
-        self._leading = False
-        self._standby_reason = reason
+        self._terms.stand_by(reason)
         return self.cancel_scheduled_runs(reason)
-
-    def _why_not_start(self, submitted_in: int | None) -> str | None:
-        """Why a scheduled or retry run must not start now (submitted in lease term
-        `submitted_in`, None if unknown), or None when it may."""
-        if self._term is None:
-            return None
-        if not self._leading or (submitted_in is not None and submitted_in != self._term):
-            return self._standby_reason
-        return None
 
     def record_not_run(
         self, job_id: str, trigger: Trigger, outcome: Outcome, due: datetime | None
@@ -199,8 +177,9 @@ class JobRunner:
         """
         trigger = Trigger(trigger)
         run_id = run_id or uuid.uuid4().hex[:12]
-        due, term = self._pop_due(job_id) if trigger is not Trigger.MANUAL else (None, None)
-        if trigger is not Trigger.MANUAL and (why := self._why_not_start(term)) is not None:
+        manual = trigger is Trigger.MANUAL
+        due, term = (None, None) if manual else self._terms.pop_submitted(job_id)
+        if not manual and (why := self._terms.why_not_start(term)) is not None:
             # Submitted before the lease was lost (or started by hand as `scheduled` on a
             # standby): the leader runs the job, this runtime does not start it.
             _log.warning("run not started: %s", why, extra={"job_id": job_id, "run_id": run_id})
@@ -421,10 +400,6 @@ class JobRunner:
             return
         _log.info("retry scheduled", extra={"retry_at": when.isoformat(), "attempt": attempt + 1})
         self.events.publish(RetryScheduled(job_id, attempt + 1, when))
-
-    def _pop_due(self, job_id: str) -> tuple[datetime | None, int | None]:
-        queue = self._submitted.get(job_id)
-        return queue.popleft() if queue else (None, None)
 
     # Stopping
 

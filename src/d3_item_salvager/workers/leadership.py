@@ -97,7 +97,7 @@ class Leadership:
         # A take-over whose statement succeeded but that did not go on to lead (its round was
         # interrupted, by `stop` or an error), or a leader that stepped down after an error:
         # the lease may be ours though we do not lead.
-        self._taken_not_led = False
+        self._may_hold_lease = False
         runner.stand_by(NOT_LEADING)  # scheduled runs start only once we lead
 
     async def start(self) -> None:
@@ -153,7 +153,7 @@ class Leadership:
             _log.exception("lease handling failed; stepping down and competing again")
             if self.is_leader:
                 # Nothing said the lease was lost: it may well still be ours (see `stop`).
-                self._taken_not_led = True
+                self._may_hold_lease = True
             self.step_down("stepped down after an error", drop_pending_retries=True)
 
     async def _take_over(self) -> bool:
@@ -161,7 +161,7 @@ class Leadership:
         when the round that asked was cancelled meanwhile (see `stop`)."""
         taken = await self.lease.try_acquire()
         if taken:
-            self._taken_not_led = True
+            self._may_hold_lease = True
         return taken
 
     async def _statement(self, statement: Coroutine[Any, Any, T]) -> T:
@@ -258,7 +258,7 @@ class Leadership:
     def _set(self, leading: bool) -> None:
         self.is_leader = leading
         if leading:
-            self._taken_not_led = False  # `stop` releases the lease through is_leader now
+            self._may_hold_lease = False  # `stop` releases the lease through is_leader now
             self.runner.lead()
             self.became_leader.set()
         else:
@@ -276,13 +276,13 @@ class Leadership:
             self._expiry.cancel()
             self._expiry = None
         # Also a take-over that succeeded without leading (its round interrupted by this stop,
-        # or by an error): the lease is ours, and a standby would wait a whole lease period for
-        # it. Only then: a standby that took nothing writes nothing (on SQLite a write waits for
+        # or by an error), or a leader that stepped down after an error: the lease may be ours,
+        # and a standby would wait a whole lease period for it. Only then: a standby that took nothing writes nothing (on SQLite a write waits for
         # the store's write lock). The DELETE is conditional on the holder, so it is safe anyway.
-        if self.is_leader or self._taken_not_led:
+        if self.is_leader or self._may_hold_lease:
             with contextlib.suppress(DBAPIError):
                 await self.lease.release()
-            self._taken_not_led = False
+            self._may_hold_lease = False
         if self.is_leader:
             self._set(False)
         self._unlock()

@@ -19,9 +19,11 @@ from typing import Any
 import anyio
 import pytest
 from alembic.script import ScriptDirectory
+from sqlalchemy import Connection
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from d3_item_salvager.data.dialects import create_sqlite_engine
+from d3_item_salvager.data.migrations import runner
 from d3_item_salvager.data.migrations.runner import HEAD_REVISION, MIGRATIONS_DIR
 from d3_item_salvager.data.schema import ensure_schema
 from d3_item_salvager.errors import IndexDatabaseError
@@ -170,6 +172,29 @@ async def test_index_of_a_newer_release_is_refused_untouched(backend: Backend) -
             pass
     assert backend.tables() == tables
     assert backend.query("SELECT version_num FROM alembic_version") == [("9999",)]
+
+
+async def test_a_read_torn_by_another_process_upgrading_is_not_taken_for_a_newer_release(
+    backend: Backend, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Unlocked reads straddling another upgrade (schema_meta at 2, no alembic_version) are not
+    refused: the state is judged again under the lock, where it is whole."""
+    async with opened(backend):  # made current, as the other process would have
+        pass
+    whole = runner.read_state
+    calls = 0
+
+    def torn_first(connection: Connection) -> runner.SchemaState:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            return runner.SchemaState(revision=None, legacy_version="2")
+        return whole(connection)
+
+    monkeypatch.setattr(runner, "read_state", torn_first)
+    async with opened(backend):
+        pass
+    assert calls == 2
 
 
 async def test_several_engines_opening_a_new_index_at_once_all_succeed(

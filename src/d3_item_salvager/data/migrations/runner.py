@@ -63,7 +63,9 @@ async def upgrade_index(engine: AsyncEngine) -> None:
                 state = await connection.run_sync(read_state)
                 if state.is_current:
                     return
-                refuse_unknown(state)
+                # Not refused here: outside the lock the two reads may straddle another
+                # process's upgrade (no `alembic_version` yet, `schema_meta` already at 2) and
+                # look like a newer release. Under the lock the state is read again and judged.
                 await connection.rollback()  # end the reading transaction before taking the lock
                 await connection.run_sync(_upgrade_locked)
                 await connection.commit()

@@ -28,7 +28,6 @@ from prometheus_client import make_asgi_app
 
 from d3_item_salvager.config import AppConfig, load_config
 from d3_item_salvager.errors import ConfigError
-from d3_item_salvager.workers.jobs import job_spec
 from d3_item_salvager.workers.run_history import RunRow
 from d3_item_salvager.workers.runs import RunResult
 from d3_item_salvager.workers.runtime import WorkerRuntime
@@ -117,7 +116,7 @@ def create_app(config: AppConfig | None = None) -> FastAPI:
     async def health(request: Request) -> JSONResponse:
         runtime: WorkerRuntime = request.app.state.workers
         # status reads the job store with blocking calls: off the loop.
-        report = await anyio.to_thread.run_sync(collect_status, runtime.config)
+        report = await anyio.to_thread.run_sync(collect_status, runtime.config, runtime.jobs)
         problems = health_problems(report, runtime.config.health.overdue_margin_minutes)
         body = {"healthy": not problems, "problems": problems}
         return JSONResponse(body, status_code=503 if problems else 200)
@@ -125,7 +124,7 @@ def create_app(config: AppConfig | None = None) -> FastAPI:
     @app.post("/jobs/{job}/runs", status_code=202)
     async def start_run(job: str, request: Request) -> dict[str, str]:
         try:
-            job_id = job_spec(job).id  # scrape_guides or scrape-guides
+            job_id = request.app.state.workers.jobs.get(job).id  # scrape_guides or scrape-guides
         except ConfigError as exc:
             raise HTTPException(404, str(exc)) from None
         run_id = request.app.state.runs.start(job_id)

@@ -9,7 +9,7 @@ import pytest
 from d3_item_salvager.config import AppConfig, DatabaseConfig, load_config
 from d3_item_salvager.errors import ConfigError
 from d3_item_salvager.logging_setup import configure_app_logging
-from d3_item_salvager.workers.jobs import job_settings
+from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
 from d3_item_salvager.workers.runtime import WorkerRuntime
 
 
@@ -48,9 +48,9 @@ def test_overrides_merge_nested_sections_setting_by_setting(
     config = load_config(
         overrides={"scheduler": {"jobs": {"cleanup_logs": {"enabled": False}}}},
     )
-    cleanup = job_settings(config, "cleanup_logs")
+    cleanup = BUILTIN_JOBS.get("cleanup_logs").settings(config)
     assert (cleanup.enabled, cleanup.interval_minutes) == (False, 5)
-    assert job_settings(config, "scrape_guides").enabled is True
+    assert BUILTIN_JOBS.get("scrape_guides").settings(config).enabled is True
 
 
 def test_environment_false_ignores_every_d3is_variable(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import json
 import re
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import anyio
 
+from d3_item_salvager.testing import FakeMaxroll
 from d3_item_salvager.workers.runs import Outcome, RunResult, Trigger
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from d3_item_salvager.workers.status import collect_status
@@ -67,3 +69,36 @@ async def test_status_json_example_has_the_keys_status_prints(tmp_path: Path) ->
     assert set(example["jobs"][0]) == set(report["jobs"][0])
     assert report["lease"] is not None
     assert set(example["lease"]) == set(report["lease"])
+
+
+def _python_block_after(marker: str) -> str:
+    """The first ```python block after `marker` in the README."""
+    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    block = re.search(r"```python\n(.*?)```", text[text.index(marker) :], re.DOTALL)
+    assert block is not None
+    return block.group(1)
+
+
+async def test_the_host_app_job_recipe_runs_as_written(
+    tmp_path: Path, fake_maxroll: FakeMaxroll
+) -> None:
+    """The "Adding a job" host-app example, executed as the README shows it (its top-level
+    `async with` inside a coroutine), defines a job its runtime schedules and runs."""
+    config = fake_maxroll.config(tmp_path)
+    async with WorkerRuntime(config, run_scheduler=False) as runtime:
+        assert (await runtime.run_job("scrape_guides")).succeeded  # something to count
+    source = _python_block_after("**In a host app**")
+    module_part, _, body = source.partition("async with ")
+    namespace: dict[str, Any] = {"config": config}
+    # The README's own code is what is under test, so it runs as written.
+    exec(module_part, namespace)  # noqa: S102
+    exec(  # noqa: S102
+        "async def example():\n    async with "
+        + textwrap.indent(body, "    ").lstrip()
+        + "    return result, runtime.jobs.ids\n",
+        namespace,
+    )
+    result, ids = await namespace["example"]()
+    assert result.succeeded
+    assert result.summary == {"guides": len(fake_maxroll.site.guides)}
+    assert ids[-1] == "count_guides"

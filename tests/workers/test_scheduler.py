@@ -19,9 +19,9 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.container import resolve
+from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
 from d3_item_salvager.workers.container import open_worker_container
 from d3_item_salvager.workers.job_runner import JobRunner
-from d3_item_salvager.workers.jobs import JOBS
 from d3_item_salvager.workers.runs import Outcome, RunTracker, Trigger
 from d3_item_salvager.workers.scheduler import (
     build_scheduler,
@@ -29,6 +29,7 @@ from d3_item_salvager.workers.scheduler import (
     start_scheduler,
     stop_scheduler,
 )
+from d3_item_salvager.workers.tasks import STORED_ENTRY
 from tests.conftest import make_config
 
 Jobs = dict[str, dict[str, Any]]
@@ -59,11 +60,12 @@ async def test_register_adds_enabled_jobs_with_ids_refs_and_intervals(tmp_path: 
     async with started(config) as scheduler:
         report = register_jobs(scheduler, config)
         jobs = stored(scheduler)
-    assert sorted(report.added) == sorted(jobs) == sorted(JOBS)
+    assert sorted(report.added) == sorted(jobs) == sorted(BUILTIN_JOBS.ids)
     for job_id, job in jobs.items():
-        assert job.func_ref == JOBS[job_id].task
+        # One generic entry point runs any job by id: the store holds text and plain kwargs.
+        assert job.func_ref == STORED_ENTRY
         assert isinstance(job.trigger, IntervalTrigger)
-        assert (job.kwargs, job.args) == ({}, ())
+        assert (job.kwargs, job.args) == ({"job_id": job_id}, ())
         assert (job.coalesce, job.max_instances, job.misfire_grace_time) == (True, 1, 300)
     assert jobs["scrape_guides"].trigger.interval == timedelta(minutes=360)
     assert jobs["refresh_cache"].trigger.interval == timedelta(seconds=30)
@@ -93,7 +95,7 @@ async def test_restart_keeps_next_run_times_and_does_not_duplicate(tmp_path: Pat
         after = {job_id: job.next_run_time for job_id, job in stored(scheduler).items()}
         assert len(scheduler.get_jobs()) == 3
     assert before == after
-    assert sorted(report.unchanged) == sorted(JOBS)
+    assert sorted(report.unchanged) == sorted(BUILTIN_JOBS.ids)
     assert report.added == report.rescheduled == []
 
 
@@ -204,11 +206,12 @@ def test_start_scheduler_without_a_stack_stops_with_the_loop(tmp_path: Path) -> 
 
 
 def test_seed_tasks_are_exported_by_the_scheduler_module() -> None:
-    """The three tasks are part of workers.scheduler's public face, and are the registry's."""
-    from d3_item_salvager.workers import scheduler
+    """The seed's three tasks are part of workers.scheduler's public face."""
+    from d3_item_salvager.workers import scheduler, tasks
 
-    for job_id, spec in JOBS.items():
-        assert getattr(scheduler, f"{job_id}_task") is spec.task_function()
+    for name in ("scrape_guides_task", "refresh_cache_task", "cleanup_logs_task"):
+        assert getattr(scheduler, name) is getattr(tasks, name)
+        assert name in scheduler.__all__
 
 
 async def test_registering_a_different_configuration_warns_about_each_change(

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from d3_item_salvager.workers.jobs import JobContext, JobFailedError, JobSpec
+
 if TYPE_CHECKING:
     from d3_item_salvager.workers.runtime import WorkerRuntime
 
-__all__ = ["WorkerRuntime"]
+__all__ = ["JobContext", "JobFailedError", "JobSpec", "WorkerRuntime"]
 
 
 def __getattr__(name: str) -> Any:

@@ -22,7 +22,8 @@ from d3_item_salvager.errors import (
     JobRunningElsewhereError,
 )
 from d3_item_salvager.logging_setup import configure_app_logging, get_logger
-from d3_item_salvager.workers.jobs import JOBS, JobSpec, check_jobs_config, job_spec
+from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
+from d3_item_salvager.workers.jobs import JobSpec
 
 if TYPE_CHECKING:
     from d3_item_salvager.config import AppConfig
@@ -42,7 +43,7 @@ _log = get_logger(__name__)
 
 def _job_argument(name: str) -> JobSpec:
     try:
-        return job_spec(name)
+        return BUILTIN_JOBS.get(name)
     except ConfigError as exc:
         raise typer.BadParameter(str(exc)) from None
 
@@ -70,13 +71,13 @@ def _setup(
     for read-only commands, which must create no log file.
     """
     from d3_item_salvager.config import load_config
-    from d3_item_salvager.workers.jobs import job_settings
 
     try:
         config = load_config(config_file)
-        check_jobs_config(config)
+        BUILTIN_JOBS.check_config(config)
         for job_id in needs_token:
-            if JOBS[job_id].needs_token and job_settings(config, job_id).enabled:
+            spec = BUILTIN_JOBS.get(job_id)
+            if spec.needs_token and spec.settings(config).enabled:
                 config.maxroll.require_bearer_token()
         if start_logging:
             configure_app_logging(config, capture_apscheduler=True)  # our own process
@@ -100,7 +101,7 @@ def _run_async(main: Any) -> Any:
 @app.command("run-scheduler")
 def run_scheduler(config_file: ConfigOption = None) -> None:
     """Run the scheduler until SIGINT or SIGTERM, then stop gracefully."""
-    config = _setup(config_file, tuple(JOBS))
+    config = _setup(config_file, tuple(BUILTIN_JOBS.ids))
     import asyncio
 
     from d3_item_salvager.workers.leadership import FatalLeadershipError
@@ -138,7 +139,7 @@ def run_job(
         str,
         typer.Argument(
             help="The job to run once, now: "
-            + ", ".join(spec.cli_name for spec in JOBS.values())
+            + ", ".join(spec.cli_name for spec in BUILTIN_JOBS)
             + " (underscores work too).",
             metavar="JOB",
         ),

@@ -14,8 +14,10 @@ from dependency_injector import providers
 
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.container import Container, await_if_needed
+from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
 from d3_item_salvager.workers.job_runner import JobRunner
 from d3_item_salvager.workers.job_store_db import job_store_engine_resource
+from d3_item_salvager.workers.jobs import JobRegistry
 from d3_item_salvager.workers.metrics import WorkerMetrics
 from d3_item_salvager.workers.run_history import RunHistory, worker_identity
 from d3_item_salvager.workers.runs import RunEvents
@@ -28,6 +30,8 @@ def _new_nonce() -> str:
 class WorkerContainer(Container):
     """Everything one worker runtime needs, services included."""
 
+    __self__ = providers.Self()
+
     worker_id = providers.Singleton(worker_identity, providers.Callable(_new_nonce))
     job_store_engine = providers.Resource(
         job_store_engine_resource,
@@ -37,20 +41,27 @@ class WorkerContainer(Container):
     run_history = providers.Singleton(RunHistory, job_store_engine, worker_id)
     run_events = providers.Singleton(RunEvents)
     metrics = providers.Singleton(WorkerMetrics)
-    job_runner = providers.Singleton(JobRunner, run_history, Container.config, run_events)
+    jobs = providers.Object(BUILTIN_JOBS)  # a runtime passes its own (with its extra jobs)
+    job_runner = providers.Singleton(
+        JobRunner, run_history, Container.config, run_events, jobs, __self__
+    )
 
 
-def build_worker_container(config: AppConfig) -> WorkerContainer:
-    """A workers container bound to one validated configuration, its metrics listening."""
-    container = WorkerContainer(config=providers.Object(config))
+def build_worker_container(config: AppConfig, jobs: JobRegistry = BUILTIN_JOBS) -> WorkerContainer:
+    """A workers container bound to one validated configuration and job set, its metrics
+    listening."""
+    container = WorkerContainer(config=providers.Object(config), jobs=providers.Object(jobs))
     container.maxroll_response_listener.override(container.metrics.provided.maxroll_response)
     return container
 
 
 @asynccontextmanager
-async def open_worker_container(config: AppConfig) -> AsyncIterator[WorkerContainer]:
+async def open_worker_container(
+    config: AppConfig, jobs: JobRegistry = BUILTIN_JOBS
+) -> AsyncIterator[WorkerContainer]:
     """A workers container whose resources are open inside the block and closed after it."""
-    container = build_worker_container(config)
+    jobs.check_config(config)
+    container = build_worker_container(config, jobs)
     try:
         await await_if_needed(container.init_resources())
         yield container

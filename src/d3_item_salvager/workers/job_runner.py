@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import anyio
 
@@ -24,7 +24,13 @@ from d3_item_salvager.errors import (
 )
 from d3_item_salvager.logging_setup import get_logger, log_context
 from d3_item_salvager.workers.job_claims import CLAIM_MARGIN_SECONDS, Claim
-from d3_item_salvager.workers.jobs import JobSettings, job_settings
+from d3_item_salvager.workers.jobs import (
+    JobContext,
+    JobFailedError,
+    JobRegistry,
+    JobSpec,
+    WorkSummary,
+)
 from d3_item_salvager.workers.lease_terms import LeaseTerms
 from d3_item_salvager.workers.run_history import RunHistory, utc_now
 from d3_item_salvager.workers.runs import (
@@ -36,18 +42,41 @@ from d3_item_salvager.workers.runs import (
     Trigger,
 )
 
+if TYPE_CHECKING:
+    from d3_item_salvager.workers.container import WorkerContainer
+
 _log = get_logger(__name__)
 
 CANCELLED_WHILE_STOPPING = "cancelled while stopping"
 
 
 @dataclass(frozen=True, slots=True)
-class WorkResult:
-    """What a job's work reports: its summary, and a failure it ended with (if any)."""
+class _WorkOutcome:
+    """What a job's work ended with: its summary, and a failure (if any)."""
 
-    summary: dict[str, Any]
+    summary: dict[str, Any] | None
     error: str | None = None
     transient: bool = False
+
+
+def _summary_dict(value: WorkSummary) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if isinstance(value, Mapping):
+        return dict(value)
+    return value.to_dict()
+
+
+async def _perform(spec: JobSpec, ctx: JobContext) -> _WorkOutcome:
+    """Call the job's work and read what it returned or raised as the run's outcome."""
+    try:
+        value = await spec.work(ctx)
+    except JobFailedError as exc:
+        return _WorkOutcome(_summary_dict(exc.summary) or None, exc.reason, exc.transient)
+    # A result may say some of its problems were transient (a sync with guides that timed out):
+    # the run succeeded, and a retry run still follows.
+    transient = bool(getattr(value, "has_transient_failures", False))
+    return _WorkOutcome(_summary_dict(value), None, transient)
 
 
 def _log_unrecorded(recording: asyncio.Task[Any]) -> None:
@@ -69,9 +98,18 @@ class JobRunner:
     `RetryScheduled` event for every retry it schedules; it keeps no list of finished runs.
     """
 
-    def __init__(self, history: RunHistory, config: AppConfig, events: RunEvents) -> None:
+    def __init__(
+        self,
+        history: RunHistory,
+        config: AppConfig,
+        events: RunEvents,
+        jobs: JobRegistry,
+        container: WorkerContainer,
+    ) -> None:
         self.history = history
+        self.container = container
         self.events = events
+        self.jobs = jobs
         self._config = config
         self.retry_planner: RetryPlanner | None = None
         # Due time and lease term of runs about to start; leadership.py says when we lead.
@@ -154,19 +192,17 @@ class JobRunner:
 
     # Running
 
-    def job_settings(self, job_id: str) -> JobSettings:
-        return job_settings(self._config, job_id)
-
     async def run(
         self,
-        job_id: str,
-        work: Callable[[], Awaitable[WorkResult]],
+        spec: JobSpec,
         *,
         trigger: Trigger | str = Trigger.SCHEDULED,
         attempt: int = 0,
         run_id: str | None = None,
+        options: Mapping[str, Any] | None = None,
     ) -> RunResult:
-        """Run `work` once with a run id, timeout, log lines, history row and error handling.
+        """Run the job's work once with a run id, timeout, log lines, history row and error
+        handling; `options` reach the work as `ctx.options`.
 
         `run_id` lets a caller name the run before it starts (a host app answering at once).
         The run first claims its job in the job store (job_claims.py): while a run of the job
@@ -176,6 +212,7 @@ class JobRunner:
         submitted before it last lost the lease, is recorded `cancelled` (see `stand_by`).
         """
         trigger = Trigger(trigger)
+        job_id = spec.id
         run_id = run_id or uuid.uuid4().hex[:12]
         manual = trigger is Trigger.MANUAL
         due, term = (None, None) if manual else self._terms.pop_submitted(job_id)
@@ -200,7 +237,7 @@ class JobRunner:
                     return not_started
                 try:
                     result, transient = await self._run_recorded(
-                        run_id, job_id, work, trigger, attempt, due
+                        run_id, spec, dict(options or {}), trigger, attempt, due
                     )
                 finally:
                     await self._release(job_id, run_id)
@@ -213,14 +250,14 @@ class JobRunner:
         # once (a short backoff) would otherwise find this run still going and be skipped.
         if transient and trigger is not Trigger.MANUAL:
             with log_context(job_id=job_id, run_id=run_id):
-                self._plan_retry(job_id, self.job_settings(job_id), attempt)
+                self._plan_retry(job_id, attempt)
         return result
 
     async def _claim(
         self, run_id: str, job_id: str, trigger: Trigger, due: datetime | None
     ) -> RunResult | None:
         """Claim the job across processes: None when this run may start, else how it ended."""
-        ttl = self.job_settings(job_id).timeout_minutes * 60 + CLAIM_MARGIN_SECONDS
+        ttl = self._timeout_seconds(job_id) + CLAIM_MARGIN_SECONDS
         # In a task of its own, like the start row: a claim taken while the run is being
         # cancelled is still seen, and given back.
         claiming = self._in_background(self.history.claims.claim(job_id, run_id, str(trigger), ttl))
@@ -288,13 +325,17 @@ class JobRunner:
     async def _run_recorded(
         self,
         run_id: str,
-        job_id: str,
-        work: Callable[[], Awaitable[WorkResult]],
+        spec: JobSpec,
+        options: dict[str, Any],
         trigger: Trigger,
         attempt: int,
         due: datetime | None,
     ) -> tuple[RunResult, bool]:
-        job = self.job_settings(job_id)
+        job_id = spec.id
+        job = spec.settings(self._config)
+        assert job.timeout_minutes is not None  # filled from the spec
+        log = get_logger(f"d3_item_salvager.jobs.{job_id}")
+        ctx = JobContext(job_id, run_id, trigger, attempt, self.container, log, options)
         _log.info("run started", extra={"trigger": str(trigger), "attempt": attempt})
         # The start row is written in a task of its own, so a run cancelled while it is being
         # written still gets its row, then its outcome.
@@ -307,7 +348,7 @@ class JobRunner:
                 # Without its history row the run does not start: it could not be accounted for.
                 raise RunHistoryError(f"the run history could not be written: {exc}") from None
             with anyio.fail_after(job.timeout_minutes * 60):
-                result = await work()
+                result = await _perform(spec, ctx)
             summary, error, transient = result.summary, result.error, result.transient
             outcome = Outcome.SUCCESS if error is None else Outcome.FAILED
         except TimeoutError:
@@ -390,7 +431,13 @@ class JobRunner:
         else:
             _log.error("run %s: %s", result.outcome, result.error, extra=extra)
 
-    def _plan_retry(self, job_id: str, job: JobSettings, attempt: int) -> None:
+    def _timeout_seconds(self, job_id: str) -> float:
+        timeout = self.jobs.get(job_id).settings(self._config).timeout_minutes
+        assert timeout is not None  # filled from the spec
+        return timeout * 60
+
+    def _plan_retry(self, job_id: str, attempt: int) -> None:
+        job = self.jobs.get(job_id).settings(self._config)
         if self.retry_planner is None or attempt >= job.max_retries:
             return
         delay = job.retry_backoff_seconds * (2**attempt)
@@ -406,9 +453,6 @@ class JobRunner:
     @property
     def running(self) -> int:
         return len(self._running)
-
-    def is_running(self, job_id: str) -> bool:
-        return job_id in self._busy
 
     def cancel_scheduled_runs(self, reason: str) -> int:
         """Cancel every running scheduled or retry run now, recorded `cancelled` with `reason`.

@@ -216,7 +216,7 @@ class Leadership:
 
     async def _lead(self) -> None:
         abandoned = await self._statement(self.runner.history.mark_abandoned())
-        report = register_jobs(self.scheduler, self.config)
+        report = register_jobs(self.scheduler, self.config, self.runner.container)
         if self.config.scheduler.run_new_jobs_at_once:
             await self._retry_first_runs(report.unchanged + report.rescheduled)
         self.runner.retry_planner = SchedulerRetryPlanner(self.scheduler)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterable
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from types import TracebackType
@@ -31,16 +31,17 @@ from d3_item_salvager.config import AppConfig
 from d3_item_salvager.container import await_if_needed, resolve
 from d3_item_salvager.errors import ConfigError
 from d3_item_salvager.logging_setup import get_logger
-from d3_item_salvager.workers import binding
+from d3_item_salvager.workers import binding, tasks
+from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
 from d3_item_salvager.workers.container import WorkerContainer, build_worker_container
 from d3_item_salvager.workers.job_runner import JobRunner
-from d3_item_salvager.workers.jobs import base_job_id, check_jobs_config, job_spec
+from d3_item_salvager.workers.jobs import JobSpec, base_job_id
 from d3_item_salvager.workers.leader_lock import LeaderLock
 from d3_item_salvager.workers.leadership import FatalLeadershipError, Leadership
 from d3_item_salvager.workers.lease import SchedulerLease
 from d3_item_salvager.workers.metrics import WorkerMetrics
 from d3_item_salvager.workers.metrics_server import MetricsServer
-from d3_item_salvager.workers.runs import RunResult, RunTracker, Trigger
+from d3_item_salvager.workers.runs import RunResult, RunTracker
 from d3_item_salvager.workers.scheduler import (
     build_scheduler,
     close_job_store,
@@ -67,6 +68,8 @@ class WorkerRuntime:
             default; the CLI, which owns its process, turns it on.
         burst: lead (take the lease, register the jobs) but keep the scheduler paused: jobs run
             only through `run_due_jobs()`, like arq's `burst=True`. For tests and cron-style use.
+        extra_jobs: the host app's own jobs, run beside the built-in ones by this runtime only
+            (scheduled, `run_job`, `status`, metrics; configured as `[scheduler.jobs.<id>]`).
     """
 
     def __init__(
@@ -76,13 +79,15 @@ class WorkerRuntime:
         run_scheduler: bool = True,
         freeze_gc: bool = False,
         burst: bool = False,
+        extra_jobs: Iterable[JobSpec] = (),
     ) -> None:
-        check_jobs_config(config)
+        self.jobs = BUILTIN_JOBS.with_jobs(extra_jobs)
+        self.jobs.check_config(config)
         self.config = config
         self.run_scheduler = run_scheduler
         self.burst = burst
         self.freeze_gc = freeze_gc
-        self.container: WorkerContainer = build_worker_container(config)
+        self.container: WorkerContainer = build_worker_container(config, self.jobs)
         self.scheduler: AsyncIOScheduler | None = None
         self.leadership: Leadership | None = None
         self.metrics: WorkerMetrics = self.container.metrics()
@@ -120,14 +125,17 @@ class WorkerRuntime:
     async def run_job(self, job: str, **kwargs: Any) -> RunResult:
         """Run a job now in this runtime (a manual run unless `trigger` says otherwise).
 
-        `job` is its id or CLI name; other keyword arguments go to its task (for example
-        `force_refresh=True` for scrape_guides). Returns how the run ended.
+        `job` is its id or CLI name; `trigger`, `attempt` and `run_id` name the run, other keyword
+        arguments reach its work as `ctx.options` (for example `force_refresh=True` for
+        scrape_guides). Returns how the run ended.
+
+        Raises:
+            ConfigError: this runtime has no such job.
         """
-        spec = job_spec(job)
-        kwargs.setdefault("trigger", Trigger.MANUAL)
+        spec = self.jobs.get(job)
         token = binding.use(self.container)
         try:
-            return await spec.task_function()(**kwargs)
+            return await tasks.run_job(spec.id, **kwargs)
         finally:
             binding.reset(token)
 
@@ -158,8 +166,13 @@ class WorkerRuntime:
                     scheduler.modify_job(job.id, next_run_time=following)
                 job_id = base_job_id(job.id)
                 self.runner.note_submitted(job_id, [job.next_run_time])  # its due time
-                kwargs = {"trigger": Trigger.SCHEDULED, **job.kwargs}
-                results.append(await self.run_job(job_id, **kwargs))
+                # As the scheduler would run it: the stored entry with its stored kwargs.
+                stored = {"job_id": job_id, **job.kwargs}
+                token = binding.use(self.container)
+                try:
+                    results.append(await tasks.run_stored_job(**stored))
+                finally:
+                    binding.reset(token)
         finally:
             if was_running and self.is_leader:
                 scheduler.resume()
@@ -168,7 +181,7 @@ class WorkerRuntime:
     async def wait_for_runs(self, job: str, count: int) -> list[RunResult]:
         """Wait until `count` runs of the job have finished in this runtime since it started
         (wrap it in a timeout); returns the job's most recent runs, oldest first."""
-        return await self.tracker.wait_for_runs(job_spec(job).id, count)
+        return await self.tracker.wait_for_runs(self.jobs.get(job).id, count)
 
     @property
     def tracker(self) -> RunTracker:

@@ -41,6 +41,7 @@ from sqlalchemy import Engine
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.data.dialects import retry_schema_race
 from d3_item_salvager.logging_setup import get_logger
+from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
 from d3_item_salvager.workers.executor import BoundExecutor
 from d3_item_salvager.workers.job_runner import JobRunner
 from d3_item_salvager.workers.job_store_db import (
@@ -49,14 +50,18 @@ from d3_item_salvager.workers.job_store_db import (
     sync_job_store_url,
 )
 from d3_item_salvager.workers.jobs import (
-    JOBS,
-    all_job_settings,
+    JobRegistry,
     base_job_id,
     is_retry_job_id,
     retry_job_id,
 )
 from d3_item_salvager.workers.runs import Outcome, Trigger
-from d3_item_salvager.workers.tasks import cleanup_logs_task, refresh_cache_task, scrape_guides_task
+from d3_item_salvager.workers.tasks import (
+    STORED_ENTRY,
+    cleanup_logs_task,
+    refresh_cache_task,
+    scrape_guides_task,
+)
 
 if TYPE_CHECKING:
     from d3_item_salvager.workers.container import WorkerContainer
@@ -190,7 +195,7 @@ def _history_listener(container: WorkerContainer) -> Any:
 
     def listen(event: JobEvent) -> None:
         job_id = base_job_id(event.job_id)
-        if job_id not in JOBS:
+        if job_id not in container.jobs():
             return
         runner: JobRunner = resolved(container.job_runner)
         trigger = Trigger.RETRY if is_retry_job_id(event.job_id) else Trigger.SCHEDULED
@@ -222,15 +227,16 @@ def register_jobs(
     """Make the store hold exactly the enabled jobs of the registry, keeping next run times that
     still apply. A scheduler not started yet is started paused first, so it sees the stored jobs.
 
-    `container` is accepted for the seed's signature; registration needs only the config.
+    The jobs are the container's (its runtime's registry), or the built-in ones without one.
     """
-    del container
+    jobs: JobRegistry = container.jobs() if container is not None else BUILTIN_JOBS
     if not scheduler.running:
         start_paused(scheduler)
     report = RegistrationReport()
     grace = config.scheduler.misfire_grace_seconds
-    for job_id, job in all_job_settings(config).items():
-        task = JOBS[job_id].task
+    task = STORED_ENTRY
+    for job_id, job in jobs.settings(config).items():
+        entry = {"job_id": job_id}
         existing = scheduler.get_job(job_id)
         if not job.enabled:
             for stored_id in (job_id, retry_job_id(job_id)):
@@ -240,6 +246,7 @@ def register_jobs(
                 report.removed.append(job_id)
                 report.changes.append(f"{job_id}: disabled, removed from the job store")
             continue
+        assert job.interval_minutes is not None  # filled from the spec
         trigger = _interval_trigger(config, job.interval_minutes)
         if existing is None:
             # A job new to this store (a fresh install, or just enabled) runs at once when so
@@ -250,17 +257,25 @@ def register_jobs(
                 else {}
             )
             scheduler.add_job(
-                task, trigger, id=job_id, name=job_id, replace_existing=True, **first_run
+                task,
+                trigger,
+                id=job_id,
+                name=job_id,
+                kwargs=entry,
+                replace_existing=True,
+                **first_run,
             )
             report.added.append(job_id)
-        elif existing.func_ref != task or not _same_trigger(existing.trigger, trigger):
+        elif (existing.func_ref, existing.kwargs) != (task, entry) or not _same_trigger(
+            existing.trigger, trigger
+        ):
             report.changes.append(
                 f"{job_id}: {existing.trigger} -> {trigger}"
                 if existing.func_ref == task
                 else f"{job_id}: task {existing.func_ref} -> {task}"
             )
             scheduler.remove_job(job_id)
-            scheduler.add_job(task, trigger, id=job_id, name=job_id)
+            scheduler.add_job(task, trigger, id=job_id, name=job_id, kwargs=entry)
             report.rescheduled.append(job_id)
         else:
             if (existing.misfire_grace_time, existing.coalesce, existing.max_instances) != (
@@ -313,11 +328,11 @@ class SchedulerRetryPlanner:
         if next_regular is not None and run_at >= next_regular:
             return None
         self._scheduler.add_job(
-            JOBS[job_id].task,
+            STORED_ENTRY,
             DateTrigger(run_date=run_at),
             id=retry_job_id(job_id),
             name=retry_job_id(job_id),
-            kwargs={"trigger": str(Trigger.RETRY), "attempt": attempt},
+            kwargs={"job_id": job_id, "trigger": str(Trigger.RETRY), "attempt": attempt},
             replace_existing=True,
         )
         return run_at

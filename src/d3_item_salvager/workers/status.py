@@ -14,8 +14,9 @@ from rich.console import Console
 from rich.table import Table
 
 from d3_item_salvager.config import AppConfig
+from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
 from d3_item_salvager.workers.job_store_reader import JobStoreReader, describe_interval
-from d3_item_salvager.workers.jobs import all_job_settings, retry_job_id
+from d3_item_salvager.workers.jobs import JobRegistry, retry_job_id
 from d3_item_salvager.workers.run_history import RunRow
 
 # Outcomes that say the job itself went wrong; `cancelled` is a stop (graceful or the lease lost).
@@ -32,13 +33,13 @@ def _problems(run: RunRow | None) -> int | None:
     return value if isinstance(value, int) else None
 
 
-def collect_status(config: AppConfig) -> dict[str, Any]:
+def collect_status(config: AppConfig, registry: JobRegistry = BUILTIN_JOBS) -> dict[str, Any]:
     """Every configured job with its stored schedule and last finished run, plus the lease.
 
     Raises:
         ConfigError: no job store at the configured place, or one that cannot be read.
     """
-    configured = all_job_settings(config)
+    configured = registry.settings(config)
     with JobStoreReader(config.scheduler, config.database.busy_timeout_seconds) as store:
         stored = store.stored_jobs()
         lease = store.lease()
@@ -56,7 +57,7 @@ def collect_status(config: AppConfig) -> dict[str, Any]:
                 "enabled": job.enabled,
                 "trigger": schedule.trigger
                 if schedule
-                else describe_interval(timedelta(minutes=job.interval_minutes)),
+                else describe_interval(timedelta(minutes=job.interval_minutes or 0)),
                 "next_run_time": _iso(schedule.next_run_time) if schedule else None,
                 "retry_pending": retry_job_id(job_id) in stored,
                 "last_outcome": last.outcome if last else None,

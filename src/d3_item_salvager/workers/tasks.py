@@ -1,40 +1,48 @@
-"""The scheduled tasks: thin async functions that resolve a service, call it, and report.
+"""The tasks: one generic entry point that the job store keeps for every job, and the seed's
+three task functions.
 
-The job store keeps only `d3_item_salvager.workers.tasks:<name>` and plain kwargs; services come
-from the container of the runtime the task runs in (see binding.py) when it runs, never when it is
-scheduled, and inside the run: a run stopped while its service is being created is still
-recorded `cancelled`, and a service that cannot be created fails the run. Each task is registered
-in jobs.py.
+The job store holds only `d3_item_salvager.workers.tasks:run_stored_job` with plain kwargs
+(`job_id`, and `trigger` / `attempt` for a retry run), so it never holds an object of this
+process. Each run finds its runtime in the context it runs in (see binding.py): the scheduler of
+a runtime submits runs in a context bound to that runtime, and code inside
+`async with WorkerRuntime(config)` runs in that one.
 """
 
 from __future__ import annotations
 
-from datetime import timedelta
+from typing import Any
 
-from d3_item_salvager.container import resolve
-from d3_item_salvager.logging_setup import get_logger
-from d3_item_salvager.services.build_guides import BuildGuideService
-from d3_item_salvager.services.cache_refresh import CacheRefreshService
-from d3_item_salvager.services.log_housekeeping import LogHousekeepingService
 from d3_item_salvager.workers.binding import current_container
-from d3_item_salvager.workers.job_runner import JobRunner, WorkResult
-from d3_item_salvager.workers.run_history import utc_now
 from d3_item_salvager.workers.runs import RunResult, Trigger
 
-_log = get_logger(__name__)
+STORED_ENTRY = f"{__name__}:run_stored_job"
 
 
-class _ProgressLog:
-    """Logs 'guides done of total' about every tenth of the way, for long runs."""
+async def run_job(
+    job_id: str,
+    *,
+    trigger: Trigger | str = Trigger.MANUAL,
+    attempt: int = 0,
+    run_id: str | None = None,
+    **options: Any,
+) -> RunResult:
+    """Run a job of the current runtime once, now; `options` reach its work as `ctx.options`."""
+    from d3_item_salvager.container import resolve
 
-    def __init__(self) -> None:
-        self._last_step = -1
+    container = current_container()
+    runner = await resolve(container.job_runner)
+    spec = container.jobs().get(job_id)
+    result: RunResult = await runner.run(
+        spec, trigger=Trigger(trigger), attempt=attempt, run_id=run_id, options=options
+    )
+    return result
 
-    def __call__(self, done: int, total: int) -> None:
-        step = done * 10 // max(total, 1)
-        if step != self._last_step or done == total:
-            self._last_step = step
-            _log.info("progress: %d/%d guides", done, total, extra={"done": done, "total": total})
+
+async def run_stored_job(
+    job_id: str, *, trigger: str = Trigger.SCHEDULED, attempt: int = 0
+) -> RunResult:
+    """What the scheduler calls for every stored job (scheduled and retry runs)."""
+    return await run_job(job_id, trigger=trigger, attempt=attempt)
 
 
 async def scrape_guides_task(
@@ -44,47 +52,25 @@ async def scrape_guides_task(
     attempt: int = 0,
     run_id: str | None = None,
 ) -> RunResult:
-    """Sync the index with Maxroll (BuildGuideService.prepare_database)."""
-    container = current_container()
-    runner: JobRunner = await resolve(container.job_runner)
-
-    async def work() -> WorkResult:
-        service: BuildGuideService = await resolve(container.build_guide_service)
-        summary = await service.prepare_database(force_refresh, progress=_ProgressLog())
-        # The outcome policy lives with the summary (services/sync_summary.py).
-        error = summary.failure_reason()
-        return WorkResult(summary.to_dict(), error, summary.has_transient_failures)
-
-    return await runner.run("scrape_guides", work, trigger=trigger, attempt=attempt, run_id=run_id)
+    """Sync the index with Maxroll in the current runtime."""
+    return await run_job(
+        "scrape_guides",
+        trigger=trigger,
+        attempt=attempt,
+        run_id=run_id,
+        force_refresh=force_refresh,
+    )
 
 
 async def refresh_cache_task(
     *, trigger: str = Trigger.SCHEDULED, attempt: int = 0, run_id: str | None = None
 ) -> RunResult:
     """Refresh the guide-list and item-catalog caches without writing the index."""
-    container = current_container()
-    runner: JobRunner = await resolve(container.job_runner)
-
-    async def work() -> WorkResult:
-        service: CacheRefreshService = await resolve(container.cache_refresh_service)
-        return WorkResult((await service.refresh()).to_dict())
-
-    return await runner.run("refresh_cache", work, trigger=trigger, attempt=attempt, run_id=run_id)
+    return await run_job("refresh_cache", trigger=trigger, attempt=attempt, run_id=run_id)
 
 
 async def cleanup_logs_task(
     *, trigger: str = Trigger.SCHEDULED, attempt: int = 0, run_id: str | None = None
 ) -> RunResult:
     """Delete old log files and prune old run history."""
-    container = current_container()
-    runner: JobRunner = await resolve(container.job_runner)
-    config = container.config()
-
-    async def work() -> WorkResult:
-        service: LogHousekeepingService = await resolve(container.log_housekeeping_service)
-        summary = (await service.cleanup()).to_dict()
-        retention = timedelta(days=config.scheduler.run_history_retention_days)
-        summary["history_rows_pruned"] = await runner.history.prune(utc_now() - retention)
-        return WorkResult(summary)
-
-    return await runner.run("cleanup_logs", work, trigger=trigger, attempt=attempt, run_id=run_id)
+    return await run_job("cleanup_logs", trigger=trigger, attempt=attempt, run_id=run_id)

@@ -19,6 +19,7 @@ from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
 from sqlalchemy import text
 
 from d3_item_salvager.services.build_guides import SyncSummary
+from d3_item_salvager.workers.binding import Submission
 from d3_item_salvager.workers.runs import Outcome, RunFinished, RunResult, Trigger
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from tests.conftest import make_config
@@ -152,13 +153,16 @@ async def test_a_run_submitted_in_an_earlier_lease_term_does_not_start(tmp_path:
         runner = runtime.runner
         due = datetime.now(UTC)
         runner.lead()
-        runner.note_submitted("scrape_guides", [due])  # as the scheduler's listener does
+        earlier = Submission(due, runner.term)  # as the scheduler's executor stamps it
         runner.stand_by("lease lost")
         runner.lead()
-        stale = await runtime.run_job("scrape_guides", trigger=Trigger.SCHEDULED)
+        stale = await runtime.run_job(
+            "scrape_guides", trigger=Trigger.SCHEDULED, submission=earlier
+        )
         assert fake.calls == []
-        runner.note_submitted("scrape_guides", [due])
-        fresh = await runtime.run_job("scrape_guides", trigger=Trigger.SCHEDULED)
+        fresh = await runtime.run_job(
+            "scrape_guides", trigger=Trigger.SCHEDULED, submission=Submission(due, runner.term)
+        )
     assert (stale.outcome, stale.error) == (Outcome.CANCELLED, "lease lost")
     assert fresh.outcome is Outcome.SUCCESS
     assert fake.calls == [False]

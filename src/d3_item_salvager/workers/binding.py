@@ -1,8 +1,9 @@
 """Which runtime's container a task uses: the one bound to the running context.
 
 APScheduler stores only `module:function` references and plain kwargs, so a task finds its services
-at run time. Each runtime binds its own container: its scheduler runs every job in a context bound
-to it (see executor.py), and entering the runtime binds it in the host's context, so
+at run time. Each runtime binds its own container: its scheduler submits every run in a context
+bound to it, stamped with the run's `Submission` (see scheduler.RuntimeExecutor), and entering the
+runtime binds it in the host's context, so
 `await tasks.scrape_guides_task(trigger="manual")` inside `async with WorkerRuntime(config)` runs in
 that runtime. Nothing is process-wide: two runtimes in one process never see each other's
 container, and closing one leaves the other bound where it was.
@@ -12,6 +13,8 @@ from __future__ import annotations
 
 import contextvars
 from contextvars import ContextVar, Token
+from dataclasses import dataclass
+from datetime import datetime
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -19,6 +22,18 @@ if TYPE_CHECKING:
 
 _current: ContextVar[WorkerContainer | None] = ContextVar("d3is_worker_container", default=None)
 _open: set[int] = set()  # ids of the containers of runtimes that are open now
+
+
+@dataclass(frozen=True, slots=True)
+class Submission:
+    """A scheduled or retry run as the scheduler submitted it: when it was due, and in which
+    lease term of its runtime (a run submitted before the lease was lost must not start)."""
+
+    due: datetime
+    term: int | None
+
+
+_submission: ContextVar[Submission | None] = ContextVar("d3is_submission", default=None)
 
 
 def current_container() -> WorkerContainer:
@@ -51,11 +66,21 @@ def unbind(container: WorkerContainer, token: Token[WorkerContainer | None]) -> 
         _current.set(previous)
 
 
-def bound_context(container: WorkerContainer) -> contextvars.Context:
-    """A copy of the current context in which `container` is current (for the scheduler)."""
+def submission_context(container: WorkerContainer, submission: Submission) -> contextvars.Context:
+    """A copy of the current context in which `container` is current and `submission` is the
+    run about to be created (for the scheduler's executor)."""
     context = contextvars.copy_context()
     context.run(_current.set, container)
+    context.run(_submission.set, submission)
     return context
+
+
+def take_submission() -> Submission | None:
+    """The submission this task was created for, cleared so that runs it starts by hand (and
+    tasks it creates) do not inherit it."""
+    submission = _submission.get()
+    _submission.set(None)
+    return submission
 
 
 def use(container: WorkerContainer) -> Token[WorkerContainer | None]:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -23,6 +23,7 @@ from d3_item_salvager.errors import (
     TransientFetchError,
 )
 from d3_item_salvager.logging_setup import get_logger, log_context
+from d3_item_salvager.workers.binding import Submission
 from d3_item_salvager.workers.job_claims import CLAIM_MARGIN_SECONDS, Claim
 from d3_item_salvager.workers.jobs import (
     JobContext,
@@ -31,7 +32,6 @@ from d3_item_salvager.workers.jobs import (
     JobSpec,
     WorkSummary,
 )
-from d3_item_salvager.workers.lease_terms import LeaseTerms
 from d3_item_salvager.workers.run_history import RunHistory, utc_now
 from d3_item_salvager.workers.runs import (
     Outcome,
@@ -112,31 +112,43 @@ class JobRunner:
         self.jobs = jobs
         self._config = config
         self.retry_planner: RetryPlanner | None = None
-        # Due time and lease term of runs about to start; leadership.py says when we lead.
-        self._terms = LeaseTerms()
+        # The lease term this runtime leads in (leadership.py counts them through `lead`); None
+        # while nothing leads here (one-off use): then every run may start.
+        self.term: int | None = None
+        self._leading = False
+        self._standby_reason = ""
         self._busy: set[str] = set()
         self._running: dict[asyncio.Task[Any], Trigger] = {}  # task running a job -> trigger
         self._cancel_reasons: dict[asyncio.Task[Any], str] = {}
         self._background: set[asyncio.Task[Any]] = set()
 
-    # Hooks for the scheduler's event listeners (called on the loop, synchronously)
-
-    def note_submitted(self, job_id: str, run_times: list[datetime]) -> None:
-        """Remember when a run was due (and in which lease term), for the run about to start."""
-        if run_times:
-            self._terms.note_submitted(job_id, run_times[-1])
+    # Leadership and the scheduler's event listeners call these on the loop, synchronously.
 
     def lead(self) -> None:
-        """This runtime holds the lease from now on: scheduled and retry runs may start."""
-        self._terms.lead()
+        """This runtime holds the lease from now on (a new term): scheduled and retry runs
+        submitted from now on may start."""
+        self.term = (self.term or 0) + 1
+        self._leading = True
 
     def stand_by(self, reason: str) -> int:
         """This runtime does not hold the lease (any more): cancel its running scheduled and
         retry runs with `reason` (as cancel_scheduled_runs), and record one that starts later
         `cancelled` with `reason` instead of running it; also one submitted while leading that
         had not started yet, even if this runtime leads again by then. Manual runs go on."""
-        self._terms.stand_by(reason)
+        if self.term is None:
+            self.term = 0
+        self._leading = False
+        self._standby_reason = reason
         return self.cancel_scheduled_runs(reason)
+
+    def _why_not_start(self, submission: Submission | None) -> str | None:
+        """Why a scheduled or retry run must not start now, or None when it may: only while
+        leading, in the term it was submitted in (unknown for a run started by hand)."""
+        if self.term is None:
+            return None
+        if not self._leading or (submission is not None and submission.term != self.term):
+            return self._standby_reason
+        return None
 
     def record_not_run(
         self, job_id: str, trigger: Trigger, outcome: Outcome, due: datetime | None
@@ -200,11 +212,13 @@ class JobRunner:
         attempt: int = 0,
         run_id: str | None = None,
         options: Mapping[str, Any] | None = None,
+        submission: Submission | None = None,
     ) -> RunResult:
         """Run the job's work once with a run id, timeout, log lines, history row and error
         handling; `options` reach the work as `ctx.options`.
 
-        `run_id` lets a caller name the run before it starts (a host app answering at once).
+        `run_id` lets a caller name the run before it starts (a host app answering at once);
+        `submission` says when a scheduled or retry run was due, and in which lease term.
         The run first claims its job in the job store (job_claims.py): while a run of the job
         holds the claim in another process (or runtime), a scheduled or retry run is recorded
         `skipped` and a manual run raises JobRunningElsewhereError (it never started: no row).
@@ -215,8 +229,8 @@ class JobRunner:
         job_id = spec.id
         run_id = run_id or uuid.uuid4().hex[:12]
         manual = trigger is Trigger.MANUAL
-        due, term = (None, None) if manual else self._terms.pop_submitted(job_id)
-        if not manual and (why := self._terms.why_not_start(term)) is not None:
+        due = submission.due if submission is not None and not manual else None
+        if not manual and (why := self._why_not_start(submission)) is not None:
             # Submitted before the lease was lost (or started by hand as `scheduled` on a
             # standby): the leader runs the job, this runtime does not start it.
             _log.warning("run not started: %s", why, extra={"job_id": job_id, "run_id": run_id})
@@ -465,14 +479,16 @@ class JobRunner:
             task.cancel()
         return len(tasks)
 
-    async def stop(self, grace_seconds: float, submitted: Iterable[asyncio.Task[Any]] = ()) -> None:
+    async def stop(self, grace_seconds: float) -> None:
         """Wait up to `grace_seconds` for running jobs, then cancel them (recorded `cancelled`).
 
-        `submitted`: the scheduler's run tasks, some of which may not have reached `run` yet;
-        they are waited for too, or one could claim its job after the stop and leave the claim
-        (and an open row) behind for the next runtime of this process.
+        Call it once nothing submits runs any more (the scheduler paused).
         """
-        running = set(self._running) | {task for task in submitted if not task.done()}
+        # A run the scheduler submitted just before has its task created but not started: one
+        # pass of the loop lets it reach `run` (which registers it before its first await), so
+        # it is waited for too instead of claiming its job after the stop.
+        await asyncio.sleep(0)
+        running = set(self._running)
         if running:
             _log.info(
                 "waiting for running jobs", extra={"jobs": len(running), "grace": grace_seconds}

@@ -1,8 +1,8 @@
 """Read a job store without changing it: stored jobs, run history and the lease, for `status`.
 
 Nothing here creates a file, a folder or a table. SQLite is opened read-only (`mode=ro`), and jobs
-are read straight from APScheduler's `apscheduler_jobs` table, unpickling each job's state as
-APScheduler's SQLAlchemyJobStore does, rather than through a scheduler.
+are read through APScheduler's public job-store API (`SQLAlchemyJobStore.lookup_job` on that
+read-only engine, never started, so it creates nothing either).
 """
 
 from __future__ import annotations
@@ -12,15 +12,16 @@ import os
 import pickle
 import sqlite3
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Self
 from urllib.parse import quote
 
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Connection, Engine, create_engine, inspect, select, text
+from sqlalchemy import Connection, Engine, create_engine, inspect, select
 from sqlalchemy.exc import DBAPIError
 
 from d3_item_salvager.config import SchedulerConfig
@@ -141,6 +142,8 @@ class JobStoreReader:
             DBAPIError,
             pickle.UnpicklingError,
             EOFError,
+            ImportError,
+            LookupError,
             AttributeError,
             TypeError,
             ValueError,
@@ -150,24 +153,18 @@ class JobStoreReader:
                 f"{_setting(self._config)}: cannot read {what} from the job store ({reason})"
             ) from None
 
-    def stored_jobs(self) -> dict[str, StoredJob]:
-        """Every job in APScheduler's table, by id (none when no scheduler created it yet)."""
+    def stored_jobs(self, job_ids: Iterable[str]) -> dict[str, StoredJob]:
+        """The stored jobs of these scheduler ids, by id (none before a scheduler stored any)."""
         if APSCHEDULER_JOBS_TABLE not in self._tables:
             return {}
+        store = SQLAlchemyJobStore(engine=self._engine, tablename=APSCHEDULER_JOBS_TABLE)
         jobs = {}
         with self._reading("the scheduled jobs"):
-            rows = self.connection.execute(
-                text(f"SELECT id, next_run_time, job_state FROM {APSCHEDULER_JOBS_TABLE}")
-            )
-            for row in rows:
-                # As SQLAlchemyJobStore._reconstitute_job: the state is a pickled dict.
-                state = pickle.loads(row.job_state)
-                next_run = (
-                    datetime.fromtimestamp(row.next_run_time, UTC)
-                    if row.next_run_time is not None
-                    else None
-                )
-                jobs[row.id] = StoredJob(row.id, describe_trigger(state["trigger"]), next_run)
+            for job_id in job_ids:
+                job = store.lookup_job(job_id)
+                if job is not None:
+                    trigger = describe_trigger(job.trigger)
+                    jobs[job_id] = StoredJob(job_id, trigger, job.next_run_time)
         return jobs
 
     def runs(self, job_id: str | None = None, limit: int | None = None) -> list[RunRow]:

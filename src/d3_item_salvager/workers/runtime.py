@@ -164,15 +164,13 @@ class WorkerRuntime:
                     scheduler.remove_job(job.id)
                 else:
                     scheduler.modify_job(job.id, next_run_time=following)
-                job_id = base_job_id(job.id)
-                self.runner.note_submitted(job_id, [job.next_run_time])  # its due time
-                # As the scheduler would run it: the stored entry with its stored kwargs.
-                stored = {"job_id": job_id, **job.kwargs}
-                token = binding.use(self.container)
-                try:
-                    results.append(await tasks.run_stored_job(**stored))
-                finally:
-                    binding.reset(token)
+                # As the scheduler runs it: the stored entry, its kwargs and its due time.
+                stored = {"job_id": base_job_id(job.id), **job.kwargs}
+                submission = binding.Submission(job.next_run_time, self.runner.term)
+                context = binding.submission_context(self.container, submission)
+                result = await context.run(asyncio.ensure_future, tasks.run_stored_job(**stored))
+                if result is not None:
+                    results.append(result)
         finally:
             if was_running and self.is_leader:
                 scheduler.resume()

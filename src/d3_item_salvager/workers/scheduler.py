@@ -26,12 +26,12 @@ import anyio
 from apscheduler.events import (
     EVENT_JOB_MAX_INSTANCES,
     EVENT_JOB_MISSED,
-    EVENT_JOB_SUBMITTED,
     EVENT_SCHEDULER_SHUTDOWN,
     JobEvent,
     JobSubmissionEvent,
     SchedulerEvent,
 )
+from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.date import DateTrigger
@@ -41,8 +41,8 @@ from sqlalchemy import Engine
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.data.dialects import retry_schema_race
 from d3_item_salvager.logging_setup import get_logger
+from d3_item_salvager.workers.binding import Submission, submission_context
 from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
-from d3_item_salvager.workers.executor import BoundExecutor
 from d3_item_salvager.workers.job_runner import JobRunner
 from d3_item_salvager.workers.job_store_db import (
     engine_options,
@@ -98,16 +98,15 @@ def build_scheduler(
     """A scheduler on the configured job store, with safe job defaults; not started.
 
     With a container, its jobs run bound to that container (whatever else is open in the process)
-    and its events feed that container's run history: due times of submitted runs, missed runs,
-    and runs skipped because the previous one was still going. Without one, jobs use the runtime
-    current where they run.
+    and its events feed that container's run history: missed runs, and runs skipped because the
+    previous one was still going. Without one, jobs use the runtime current where they run.
     """
     settings = config.scheduler
     busy_timeout = config.database.busy_timeout_seconds
     url = sync_job_store_url(settings)
     job_store = SQLAlchemyJobStore(url=url, engine_options=engine_options(url, busy_timeout))
     install_sqlite_pragmas(job_store.engine, busy_timeout)
-    executor = BoundExecutor(container)
+    executor = RuntimeExecutor(container) if container is not None else AsyncIOExecutor()
     scheduler = AsyncIOScheduler(
         jobstores={"default": job_store},
         executors={"default": executor},
@@ -119,20 +118,38 @@ def build_scheduler(
         timezone=ZoneInfo(settings.timezone),
     )
     _job_store_engines[scheduler] = job_store.engine
-    _executors[scheduler] = executor
     if container is not None:
         scheduler.add_listener(
-            _history_listener(container),
-            EVENT_JOB_SUBMITTED | EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES,
+            _history_listener(container), EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
         )
     return scheduler
+
+
+# APScheduler 3 ships no type hints, hence the ignore.
+class RuntimeExecutor(AsyncIOExecutor):  # type: ignore[misc]
+    """AsyncIOExecutor whose runs are submitted in a context bound to one runtime's container
+    and stamped with the run's `Submission` (due time, lease term).
+
+    Only the public `submit_job` is overridden: AsyncIOExecutor creates the run's task inside
+    it, and a task copies the context it is created in (the pinned APScheduler 3.11 does so).
+    """
+
+    def __init__(self, container: WorkerContainer) -> None:
+        super().__init__()
+        self._container = container
+
+    def submit_job(self, job: Any, run_times: list[datetime]) -> None:
+        from d3_item_salvager.workers.container import resolved
+
+        runner: JobRunner = resolved(self._container.job_runner)
+        submission = Submission(run_times[-1], runner.term)
+        context = submission_context(self._container, submission)
+        context.run(super().submit_job, job, run_times)
 
 
 # The engine, not the job store: a started job store refers back to its scheduler, which would
 # keep the weak key, and so the entry, alive for good.
 _job_store_engines: WeakKeyDictionary[AsyncIOScheduler, Engine] = WeakKeyDictionary()
-# Likewise the executor, whose run tasks a graceful stop waits for.
-_executors: WeakKeyDictionary[AsyncIOScheduler, BoundExecutor] = WeakKeyDictionary()
 
 
 def close_job_store(scheduler: AsyncIOScheduler) -> None:
@@ -199,9 +216,7 @@ def _history_listener(container: WorkerContainer) -> Any:
             return
         runner: JobRunner = resolved(container.job_runner)
         trigger = Trigger.RETRY if is_retry_job_id(event.job_id) else Trigger.SCHEDULED
-        if isinstance(event, JobSubmissionEvent) and event.code == EVENT_JOB_SUBMITTED:
-            runner.note_submitted(job_id, list(event.scheduled_run_times))
-        elif isinstance(event, JobSubmissionEvent):  # EVENT_JOB_MAX_INSTANCES
+        if isinstance(event, JobSubmissionEvent):  # EVENT_JOB_MAX_INSTANCES
             runner.record_not_run(job_id, trigger, Outcome.SKIPPED, event.scheduled_run_times[-1])
         else:
             runner.record_not_run(job_id, trigger, Outcome.MISSED, event.scheduled_run_time)
@@ -347,11 +362,7 @@ async def stop_scheduler(
         return
     scheduler.pause()
     if runner is not None:
-        # Runs submitted just before the pause may not have reached the runner yet: wait for
-        # them as well, before the shutdown below cancels them mid-claim with no one waiting.
-        executor = _executors.get(scheduler)
-        submitted = executor.submitted_runs() if executor is not None else set()
-        await runner.stop(grace_seconds, submitted)
+        await runner.stop(grace_seconds)
     stopped = asyncio.Event()
 
     def on_shutdown(_event: SchedulerEvent) -> None:

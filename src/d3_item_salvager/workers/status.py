@@ -41,7 +41,9 @@ def collect_status(config: AppConfig, registry: JobRegistry = BUILTIN_JOBS) -> d
     """
     configured = registry.settings(config)
     with JobStoreReader(config.scheduler, config.database.busy_timeout_seconds) as store:
-        stored = store.stored_jobs()
+        stored = store.stored_jobs(
+            job_id for base in configured for job_id in (base, retry_job_id(base))
+        )
         lease = store.lease()
         last_runs = {job_id: store.last_finished(job_id) for job_id in configured}
         verdicts = {

@@ -10,9 +10,10 @@ a runtime submits runs in a context bound to that runtime, and code inside
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
-from d3_item_salvager.workers.binding import current_container
+from d3_item_salvager.workers.binding import Submission, current_container, take_submission
 from d3_item_salvager.workers.runs import RunResult, Trigger
 
 STORED_ENTRY = f"{__name__}:run_stored_job"
@@ -24,6 +25,7 @@ async def run_job(
     trigger: Trigger | str = Trigger.MANUAL,
     attempt: int = 0,
     run_id: str | None = None,
+    submission: Submission | None = None,
     **options: Any,
 ) -> RunResult:
     """Run a job of the current runtime once, now; `options` reach its work as `ctx.options`."""
@@ -33,16 +35,28 @@ async def run_job(
     runner = await resolve(container.job_runner)
     spec = container.jobs().get(job_id)
     result: RunResult = await runner.run(
-        spec, trigger=Trigger(trigger), attempt=attempt, run_id=run_id, options=options
+        spec,
+        trigger=Trigger(trigger),
+        attempt=attempt,
+        run_id=run_id,
+        options=options,
+        submission=submission,
     )
     return result
 
 
 async def run_stored_job(
     job_id: str, *, trigger: str = Trigger.SCHEDULED, attempt: int = 0
-) -> RunResult:
+) -> RunResult | None:
     """What the scheduler calls for every stored job (scheduled and retry runs)."""
-    return await run_job(job_id, trigger=trigger, attempt=attempt)
+    submission = take_submission()
+    try:
+        return await run_job(job_id, trigger=trigger, attempt=attempt, submission=submission)
+    except asyncio.CancelledError:
+        # A stop or a lost lease: the runner recorded the run `cancelled` and logged it in one
+        # line. Ending quietly keeps APScheduler from logging the cancel as a crash; nothing
+        # awaits this task but the runtime's stop.
+        return None
 
 
 async def scrape_guides_task(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shutil
 import sqlite3
 import sys
@@ -21,7 +22,15 @@ from d3_item_salvager.data.queries import IndexQueries
 from d3_item_salvager.services.build_guides import BuildGuideService
 from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
 from d3_item_salvager.testing.fake_site import Site
-from tests.player_site import SOJ, UNUSED, add_player_items, expected_candidates
+from tests.player_site import (
+    NECRO_GUIDE_SLUG,
+    OCULUS,
+    RATHMA,
+    SOJ,
+    UNUSED,
+    add_player_items,
+    expected_candidates,
+)
 from tests.processes import child_env, write_config
 
 
@@ -30,11 +39,13 @@ def site(site: Site) -> Site:
     return add_player_items(site)
 
 
-async def player_cli(*args: str, cwd: Path, within: float = 60) -> tuple[int, str, str]:
+async def player_cli(
+    *args: str, cwd: Path, within: float = 60, env: dict[str, str] | None = None
+) -> tuple[int, str, str]:
     """Run `python -m d3_item_salvager ARGS`; return exit code, stdout and stderr."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "d3_item_salvager", *args,
-        cwd=cwd, env=child_env({"COLUMNS": "240"}), stdin=asyncio.subprocess.DEVNULL,
+        cwd=cwd, env=child_env(env or {"COLUMNS": "240"}), stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
     with anyio.fail_after(within):
@@ -54,6 +65,15 @@ async def synced(any_backend_config: AppConfig, tmp_path: Path) -> Path:
         service: BuildGuideService = await resolve(container.build_guide_service)
         await service.prepare_database()
     return config_file(tmp_path, any_backend_config)
+
+
+@pytest.fixture
+async def synced_sqlite(live_config: AppConfig, tmp_path: Path) -> Path:
+    """A synced SQLite index and a config file pointing at it (for what no backend changes)."""
+    async with open_container(live_config) as container:
+        service: BuildGuideService = await resolve(container.build_guide_service)
+        await service.prepare_database()
+    return config_file(tmp_path, live_config)
 
 
 async def api(config: AppConfig, question: str, *args: Any, **kwargs: Any) -> Any:
@@ -104,9 +124,11 @@ async def test_item_json_shows_every_id_and_where_it_is_used(
     assert match["used"] is True
     assert match["salvage_candidate"] is False
     assert {use["guide_slug"] for use in match["uses"]} == {fake_maxroll.site.guides[0].slug}
-    code, out, _ = await player_cli("item", "nothing-like-it", "--json", "--config", str(synced),
+    code, out, _ = await player_cli("item", "qqqqqqqqqqqq", "--json", "--config", str(synced),
                                     cwd=tmp_path)  # fmt: skip
-    assert (code, json.loads(out)) == (0, {"query": "nothing-like-it", "matches": []})
+    assert (code, json.loads(out)) == (
+        1, {"query": "qqqqqqqqqqqq", "matches": [], "suggestions": []}
+    )  # fmt: skip
 
 
 async def test_tables_for_people(
@@ -133,11 +155,18 @@ async def test_tables_for_people(
     code, out, _ = await player_cli("item", "jordan", "--config", config, cwd=tmp_path)
     assert code == 0
     assert "KEEP: used by 1 build(s) in 1 guide(s)" in out
-    assert f"ids: {', '.join(sorted(SOJ))}" in out
+    # Each id on its own line, with its own quality and readable slots.
+    [unused_id] = [line for line in out.splitlines() if SOJ[0] in line]
+    assert unused_id.split() == [
+        SOJ[0],
+        "legendary",
+        *["left", "finger", "or", "right", "finger"],
+        "0",
+    ]
     code, out, _ = await player_cli("item", "spare helm", "--config", config, cwd=tmp_path)
     assert (code, "used by no build: salvage candidate" in out) == (0, True)
     code, out, _ = await player_cli("item", "zzz", "--config", config, cwd=tmp_path)
-    assert (code, out.strip()) == (0, "no match for 'zzz'")
+    assert (code, out.strip()) == (1, "no item matches 'zzz'")
     code, out, _ = await player_cli("guides", "--config", config, cwd=tmp_path)
     assert code == 0
     assert all(g.slug in out for g in fake_maxroll.site.guides)
@@ -231,3 +260,135 @@ async def test_reads_while_a_sync_holds_the_write_lock(
     assert (code, err) == (0, "")
     assert "Half Written" not in out
     assert set(UNUSED) <= {item["name"] for item in json.loads(out)["items"]}
+
+
+async def test_class_means_the_builds_class(synced: Path, tmp_path: Path) -> None:
+    """--class filters by the builds' class; the guide's own class is `guide_class` in the JSON."""
+    config = ("--config", str(synced))
+    rathma = {name for name, _type, slot in RATHMA.values() if slot}
+
+    async def used(*args: str) -> dict[str, list[str]]:
+        code, out, err = await player_cli("items", *args, "--json", *config, cwd=tmp_path)
+        assert (code, err) == (0, ""), args
+        return {item["item"]["name"]: item["classes"] for item in json.loads(out)["items"]}
+
+    necromancer = await used("--class", "necromancer")
+    assert all(necromancer.get(name) == ["necromancer"] for name in rathma), necromancer
+    assert not rathma & (await used("--class", "barbarian")).keys()
+    code, out, _ = await player_cli("item", "rathma's skull helm", "--json", *config, cwd=tmp_path)
+    [match] = json.loads(out)["matches"]
+    assert {(use["class_name"], use["guide_class"]) for use in match["uses"]} == {
+        ("necromancer", "barbarian")
+    }
+    code, out, _ = await player_cli("guides", "--class", "necromancer", "--json", *config,
+                                    cwd=tmp_path)  # fmt: skip
+    assert code == 0
+    [guide] = [g for g in json.loads(out)["guides"] if g["slug"] == NECRO_GUIDE_SLUG]
+    assert "class_name" not in guide
+    assert guide["guide_class"] == "barbarian"
+    assert {build["class_name"] for build in guide["builds"]} == {"necromancer"}
+
+
+async def test_did_you_mean(synced: Path, tmp_path: Path) -> None:
+    """A misspelt name matches nothing: the closest names are suggested and the exit code is 1."""
+    config = ("--config", str(synced))
+    code, out, err = await player_cli("item", "stone of jordn", *config, cwd=tmp_path)
+    assert (code, err) == (1, "")
+    assert out.startswith("no item matches 'stone of jordn'; did you mean: Stone of Jordan")
+    code, out, _ = await player_cli("item", "stone of jordn", "--json", *config, cwd=tmp_path)
+    assert code == 1
+    assert json.loads(out)["suggestions"][0] == "Stone of Jordan"
+
+
+async def test_piped_tables_never_cut_identifiers(
+    synced_sqlite: Path, fake_maxroll: FakeMaxroll, tmp_path: Path
+) -> None:
+    """Piped at 80 columns: plain rows with every slug and header whole, nothing cut."""
+    narrow = {"COLUMNS": "80"}
+    code, out, _ = await player_cli(
+        "guides", "--config", str(synced_sqlite), cwd=tmp_path, env=narrow
+    )
+    assert code == 0
+    slugs = {line.split()[0] for line in out.splitlines()[2:]}
+    assert slugs == {guide.slug for guide in fake_maxroll.site.guides}
+    assert len(NECRO_GUIDE_SLUG) > 60
+    assert out.splitlines()[1].split() == ["Guide", "Builds", "Classes", "Guide", "class", "Title"]
+    assert "…" not in out
+    assert not {"┃", "│", "━"} & set(out)
+    code, out, _ = await player_cli("items", "--class", "necromancer", "--config", str(synced_sqlite),
+                                    cwd=tmp_path, env=narrow)  # fmt: skip
+    assert code == 0
+    assert "…" not in out
+    assert "Rathma's Macabre Vambraces" in out
+
+
+async def test_terminal_tables_fit_without_cutting_identifiers(
+    synced_sqlite: Path, fake_maxroll: FakeMaxroll, tmp_path: Path
+) -> None:
+    """In an 80-column terminal, slugs stay whole; columns that do not fit are left out, said so."""
+    terminal = {"COLUMNS": "80", "TTY_COMPATIBLE": "1", "NO_COLOR": "1"}
+    code, out, _ = await player_cli(
+        "guides", "--config", str(synced_sqlite), cwd=tmp_path, env=terminal
+    )
+    assert code == 0
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out)
+    assert "┃" in text, "a terminal gets a rich table"
+    for guide in fake_maxroll.site.guides:
+        assert guide.slug in text
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert "…" not in text
+    assert "left out to fit 80 columns" in text
+    code, out, _ = await player_cli("items", "--class", "necromancer", "--limit", "5",
+                                    "--config", str(synced_sqlite), cwd=tmp_path, env=terminal)  # fmt: skip
+    text = re.sub(r"\x1b\[[0-9;]*m", "", out)
+    assert all(len(line) <= 80 for line in text.splitlines())
+    assert "┃ Quality" in text
+    assert "…" not in text
+
+
+async def test_guide_by_a_unique_slug_prefix(
+    synced: Path, fake_maxroll: FakeMaxroll, tmp_path: Path
+) -> None:
+    """--guide takes a prefix of one slug; a prefix of several exits 2 listing them."""
+    config = ("--config", str(synced))
+    guide = fake_maxroll.site.guides[1]
+    full = await player_cli("items", "--guide", guide.slug, "--json", *config, cwd=tmp_path)
+    prefix = await player_cli("items", "--guide", guide.slug[:7], "--json", *config, cwd=tmp_path)
+    assert (full[0], prefix[0]) == (0, 0)
+    assert json.loads(full[1])["items"] == json.loads(prefix[1])["items"]
+    code, out, err = await player_cli("items", "--guide", "guide-", *config, cwd=tmp_path)
+    assert (code, out) == (2, "")
+    assert "guide 'guide-' is ambiguous" in err
+    assert all(g.slug in err for g in fake_maxroll.site.guides if g.slug.startswith("guide-"))
+
+
+async def test_several_matches_give_a_list_of_names(synced_sqlite: Path, tmp_path: Path) -> None:
+    """Several items match: a short list of their names; --all shows each in full."""
+    config = ("--config", str(synced_sqlite))
+    code, out, _ = await player_cli("item", "rathma", *config, cwd=tmp_path)
+    assert code == 0
+    assert "4 items match 'rathma'" in out
+    assert all(name in out for name, _type, _slot in RATHMA.values())
+    assert "KEEP: used by 2 build(s)" in out
+    assert "in 1 guide(s)" not in out  # no full report, only the list
+    code, out, _ = await player_cli("item", "rathma", "--all", *config, cwd=tmp_path)
+    assert code == 0
+    assert out.count("in 1 guide(s)") == 3  # the three used ones in full
+    assert "used by no build: salvage candidate" in out
+    # An exact name shows that item, and says how many others also match.
+    code, out, _ = await player_cli("item", "Item 1", *config, cwd=tmp_path)
+    assert code == 0
+    assert out.splitlines()[0] == "Item 1"
+    assert "other item(s) match 'Item 1'; --all shows them" in out
+
+
+async def test_one_name_two_items_each_on_its_own_line(synced_sqlite: Path, tmp_path: Path) -> None:
+    """An ethereal and a legendary of one name: one line each, with readable slots."""
+    code, out, _ = await player_cli(
+        "item", "the oculus", "--config", str(synced_sqlite), cwd=tmp_path
+    )
+    assert code == 0
+    lines = {line.split()[0]: line.split()[1:] for line in out.splitlines() if line.strip()}
+    assert lines[OCULUS[0]] == ["ethereal", "main", "hand", "or", "off", "hand", "0"]
+    assert lines[OCULUS[1]] == ["legendary", "off", "hand", "2"]
+    assert "mainhand" not in out

@@ -1,7 +1,7 @@
 """Players' command line: `d3-item-salvager` or `python -m d3_item_salvager` (items, item, guides).
 
-Read-only on the index. Exit codes: 0 an answer (also "no match"), 2 bad usage, an unknown class
-or guide, or no readable index.
+Read-only on the index. Exit codes: 0 an answer, 1 no item matches the name asked for, 2 bad
+usage, an unknown class or guide (or a guide prefix several slugs start with), or no readable index.
 """
 
 from __future__ import annotations
@@ -17,13 +17,12 @@ import typer
 from d3_item_salvager.cli_options import ConfigOption, add_root_options, usage_error
 
 if TYPE_CHECKING:
-    from sqlalchemy.ext.asyncio import AsyncEngine
-
     from d3_item_salvager.data.queries import IndexQueries
+    from d3_item_salvager.data.query_models import ItemReport
 
 # SQLAlchemy, pydantic and rich are imported by the command that runs, so `--help` is quick.
 
-EXIT_OK, EXIT_USAGE = 0, 2
+EXIT_OK, EXIT_NO_MATCH, EXIT_USAGE = 0, 1, 2
 DEFAULT_TABLE_LIMIT = 50
 T = TypeVar("T")
 
@@ -42,7 +41,10 @@ LimitOption = Annotated[
     ),
 ]
 ClassOption = Annotated[
-    str | None, typer.Option("--class", help="A class, e.g. wizard or 'demon hunter'.")
+    str | None,
+    typer.Option(
+        "--class", help="A build's class (its planner profile's), e.g. wizard or 'demon hunter'."
+    ),
 ]
 
 
@@ -61,19 +63,27 @@ def _ask(config_file: Path | None, question: Callable[[IndexQueries], Awaitable[
     """Open the index read-only, ask, close; every lookup or database error exits 2."""
     from d3_item_salvager.config import load_config
     from d3_item_salvager.data.queries import IndexQueries
-    from d3_item_salvager.data.query_models import UnknownClassError, UnknownGuideError
-    from d3_item_salvager.data.read_only import read_only_index
+    from d3_item_salvager.data.query_models import (
+        AmbiguousGuideError,
+        UnknownClassError,
+        UnknownGuideError,
+    )
     from d3_item_salvager.errors import ConfigError, IndexDatabaseError
 
     async def run() -> T:
-        engine: AsyncEngine
-        async with read_only_index(config.database) as engine:
-            return await question(IndexQueries(engine))
+        async with IndexQueries.open(config) as queries:
+            return await question(queries)
 
     try:
         config = load_config(config_file)
         return asyncio.run(run())
-    except (ConfigError, IndexDatabaseError, UnknownClassError, UnknownGuideError) as exc:
+    except (
+        ConfigError,
+        IndexDatabaseError,
+        UnknownClassError,
+        UnknownGuideError,
+        AmbiguousGuideError,
+    ) as exc:
         raise _fail(str(exc)) from None
 
 
@@ -104,7 +114,8 @@ def _cut(rows: list[T], limit: int | None, as_json: bool) -> list[T]:
 def items(
     class_name: ClassOption = None,
     guide: Annotated[
-        str | None, typer.Option("--guide", help="A guide by slug, URL or post id.")
+        str | None,
+        typer.Option("--guide", help="A guide by slug (or a prefix of one only), URL or post id."),
     ] = None,
     unused: Annotated[
         bool,
@@ -137,43 +148,63 @@ def items(
         return
     where = " and ".join(
         filter(
-            None, (f"class {class_name}" if class_name else "", f"guide {guide}" if guide else "")
+            None,
+            (f"{class_name} builds" if class_name else "", f"guide {guide}" if guide else ""),
         )
     )
     console = _console()
     if unused:
         title = "Salvage candidates" + (f" for {where}" if where else " (no build uses them)")
-        console.print(render.catalog_table(shown, title))
+        render.print_catalog(console, shown, title)
     else:
-        console.print(
-            render.used_items_table(shown, "Items used" + (f" by {where}" if where else ""))
-        )
-    note = render.limit_note(len(shown), len(found))
-    if note:
-        console.print(note, highlight=False)
+        render.print_used_items(console, shown, "Items used" + (f" by {where}" if where else ""))
+    render.print_note(console, render.limit_note(len(shown), len(found)))
 
 
 @app.command("item")
 def item(
     name: Annotated[str, typer.Argument(help="An item name (any case, part of it) or an id.")],
+    show_all: Annotated[
+        bool, typer.Option("--all", help="Show every matching item in full, not a list of names.")
+    ] = False,
     limit: LimitOption = None,
     as_json: JsonOption = False,
     config_file: ConfigOption = None,
 ) -> None:
-    """Is this item used, by which guides and builds, and how; or is it a salvage candidate."""
-    reports = _ask(config_file, lambda q: q.find_items(name))
+    """Is this item used, by which guides and builds, and how; or is it a salvage candidate.
+
+    Several items match: their names, to ask again for one (or --all). None: the closest names,
+    and exit 1.
+    """
+
+    async def question(q: IndexQueries) -> tuple[list[ItemReport], list[str]]:
+        reports = await q.find_items(name)
+        return reports, ([] if reports else await q.suggest_names(name))
+
+    reports, suggestions = _ask(config_file, question)
     from d3_item_salvager import index_render as render
+    from d3_item_salvager.data.queries import is_exact_match
 
     if as_json:
-        typer.echo(json.dumps(render.item_document(name, reports)))
+        typer.echo(json.dumps(render.item_document(name, reports, suggestions)))
+        if not reports:
+            raise typer.Exit(EXIT_NO_MATCH)
         return
     if not reports:
-        typer.echo(f"no match for {name!r}")
-        return
+        hint = f"; did you mean: {', '.join(suggestions)}?" if suggestions else ""
+        typer.echo(f"no item matches {name!r}{hint}")
+        raise typer.Exit(EXIT_NO_MATCH)
     console = _console()
+    exact = [report for report in reports if is_exact_match(report, name)]
+    if len(reports) > 1 and not show_all and not exact:
+        render.print_choices(console, name, _cut(reports, limit, False), len(reports))
+        return
     per_item = limit if limit else (None if limit == 0 else DEFAULT_TABLE_LIMIT)
-    for report in reports:
+    for report in reports if show_all else exact or reports:
         render.print_item_report(console, report, per_item)
+    others = len(reports) - len(exact)
+    if exact and others and not show_all:
+        render.print_note(console, f"{others} other item(s) match {name!r}; --all shows them")
 
 
 @app.command("guides")
@@ -182,7 +213,8 @@ def guides(
     as_json: JsonOption = False,
     config_file: ConfigOption = None,
 ) -> None:
-    """The guides in the index, with their slugs (what --guide takes) and builds."""
+    """The guides in the index, with their slugs (what --guide takes) and builds (--class: guides
+    with a build of that class)."""
     _check_class(class_name)
     found = _ask(config_file, lambda q: q.guides(class_name))
     from d3_item_salvager import index_render as render
@@ -190,7 +222,7 @@ def guides(
     if as_json:
         typer.echo(json.dumps({"guides": [guide.to_dict() for guide in found]}))
         return
-    _console().print(render.guides_table(found))
+    render.print_guides(_console(), found)
 
 
 def main(prog_name: str = SCRIPT_NAME) -> None:

@@ -11,13 +11,26 @@ import pytest
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.container import Container, resolve
 from d3_item_salvager.data.queries import IndexQueries
-from d3_item_salvager.data.query_models import UnknownClassError, UnknownGuideError
+from d3_item_salvager.data.query_models import (
+    AmbiguousGuideError,
+    ItemVariant,
+    UnknownClassError,
+    UnknownGuideError,
+)
 from d3_item_salvager.services.build_guides import BuildGuideService
 from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
 from d3_item_salvager.testing.fake_site import Site
 from tests.index_expectations import expected_rows, touch_guide
 from tests.index_reader import IndexReader
-from tests.player_site import SOJ, UNUSED, add_player_items, expected_candidates
+from tests.player_site import (
+    NECRO_GUIDE_SLUG,
+    OCULUS,
+    RATHMA,
+    SOJ,
+    UNUSED,
+    add_player_items,
+    expected_candidates,
+)
 
 README = Path(__file__).resolve().parents[2] / "README.md"
 
@@ -48,14 +61,15 @@ async def queries(live_container: Container, service: BuildGuideService) -> Inde
 
 
 def expected_usage(site: Site) -> dict[str, dict[str, set[object]]]:
-    """Per used item id: its builds, guides, classes and contexts, from the site alone."""
-    class_of = {guide.guide_id: guide.class_name for guide in site.guides}
+    """Per used item id: its builds, guides, builds' classes and contexts, from the site alone."""
+    rows = expected_rows(site)
+    class_of = {(guide, planner, index): c for guide, planner, index, _, c in rows["builds"]}
     usage: dict[str, dict[str, set[object]]] = defaultdict(lambda: defaultdict(set))
-    for guide_id, planner_id, index, item_id, _slot, context in expected_rows(site)["item_usages"]:
+    for guide_id, planner_id, index, item_id, _slot, context in rows["item_usages"]:
         entry = usage[str(item_id)]
         entry["builds"].add((guide_id, planner_id, index))
         entry["guides"].add(guide_id)
-        entry["classes"].add(class_of[int(str(guide_id))])
+        entry["classes"].add(class_of[(guide_id, planner_id, index)])
         entry[str(context)].add((guide_id, planner_id, index))
     return usage
 
@@ -67,7 +81,7 @@ def view_candidates(index: IndexReader) -> set[str]:
 async def test_item_usage_view_matches_the_usages(
     queries: IndexQueries, fake_maxroll: FakeMaxroll, index: IndexReader
 ) -> None:
-    """One row per catalog id; its counts, classes and contexts are what the usages say."""
+    """One row per catalog id; its counts, builds' classes and contexts are what the usages say."""
     site = fake_maxroll.site
     usage = expected_usage(site)
     rows = index.query(
@@ -180,9 +194,9 @@ async def test_items_used_by_a_class_a_guide_and_a_build(
         name_of[str(row[3])] for row in rows if row[0] == guide.guide_id
     }
     by_class = await queries.items_used(class_name=guide.class_name.upper())
-    class_guides = {g.guide_id for g in site.guides if g.class_name == guide.class_name}
+    class_builds = {row[:3] for row in expected_rows(site)["builds"] if row[4] == guide.class_name}
     assert {used.item.name for used in by_class} == {
-        name_of[str(row[3])] for row in rows if row[0] in class_guides
+        name_of[str(row[3])] for row in rows if row[:3] in class_builds
     }
     assert all(used.classes == (guide.class_name,) for used in by_class)
     everything = await queries.items_used()
@@ -210,7 +224,7 @@ async def test_guides_and_their_builds(queries: IndexQueries, fake_maxroll: Fake
     site = fake_maxroll.site
     builds = expected_rows(site)["builds"]
     guides = await queries.guides()
-    assert {(g.guide_id, g.slug, g.class_name) for g in guides} == {
+    assert {(g.guide_id, g.slug, g.guide_class) for g in guides} == {
         (g.guide_id, g.slug, g.class_name) for g in site.guides
     }
     for info in guides:
@@ -220,9 +234,7 @@ async def test_guides_and_their_builds(queries: IndexQueries, fake_maxroll: Fake
     for reference in (guide.slug, guide.permalink, str(guide.guide_id)):
         assert (await queries.guide(reference)).guide_id == guide.guide_id
     wizards = await queries.guides(class_name="Wizard")
-    assert {g.guide_id for g in wizards} == {
-        g.guide_id for g in site.guides if g.class_name == "wizard"
-    }
+    assert {g.guide_id for g in wizards} == {row[0] for row in builds if row[4] == "wizard"}
 
 
 async def test_the_readme_sql_examples_run(queries: IndexQueries, index: IndexReader) -> None:
@@ -236,3 +248,65 @@ async def test_the_readme_sql_examples_run(queries: IndexQueries, index: IndexRe
     assert len(results[0]) == 20
     assert {row[1] for row in results[1]} >= set(UNUSED)
     assert {row[1] for row in results[3]} == {"Variant 0"}
+
+
+async def test_class_means_the_builds_class(
+    queries: IndexQueries, fake_maxroll: FakeMaxroll
+) -> None:
+    """A Barbarian-tagged guide's Necromancer builds count as necromancer, never as barbarian."""
+    rathma = {name for name, _type, slot in RATHMA.values() if slot}
+    necromancer = {
+        used.item.name: used for used in await queries.items_used(class_name="necromancer")
+    }
+    assert rathma <= necromancer.keys()
+    assert all(necromancer[name].classes == ("necromancer",) for name in rathma)
+    barbarian = {used.item.name for used in await queries.items_used(class_name="barbarian")}
+    assert not rathma & barbarian
+    [guide] = [
+        g for g in await queries.guides(class_name="necromancer") if g.slug == NECRO_GUIDE_SLUG
+    ]
+    assert guide.guide_class == "barbarian"
+    assert {build.class_name for build in guide.builds} == {"necromancer"}
+    assert NECRO_GUIDE_SLUG not in {g.slug for g in await queries.guides(class_name="barbarian")}
+    [report] = await queries.find_items("Rathma's Skull Helm")
+    assert {(use.class_name, use.guide_class) for use in report.uses} == {
+        ("necromancer", "barbarian")
+    }
+    # The salvage list of a class follows its builds too: the Necromancer set is kept for them.
+    candidates = {entry.name for entry in await queries.salvage_candidates("barbarian")}
+    assert rathma <= candidates
+    assert not rathma & {e.name for e in await queries.salvage_candidates("necromancer")}
+
+
+async def test_a_guide_by_a_unique_slug_prefix(
+    queries: IndexQueries, fake_maxroll: FakeMaxroll
+) -> None:
+    """A prefix of one slug names that guide; a prefix of several is refused, listing them."""
+    guide = fake_maxroll.site.guides[1]
+    assert (await queries.guide(guide.slug[:7])).guide_id == guide.guide_id
+    with pytest.raises(AmbiguousGuideError) as refused:
+        await queries.guide("guide-")
+    assert refused.value.candidates == tuple(
+        sorted(g.slug for g in fake_maxroll.site.guides if g.slug.startswith("guide-"))
+    )
+    assert len(refused.value.candidates) > 1
+    with pytest.raises(UnknownGuideError):
+        await queries.guide("")
+
+
+async def test_close_names_are_suggested(queries: IndexQueries) -> None:
+    """A misspelt name gets the closest item names; nonsense gets none."""
+    assert (await queries.suggest_names("stone of jordn"))[0] == "Stone of Jordan"
+    assert (await queries.suggest_names("rathmas skul helm"))[0] == "Rathma's Skull Helm"
+    assert await queries.suggest_names("qqqqqqqqqq") == []
+
+
+async def test_one_name_two_items_keep_their_own_quality_and_slots(queries: IndexQueries) -> None:
+    """An ethereal and a legendary of one name come as one item whose variants stay apart."""
+    [report] = await queries.find_items("the oculus")
+    assert report.item.ids == tuple(sorted(OCULUS))
+    assert report.item.variants == (
+        ItemVariant(OCULUS[0], "ethereal", ("mainhand", "offhand"), None),
+        ItemVariant(OCULUS[1], "legendary", ("offhand",), None),
+    )
+    assert {use.item_id for use in report.uses} == {OCULUS[1]}

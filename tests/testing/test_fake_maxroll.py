@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import sys
 from pathlib import Path
 
+import anyio
 import httpx
 import pytest
 
+from d3_item_salvager.data import IndexQueries
+from d3_item_salvager.errors import IndexDatabaseError
 from d3_item_salvager.testing import FakeMaxroll, Fault
 from d3_item_salvager.testing.fake_maxroll import (
     GUIDE_PREFIX,
@@ -151,3 +155,59 @@ def test_importing_the_kit_does_not_import_pytest() -> None:
     """Host apps may import d3_item_salvager.testing outside a test run."""
     code = "import sys, d3_item_salvager.testing; sys.exit('pytest' in sys.modules)"
     assert subprocess.run([sys.executable, "-c", code], check=False).returncode == 0
+
+
+async def test_a_renamed_build_reaches_the_index_read_in_one_line(tmp_path: Path) -> None:
+    """rename_build changes one profile's name; IndexQueries.open reads the index of a config."""
+    async with FakeMaxroll() as maxroll:
+        config = maxroll.config(tmp_path)
+        with pytest.raises(IndexDatabaseError, match="no index database"):
+            async with IndexQueries.open(config):
+                pass
+        guide = maxroll.site.guides[0]
+        planner = guide.variant_planners[0]
+        async with WorkerRuntime(config, burst=True) as runtime:
+            assert (await runtime.run_job("scrape_guides")).succeeded
+            maxroll.rename_build(planner, 1, "Speed Farming")
+            assert guide.modified_unix == maxroll.site.guides[0].modified_unix
+            assert (await runtime.run_job("scrape_guides", force_refresh=True)).succeeded
+        async with IndexQueries.open(config) as queries:
+            info = await queries.guide(guide.slug)
+        names = {(b.planner_id, b.profile_index): b.name for b in info.builds}
+        assert names[(planner, 1)] == "Speed Farming"
+        assert names[(planner, 0)] == maxroll.site.planners[planner].profiles[0]["name"].strip()
+        with pytest.raises(IndexError, match="no 9"):
+            maxroll.rename_build(planner, 9, "x")
+        with pytest.raises(KeyError, match="no planner 'nope'"):
+            maxroll.rename_build("nope", 0, "x")
+
+
+async def test_fail_matches_the_whole_target_with_its_query() -> None:
+    """A queued fault hits only a request whose path and query equal the given path."""
+    async with FakeMaxroll() as maxroll, httpx.AsyncClient(base_url=maxroll.base_url) as client:
+        maxroll.fail(ITEM_DATA_PATH, Fault(status=500))
+        maxroll.fail(ITEM_DATA_PATH + "?v=2", Fault(status=503))
+        assert (await client.get(ITEM_DATA_PATH + "?v=1")).status_code == 404
+        assert (await client.get(ITEM_DATA_PATH + "?v=2")).status_code == 503
+        assert (await client.get(ITEM_DATA_PATH + "/")).status_code == 404
+        assert (await client.get(ITEM_DATA_PATH)).status_code == 500
+        assert (await client.get(ITEM_DATA_PATH)).status_code == 200
+        assert maxroll.paths()[:2] == [ITEM_DATA_PATH + "?v=1", ITEM_DATA_PATH + "?v=2"]
+
+
+async def test_the_tracker_is_readable_after_the_runtime_closed(tmp_path: Path) -> None:
+    """After close the runs stay readable; waiting for a run that cannot come raises at once."""
+    async with FakeMaxroll() as maxroll:
+        async with WorkerRuntime(maxroll.config(tmp_path), burst=True) as runtime:
+            run = await runtime.run_job("scrape_guides")
+            pending = asyncio.create_task(runtime.wait_for_runs("scrape_guides", 2))
+            await asyncio.sleep(0)  # a yield, not a wait: the task starts waiting before close
+        assert runtime.tracker.runs() == [run]
+        assert runtime.tracker.counts["scrape_guides"] == 1
+        assert runtime.tracker.closed
+        with anyio.fail_after(10):
+            assert await runtime.wait_for_runs("scrape_guides", 1) == [run]
+            with pytest.raises(RuntimeError, match="no more runs will finish"):
+                await runtime.wait_for_runs("scrape_guides", 2)
+            with pytest.raises(RuntimeError, match="no more runs will finish"):
+                await pending

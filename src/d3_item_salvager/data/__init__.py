@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from d3_item_salvager.data.queries import IndexQueries
 from d3_item_salvager.data.query_models import (
+    AmbiguousGuideError,
     BuildInfo,
     CatalogEntry,
     GuideInfo,
     ItemReport,
     ItemUse,
+    ItemVariant,
     UnknownClassError,
     UnknownGuideError,
     UsedItem,
@@ -17,6 +19,7 @@ from d3_item_salvager.data.repository import GuideChanges, IndexRepository, Stor
 from d3_item_salvager.data.schema import ensure_schema
 
 __all__ = [
+    "AmbiguousGuideError",
     "BuildInfo",
     "CatalogEntry",
     "GuideChanges",
@@ -25,6 +28,7 @@ __all__ = [
     "IndexRepository",
     "ItemReport",
     "ItemUse",
+    "ItemVariant",
     "StoredGuide",
     "UnknownClassError",
     "UnknownGuideError",

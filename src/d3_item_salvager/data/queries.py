@@ -8,25 +8,31 @@ migrations/versions/r0002_item_views.py).
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import ColumnElement, Row, func, select
+from sqlalchemy import ColumnElement, Row, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from d3_item_salvager.config import AppConfig, DatabaseConfig
 from d3_item_salvager.data.query_models import (
+    AmbiguousGuideError,
     BuildInfo,
     CatalogEntry,
     GuideInfo,
     ItemReport,
     ItemUse,
+    ItemVariant,
     UnknownClassError,
     UnknownGuideError,
     UsedItem,
 )
+from d3_item_salvager.data.read_only import read_only_index
 from d3_item_salvager.data.schema import USAGE_CONTEXTS, builds, guides, item_usages, items
 from d3_item_salvager.maxroll.models import CLASS_NAMES
 
@@ -35,8 +41,11 @@ KNOWN_CLASSES = tuple(sorted(CLASS_NAMES))
 SALVAGE_QUALITIES = ("legendary", "set")
 _NOT_ALNUM = re.compile(r"[^0-9a-z]+")
 
-# A usage's class: its guide's (the player's), else its build's. Matches the item_usage view.
-_usage_class = func.coalesce(guides.c.class_name, builds.c.class_name)
+# A usage's class is its build's (the planner profile's), as in the item_usage view (0004); the
+# guide's own class is another attribute (`guide_class`).
+_usage_class = builds.c.class_name
+# How close a name must be to be suggested for one that matched nothing (difflib's ratio).
+SUGGESTION_CUTOFF = 0.6
 
 
 def name_key(text: str) -> str:
@@ -61,6 +70,12 @@ def guide_slug(url: str) -> str:
     return url.rstrip("/").rsplit("/", 1)[-1]
 
 
+def is_exact_match(report: ItemReport, query: str) -> bool:
+    """The report's item is the one asked for by its whole name or one of its ids."""
+    wanted = name_key(query)
+    return query.strip() in report.item.ids or bool(wanted and name_key(report.item.name) == wanted)
+
+
 def _use_order(use: ItemUse) -> tuple[str, str, int, str, str, str]:
     return (use.guide_title, use.build_name, use.build_id, use.context, use.slot, use.item_id)
 
@@ -72,6 +87,10 @@ class _ItemRow:
     slot: str | None
     quality: str
     set_name: str | None
+
+
+def _slot_list(slot: str | None) -> tuple[str, ...]:
+    return tuple(slot.split(",")) if slot else ()
 
 
 def _entries(rows: Iterable[_ItemRow]) -> dict[str, CatalogEntry]:
@@ -88,20 +107,39 @@ def _entries(rows: Iterable[_ItemRow]) -> dict[str, CatalogEntry]:
             slots=tuple(dict.fromkeys(row.slot for row in group if row.slot)),
             qualities=tuple(dict.fromkeys(row.quality for row in group)),
             set_name=next((row.set_name for row in group if row.set_name), None),
+            variants=tuple(
+                ItemVariant(row.item_id, row.quality, _slot_list(row.slot), row.set_name)
+                for row in group
+            ),
         )
     return entries
 
 
 class IndexQueries:
-    """Read-only questions to the index."""
+    """Read-only questions to the index: `IndexQueries(engine)`, or `IndexQueries.open(config)`."""
 
     def __init__(self, engine: AsyncEngine) -> None:
         self._engine = engine
 
+    @classmethod
+    @asynccontextmanager
+    async def open(cls, config: AppConfig | DatabaseConfig) -> AsyncIterator[IndexQueries]:
+        """`async with IndexQueries.open(config) as queries:` reads the index of a config.
+
+        Read-only (SQLite files are opened `mode=ro`), never creates or migrates the index; the
+        engine is disposed on exit.
+
+        Raises:
+            IndexDatabaseError: no synced index there, or it cannot be opened.
+        """
+        database = config.database if isinstance(config, AppConfig) else config
+        async with read_only_index(database) as engine:
+            yield cls(engine)
+
     # Guides
 
     async def guides(self, class_name: str | None = None) -> list[GuideInfo]:
-        """Every guide (of a class, when given) with its builds, by title."""
+        """Every guide (with a build of a class, when given) with all its builds, by title."""
         query = select(
             guides,
             builds.c.id.label("build_id"),
@@ -111,7 +149,10 @@ class IndexQueries:
             builds.c.profile_index,
         ).outerjoin(builds, builds.c.guide_id == guides.c.id)
         if class_name is not None:
-            query = query.where(guides.c.class_name == class_key(class_name))
+            with_class = select(builds.c.guide_id).where(
+                builds.c.class_name == class_key(class_name)
+            )
+            query = query.where(guides.c.id.in_(with_class))
         heads: dict[int, Row[Any]] = {}
         builds_of: dict[int, list[BuildInfo]] = defaultdict(list)
         async with self._engine.connect() as connection:
@@ -136,17 +177,24 @@ class IndexQueries:
         return sorted(result, key=lambda guide: (guide.title.casefold(), guide.guide_id))
 
     async def guide(self, reference: str) -> GuideInfo:
-        """A guide by slug, URL or post id.
+        """A guide by slug, URL, post id, or a prefix of one slug only.
 
         Raises:
             UnknownGuideError: the index holds no such guide.
+            AmbiguousGuideError: the prefix starts several guides' slugs (it lists them).
         """
         wanted = reference.strip()
-        for guide in await self.guides():
+        every = await self.guides()
+        for guide in every:
             if wanted in (guide.slug, guide.url, str(guide.guide_id)) or (
                 guide_slug(wanted) == guide.slug and wanted.startswith("http")
             ):
                 return guide
+        prefixed = [guide for guide in every if wanted and guide.slug.startswith(wanted)]
+        if len(prefixed) > 1:
+            raise AmbiguousGuideError(reference, tuple(sorted(g.slug for g in prefixed)))
+        if prefixed:
+            return prefixed[0]
         raise UnknownGuideError(reference)
 
     # Items
@@ -232,6 +280,14 @@ class IndexQueries:
         ordered = sorted(keys, key=lambda folded: keys[folded])
         return await self._reports(rows, ordered)
 
+    async def suggest_names(self, name: str, limit: int = 5) -> list[str]:
+        """Item names closest to `name` (for one that matched nothing), closest first."""
+        names: dict[str, str] = {}
+        for row in await self._item_rows():
+            names.setdefault(name_key(row.name), row.name)
+        close = difflib.get_close_matches(name_key(name), names, n=limit, cutoff=SUGGESTION_CUTOFF)
+        return [names[key] for key in close]
+
     # Steps
 
     async def _scope(
@@ -258,6 +314,7 @@ class IndexQueries:
                 guides.c.id.label("guide_id"),
                 guides.c.url,
                 guides.c.title,
+                guides.c.class_name.label("guide_class"),
             )
             .join(builds, builds.c.id == item_usages.c.build_id)
             .join(guides, guides.c.id == builds.c.guide_id)
@@ -271,6 +328,7 @@ class IndexQueries:
                     row.guide_id,
                     guide_slug(row.url),
                     row.title,
+                    row.guide_class,
                     row.build_id,
                     row.build_name,
                     row.usage_class,

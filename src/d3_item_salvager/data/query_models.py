@@ -26,15 +26,42 @@ class UnknownGuideError(D3ItemSalvagerError, LookupError):
         self.guide = guide
 
 
+class AmbiguousGuideError(D3ItemSalvagerError, LookupError):
+    """A slug prefix that several guides' slugs start with."""
+
+    def __init__(self, guide: str, candidates: tuple[str, ...]) -> None:
+        super().__init__(
+            f"guide {guide!r} is ambiguous: {len(candidates)} guides' slugs start with it: "
+            f"{', '.join(candidates)}"
+        )
+        self.guide = guide
+        self.candidates = candidates
+
+
+@dataclass(frozen=True, slots=True)
+class ItemVariant:
+    """One catalog id of an item name, with its own quality, slots and set."""
+
+    item_id: str
+    quality: str
+    slots: tuple[str, ...]  # the equipment slots it fits (several for rings and one-handers)
+    set_name: str | None
+
+
 @dataclass(frozen=True, slots=True)
 class CatalogEntry:
-    """An item as players know it: one name, with every catalog id that name has."""
+    """An item as players know it: one name, with every catalog id that name has.
+
+    `slots` and `qualities` merge the ids'; `variants` keeps each id's own (an ethereal and a
+    legendary may share a name).
+    """
 
     name: str
     ids: tuple[str, ...]
     slots: tuple[str, ...]
     qualities: tuple[str, ...]
     set_name: str | None
+    variants: tuple[ItemVariant, ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -48,16 +75,18 @@ class ItemUse:
     guide_id: int
     guide_slug: str
     guide_title: str
+    guide_class: str | None  # the class the guide is filed under on Maxroll
     build_id: int
     build_name: str
-    class_name: str | None
+    class_name: str | None  # the build's class (its planner profile's)
     slot: str
     context: str
 
 
 @dataclass(frozen=True, slots=True)
 class UsedItem:
-    """An item with a summary of the builds that use it (within the asked scope)."""
+    """An item with a summary of the builds that use it (within the asked scope); `classes` are
+    the classes of those builds."""
 
     item: CatalogEntry
     builds: int
@@ -106,13 +135,14 @@ class BuildInfo:
 
 @dataclass(frozen=True, slots=True)
 class GuideInfo:
-    """A guide and its builds."""
+    """A guide and its builds. `guide_class` is the class the guide is filed under on Maxroll;
+    each build has its own `class_name` (its planner profile's), which may differ."""
 
     guide_id: int
     slug: str
     title: str
     url: str
-    class_name: str | None
+    guide_class: str | None
     last_synced_at: str
     builds: tuple[BuildInfo, ...]
 

@@ -103,6 +103,22 @@ class SiteEditing:
             planner = self._planner(planner_id)
             planner.profiles[profile]["items"][slot] = {"id": item_id, "stats": {}, "gems": []}
 
+    def rename_build(self, planner_id: str, profile_index: int, name: str) -> None:
+        """Rename one build (profile `profile_index` of the planner); the guide's modified time
+        stays, as when an author edits a planner on Maxroll.
+
+        Raises:
+            KeyError: no planner has this id.
+            IndexError: the planner has no such profile.
+        """
+        with self.lock:
+            profiles = self._planner(planner_id).profiles
+            if not 0 <= profile_index < len(profiles):
+                raise IndexError(
+                    f"planner {planner_id!r} has {len(profiles)} profiles; no {profile_index}"
+                )
+            profiles[profile_index]["name"] = name
+
     def remove_planner(self, planner_id: str) -> Planner:
         """Delete a planner document: its profile URL answers 404 from now on."""
         with self.lock:

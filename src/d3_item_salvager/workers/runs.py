@@ -109,12 +109,15 @@ class RunEvents:
 
 
 RECENT_RUNS = 100
+_CLOSED = "the runtime has closed: no more runs will finish"
 
 
 class RunTracker:
     """Counts finished runs per job and keeps the most recent ones, so callers can wait on them.
 
-    Memory is bounded: a counter per job id and the last `keep` results.
+    Memory is bounded: a counter per job id and the last `keep` results. After `close()` the
+    counts and results stay readable; a wait that is not already satisfied raises at once (no
+    run can finish any more), and so do waits still pending when it closes.
     """
 
     def __init__(self, events: RunEvents, keep: int = RECENT_RUNS) -> None:
@@ -122,6 +125,7 @@ class RunTracker:
         self.recent: deque[RunResult] = deque(maxlen=keep)
         self._waiters: list[tuple[Callable[[], bool], asyncio.Future[None]]] = []
         self._unsubscribe = events.subscribe(self._on_event)
+        self.closed = False
 
     def _on_event(self, event: RunEvent) -> None:
         if not isinstance(event, RunFinished):
@@ -135,6 +139,8 @@ class RunTracker:
     async def _wait(self, done: Callable[[], bool]) -> None:
         if done():
             return
+        if self.closed:
+            raise RuntimeError(_CLOSED)
         waiter = (done, asyncio.get_running_loop().create_future())
         self._waiters.append(waiter)
         try:
@@ -160,4 +166,9 @@ class RunTracker:
         return self.runs(job_id)
 
     def close(self) -> None:
+        """Stop counting; what was counted stays readable, and pending waits raise."""
+        self.closed = True
         self._unsubscribe()
+        for _done, future in self._waiters:
+            if not future.done():
+                future.set_exception(RuntimeError(_CLOSED))

@@ -183,9 +183,13 @@ class WorkerRuntime:
 
     @property
     def tracker(self) -> RunTracker:
-        """The runs this runtime finished: counts per job and the most recent results."""
+        """The runs this runtime finished: counts per job and the most recent results.
+
+        Readable once the runtime has started, also after it closed (tests read it then); only
+        waiting for runs that have not finished raises after the close.
+        """
         if self._tracker is None:
-            raise RuntimeError("the runtime is not running")
+            raise RuntimeError("the runtime has not started")
         return self._tracker
 
     # Lifecycle

@@ -194,3 +194,39 @@ def test_calling_again_replaces_only_our_handlers(tmp_path: Path) -> None:
     assert console.getvalue().count("once") == 1
     assert host_handler in logger.handlers
     assert len(logger.handlers) == 3
+
+
+def test_redaction_removes_values_never_words(tmp_path: Path) -> None:
+    """Prose about a bearer token is logged as written; a Bearer credential, any token, is not."""
+    console = io.StringIO()
+    configure_logging(LoggingConfig(dir=tmp_path), secrets=[TOKEN], console=console)
+    log = get_logger("test")
+    prose = [
+        "HTTP 401: the bearer token was refused (check maxroll.bearer_token)",
+        "Bearer authentication failed; bearer tokens expire",
+    ]
+    for line in prose:
+        log.warning(line)
+    log.warning("sent Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln== to the search")
+    log.warning("sent bearer abcdefghijklmnopqrstuvwxyz")
+    messages = [str(line["message"]) for line in _read_lines(tmp_path / "workers.log")]
+    assert messages[:2] == prose
+    assert messages[2:] == ["sent Bearer [REDACTED] to the search", "sent bearer [REDACTED]"]
+    assert console.getvalue().count("[REDACTED]") == 2
+
+
+def test_a_password_in_a_url_userinfo_is_redacted(tmp_path: Path) -> None:
+    """`scheme://user:PASSWORD@host` keeps its user and host; the password, any value, goes."""
+    console = io.StringIO()
+    configure_logging(LoggingConfig(dir=tmp_path), console=console)
+    log = get_logger("test")
+    log.warning("fetching https://user:Zq7-unknown-token@maxroll.example/d3/data.json failed")
+    log.warning("job store", extra={"url": "postgresql+psycopg://app:p%40ss@db:5432/jobs"})
+    [first, second] = _read_lines(tmp_path / "workers.log")
+    assert first["message"] == (
+        "fetching https://user:[REDACTED]@maxroll.example/d3/data.json failed"
+    )
+    assert second["url"] == "postgresql+psycopg://app:[REDACTED]@db:5432/jobs"
+    written = console.getvalue() + (tmp_path / "workers.log").read_text(encoding="utf-8")
+    assert "Zq7-unknown-token" not in written
+    assert "p%40ss" not in written

@@ -10,7 +10,6 @@ taken under it. This is the only module that reads `os.environ`.
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -40,6 +39,7 @@ from pydantic_settings import (
 
 from d3_item_salvager._config_home import rooted_at_home
 from d3_item_salvager.errors import ConfigError
+from d3_item_salvager.logging_setup import mask_url_passwords
 
 ENV_PREFIX = "D3IS_"
 CONFIG_FILE_ENV = "D3IS_CONFIG_FILE"
@@ -394,9 +394,6 @@ def _where(data: bytes, error: UnicodeDecodeError) -> str:
     return f"byte 0x{data[error.start]:02x} at line {line}, column {column} (save it as UTF-8)"
 
 
-_URL_PASSWORD = re.compile(r"(://[^/:@]*:)[^/@]*@")
-
-
 def _describe(error: Any) -> str:
     where = ".".join(str(part) for part in error["loc"])
     message = error["msg"].removeprefix("Value error, ")
@@ -406,7 +403,7 @@ def _describe(error: Any) -> str:
         return f"{where}: {message}"  # never echo a secret
     shown = repr(error["input"])
     if where.endswith("url"):
-        shown = _URL_PASSWORD.sub(r"\1***@", shown)  # a database password stays out of errors
+        shown = mask_url_passwords(shown, "***")  # a database password stays out of errors
     return f"{where} = {shown}: {message}"
 
 

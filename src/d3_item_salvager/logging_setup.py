@@ -39,7 +39,14 @@ _run_id: ContextVar[str | None] = ContextVar("run_id", default=None)
 # Fields of a LogRecord that are not "extra" context given by the caller.
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 _AUTH_PATTERN = re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(bearer\s+)?[^\s'\",}]+")
-_BEARER_PATTERN = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+")
+# "Bearer" followed by a credential (RFC 6750's b64token), not by a word: a value holding a digit
+# or at least 16 characters long. So "the bearer token was refused" stays prose, while a leaked
+# token of any kind (not only the configured one, redacted by value) is removed.
+_BEARER_PATTERN = re.compile(
+    r"(?i)\b(bearer\s+)(?=[A-Za-z0-9._~+/-]*[0-9]|[A-Za-z0-9._~+/-]{16})[A-Za-z0-9._~+/-]+=*"
+)
+# The password of a URL's userinfo (`scheme://user:PASSWORD@host`), whatever it holds.
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/?#@:'\"]*:)[^\s/?#@'\"]+@")
 # Marks the handlers configure_logging installed, so a second call replaces only those.
 _OURS = "_d3is_handler"
 
@@ -82,8 +89,8 @@ class Redactor:
     """Removes secrets from a finished line of text, in one pass per secret.
 
     Secrets of at least SUBSTRING_MIN_LENGTH characters are removed wherever they appear;
-    shorter ones where they stand as a whole value. `Bearer ...` values and Authorization
-    headers are removed whatever they hold.
+    shorter ones where they stand as a whole value. Authorization headers and URL passwords are
+    removed whatever they hold, and `Bearer` values that look like credentials (never words).
     """
 
     def __init__(self, secrets: list[str]) -> None:
@@ -105,7 +112,13 @@ class Redactor:
         for pattern in self._whole_values:
             text = pattern.sub(lambda m: m.group("q") + REDACTED + m.group("q"), text)
         text = _AUTH_PATTERN.sub(lambda m: m.group(1) + REDACTED, text)
-        return _BEARER_PATTERN.sub("Bearer " + REDACTED, text)
+        text = mask_url_passwords(text)
+        return _BEARER_PATTERN.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+def mask_url_passwords(text: str, mask: str = REDACTED) -> str:
+    """`text` with the password of every URL in it (`scheme://user:PASSWORD@host`) replaced."""
+    return _URL_PASSWORD.sub(lambda m: m.group(1) + mask + "@", text)
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:

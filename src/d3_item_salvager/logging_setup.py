@@ -18,7 +18,8 @@ import logging
 import logging.handlers
 import re
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
@@ -190,6 +191,80 @@ class ConsoleFormatter(_RedactingFormatter):
         return line
 
 
+# A log file that cannot be written (a full disk) is reported at most this often.
+LOG_FILE_WARNING_INTERVAL_SECONDS = 60.0
+
+
+class LogFileHandler(logging.handlers.RotatingFileHandler):
+    """Our rotating JSON-lines file, which survives a disk that fills up.
+
+    The standard handler prints a "--- Logging error ---" traceback to stderr for every line it
+    cannot write: thousands of lines a minute on a full disk. This one drops the lines instead,
+    says so on the console at most once a minute, and reopens the file for the next line, so
+    logging resumes by itself once there is space again (and says how many lines were lost).
+    Errors other than OSError (a bug in formatting, say) are reported as usual.
+
+    Args:
+        console: the handler warnings go to (not our logger: that would recurse).
+        clock: seconds, for the once-a-minute limit (monotonic by default; tests pass their own).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int,
+        backup_count: int,
+        console: logging.Handler,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        super().__init__(path, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8")
+        self.console = console
+        self.clock = clock
+        self.lost = 0  # lines not written since the last one that was
+        self._warned_at: float | None = None
+        self._failed = False  # set by handleError while a line is being written
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._failed = False
+        super().emit(record)  # a failure calls handleError instead of raising
+        if self.lost and not self._failed:
+            lost, self.lost, self._warned_at = self.lost, 0, None
+            notice = f"log file {self.baseFilename} written again, after {lost} line(s) were lost"
+            self._tell(notice, record)
+            super().emit(self._record(notice, record))
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):
+            super().handleError(record)
+            return
+        self._failed = True
+        self.lost += 1
+        # Reopen for the next line: data buffered for a full disk is not written after the next.
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            with contextlib.suppress(OSError, ValueError):
+                stream.close()  # closes the file even when flushing what is left fails
+        now = self.clock()
+        if self._warned_at is None or now - self._warned_at >= LOG_FILE_WARNING_INTERVAL_SECONDS:
+            self._warned_at = now
+            reason = error.strerror or str(error)
+            self._tell(
+                f"cannot write the log file {self.baseFilename} ({reason}); its lines are lost "
+                "until it can be written again (this warning repeats at most once a minute)",
+                record,
+            )
+
+    def _record(self, message: str, cause: logging.LogRecord) -> logging.LogRecord:
+        return logging.makeLogRecord(
+            {"name": cause.name, "levelno": logging.WARNING, "levelname": "WARNING", "msg": message}
+        )
+
+    def _tell(self, message: str, cause: logging.LogRecord) -> None:
+        self.console.handle(self._record(message, cause))
+
+
 def _replace_our_handlers(logger: logging.Logger, handlers: list[logging.Handler]) -> None:
     for handler in list(logger.handlers):
         if getattr(handler, _OURS, False):
@@ -217,23 +292,23 @@ def configure_logging(
         ConfigError: when the log folder cannot be created or written.
     """
     log_dir = Path(config.dir)
+    redactor = Redactor(secrets or [])
+    console_handler = logging.StreamHandler(console if console is not None else sys.stderr)
+    console_handler.setFormatter(ConsoleFormatter(redactor))
     try:
         log_dir.mkdir(parents=True, exist_ok=True)
-        file_handler: logging.Handler = logging.handlers.RotatingFileHandler(
+        file_handler = LogFileHandler(
             log_dir / config.file_name,
-            maxBytes=config.max_bytes,
-            backupCount=config.backup_count,
-            encoding="utf-8",
+            max_bytes=config.max_bytes,
+            backup_count=config.backup_count,
+            console=console_handler,
         )
     except OSError as exc:
         raise ConfigError(
             f"logging.dir = {str(log_dir)!r}: cannot write log files there ({exc.strerror})"
         ) from None
-    redactor = Redactor(secrets or [])
     file_handler.setFormatter(JsonLinesFormatter(redactor))
-    console_handler = logging.StreamHandler(console if console is not None else sys.stderr)
-    console_handler.setFormatter(ConsoleFormatter(redactor))
-    handlers = [file_handler, console_handler]
+    handlers: list[logging.Handler] = [file_handler, console_handler]
     for handler in handlers:
         setattr(handler, _OURS, True)
 

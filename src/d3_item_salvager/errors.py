@@ -32,9 +32,10 @@ _POSTGRES_DISK_FULL = "53100"
 def error_text(error: BaseException) -> str:
     """How an error reads in a message. For a database error SQLAlchemy wrapped, the driver's own
     words: SQLAlchemy's text adds the SQL statement, its parameters and a "Background on this
-    error at: https://sqlalche.me/..." line, which mean nothing to an operator."""
+    error at: https://sqlalche.me/..." line, which mean nothing to an operator. On one line."""
     driver_error = getattr(error, "orig", None)  # SQLAlchemy's DBAPIError; no import at start
-    return str(driver_error if isinstance(driver_error, BaseException) else error)
+    text = str(driver_error if isinstance(driver_error, BaseException) else error)
+    return " ".join(text.split())  # one line: psycopg's messages span several
 
 
 def disk_full(error: BaseException, folder: Path | None = None) -> bool:

@@ -16,6 +16,7 @@ import contextlib
 import json
 import logging
 import logging.handlers
+import os
 import re
 import sys
 import time
@@ -218,7 +219,11 @@ class LogFileHandler(logging.handlers.RotatingFileHandler):
         console: logging.Handler,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        super().__init__(path, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8")
+        # Opened with the first line, so a process that stops at start-up (a job store that
+        # cannot be reached) leaves no log file, nor folder, behind.
+        super().__init__(
+            path, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8", delay=True
+        )
         self.console = console
         self.clock = clock
         self.lost = 0  # lines not written since the last one that was
@@ -227,6 +232,12 @@ class LogFileHandler(logging.handlers.RotatingFileHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         self._failed = False
+        if self.stream is None:  # the first line, or the next after a failed one
+            try:
+                os.makedirs(os.path.dirname(self.baseFilename), exist_ok=True)
+            except OSError:
+                self.handleError(record)
+                return
         super().emit(record)  # a failure calls handleError instead of raising
         if self.lost and not self._failed:
             lost, self.lost, self._warned_at = self.lost, 0, None
@@ -274,6 +285,24 @@ def _replace_our_handlers(logger: logging.Logger, handlers: list[logging.Handler
         logger.addHandler(handler)
 
 
+def _unwritable(log_dir: Path, file_name: str) -> str | None:
+    """Why no log file could be written in log_dir, found without creating anything; or None.
+
+    The folder (and its missing parents) and the file are created with the first line logged.
+    """
+    existing = log_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return "not a folder" if existing == log_dir else f"{existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing}: permission denied"
+    log_file = log_dir / file_name
+    if log_file.exists() and not os.access(log_file, os.W_OK):
+        return f"{log_file}: permission denied"
+    return None
+
+
 def configure_logging(
     config: LoggingConfig,
     *,
@@ -288,25 +317,26 @@ def configure_logging(
     then APScheduler's warnings go to the same outputs and no longer propagate (for a process of
     our own, like the CLI).
 
+    Creates nothing: the log folder and file are created with the first line written.
+
     Raises:
-        ConfigError: when the log folder cannot be created or written.
+        ConfigError: when the log folder could not be created or written.
     """
     log_dir = Path(config.dir)
+    problem = _unwritable(log_dir, config.file_name)
+    if problem is not None:
+        raise ConfigError(
+            f"logging.dir = {str(log_dir)!r}: cannot write log files there ({problem})"
+        )
     redactor = Redactor(secrets or [])
     console_handler = logging.StreamHandler(console if console is not None else sys.stderr)
     console_handler.setFormatter(ConsoleFormatter(redactor))
-    try:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        file_handler = LogFileHandler(
-            log_dir / config.file_name,
-            max_bytes=config.max_bytes,
-            backup_count=config.backup_count,
-            console=console_handler,
-        )
-    except OSError as exc:
-        raise ConfigError(
-            f"logging.dir = {str(log_dir)!r}: cannot write log files there ({exc.strerror})"
-        ) from None
+    file_handler = LogFileHandler(
+        log_dir / config.file_name,
+        max_bytes=config.max_bytes,
+        backup_count=config.backup_count,
+        console=console_handler,
+    )
     file_handler.setFormatter(JsonLinesFormatter(redactor))
     handlers: list[logging.Handler] = [file_handler, console_handler]
     for handler in handlers:

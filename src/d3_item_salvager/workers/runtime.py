@@ -207,6 +207,9 @@ class WorkerRuntime:
         token = binding.bind(container)
         self._stack.callback(binding.unbind, container, token)
         self._stack.push_async_callback(self._shutdown_resources)
+        # The job store first: when it cannot be used, the start stops before creating anything
+        # (no index file, and no log file: it is opened with the first line logged).
+        await resolve(container.job_store_engine)
         # The slow part of opening the index (a schema created or upgraded) runs in a thread.
         await prepare_off_loop(self.config.database)
         await await_if_needed(container.init_resources())

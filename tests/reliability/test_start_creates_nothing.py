@@ -47,3 +47,30 @@ async def test_an_unreachable_postgres_job_store_creates_no_index_and_no_log(
     assert "sqlalche.me" not in line
     created = sorted([entry.name async for entry in anyio.Path(tmp_path).iterdir()])
     assert created == ["workers.toml"]
+
+
+async def test_an_unreachable_postgres_index_creates_no_job_store_and_no_log(
+    tmp_path: Path, refused_port: int
+) -> None:
+    """With the index on an unreachable server and the default SQLite job store, `run` exits 2
+    naming the index, and neither cache/scheduler.sqlite nor logs/workers.log is created."""
+    config = write_config(
+        tmp_path / "workers.toml",
+        {
+            "database": {"url": f"postgresql+asyncpg://nobody@127.0.0.1:{refused_port}/index"},
+            "scheduler": {
+                "jobs": {
+                    "scrape_guides": {"enabled": False},
+                    "refresh_cache": {"enabled": False},
+                },
+            },
+        },
+    )
+    code, stdout, stderr = await run_cli(
+        "run", "cleanup-logs", "--config", str(config), cwd=tmp_path
+    )
+    assert (code, stdout) == (2, ""), stderr
+    [line] = stderr.strip().splitlines()
+    assert "index database" in line
+    created = sorted([entry.name async for entry in anyio.Path(tmp_path).iterdir()])
+    assert created == ["workers.toml"]

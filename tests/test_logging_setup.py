@@ -277,10 +277,13 @@ def test_a_full_disk_costs_one_warning_a_minute_and_logging_resumes_with_space(
     assert console.getvalue().count(" INFO ") == 102  # the console kept every line
 
     log_file.unlink()  # space again: the next line reopens the file and is written
+    cut_short = '{"time": "2026-01-01T00:00:00", "message": "cut sh'  # all a full disk took
+    log_file.write_text(cut_short, encoding="utf-8")
     log.info("back")
-    lines = _read_lines(log_file)
+    [first, *rest] = log_file.read_text(encoding="utf-8").splitlines()
+    assert first == cut_short  # ended, so every later line is a JSON line of its own
     notice = f"log file {log_file} written again, after 102 line(s) were lost"
-    assert [line["message"] for line in lines] == ["back", notice]
+    assert [json.loads(line)["message"] for line in rest] == ["back", notice]
     assert notice in console.getvalue()
     assert handler.lost == 0
     captured = capsys.readouterr()

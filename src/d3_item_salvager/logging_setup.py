@@ -235,6 +235,8 @@ class LogFileHandler(logging.handlers.RotatingFileHandler):
         if self.stream is None:  # the first line, or the next after a failed one
             try:
                 os.makedirs(os.path.dirname(self.baseFilename), exist_ok=True)
+                if self.lost:
+                    self._end_partial_line()
             except OSError:
                 self.handleError(record)
                 return
@@ -244,6 +246,15 @@ class LogFileHandler(logging.handlers.RotatingFileHandler):
             notice = f"log file {self.baseFilename} written again, after {lost} line(s) were lost"
             self._tell(notice, record)
             super().emit(self._record(notice, record))
+
+    def _end_partial_line(self) -> None:
+        """End the line a full disk cut short, so the next one is a JSON line of its own."""
+        with open(self.baseFilename, "ab+") as log_file:
+            if log_file.seek(0, os.SEEK_END) == 0:
+                return
+            log_file.seek(-1, os.SEEK_END)
+            if log_file.read(1) != b"\n":
+                log_file.write(b"\n")  # appended: the file is open for appending
 
     def handleError(self, record: logging.LogRecord) -> None:
         error = sys.exc_info()[1]

@@ -201,3 +201,54 @@ def test_interval_bounds_are_inclusive(monkeypatch: pytest.MonkeyPatch, minutes:
     """Exactly one second and exactly a year are accepted."""
     monkeypatch.setenv("D3IS_SCHEDULER__JOBS__REFRESH_CACHE__INTERVAL_MINUTES", repr(minutes))
     assert load_config().scheduler.jobs.by_id()["refresh_cache"].interval_minutes == minutes
+
+
+def test_a_file_that_is_not_utf8_names_the_file_and_the_position(tmp_path: Path) -> None:
+    """A Latin-1 file is one ConfigError naming the file, the byte, its line and its column."""
+    path = tmp_path / "latin1.toml"
+    path.write_bytes('[maxroll]\nsite_url = "https://café.example"\n'.encode("latin-1"))
+    with pytest.raises(ConfigError) as caught:
+        load_config(path, environment=False)
+    message = str(caught.value)
+    assert message == (
+        f"config file {path} is not UTF-8 text: byte 0xe9 at line 2, column 24 (save it as UTF-8)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "setting"),
+    [
+        ("D3IS_MAXROLL__BEARER_TOKEN", "tökén-1234", "maxroll.bearer_token"),
+        ("D3IS_MAXROLL__BEARER_TOKEN", "tok\udcffen-1234", "maxroll.bearer_token"),
+        ("D3IS_MAXROLL__BEARER_TOKEN", "tok en-1234", "maxroll.bearer_token"),
+        ("D3IS_MAXROLL__SEARCH_URL", "https://search.example/\udcffidx", "maxroll.search_url"),
+        ("D3IS_MAXROLL__SITE_URL", "https://\u2603\u2603.example/a\nb", "maxroll.site_url"),
+        ("D3IS_MAXROLL__ITEM_DATA_URL", "https://bad_☃.example/data.json", "maxroll.item_data_url"),
+        (
+            "D3IS_MAXROLL__PLANNER_PROFILE_URL",
+            "https://planners.example/\udcff/{planner_id}",
+            "maxroll.planner_profile_url",
+        ),
+        ("D3IS_DATABASE__URL", "sqlite+aiosqlite:///index\udcff.sqlite", "database.url"),
+        ("D3IS_SCHEDULER__JOB_STORE_URL", "sqlite:///jobs\udcff.sqlite", "scheduler.job_store_url"),
+    ],
+)
+def test_a_value_no_request_can_carry_is_refused_unshown(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, setting: str
+) -> None:
+    """Non-ASCII token text, undecodable environment bytes (kept by Python as lone surrogates),
+    control characters or an invalid international host are refused, naming the setting only."""
+    monkeypatch.setenv(variable, value)  # os.environ stores lone surrogates as the raw bytes
+    with pytest.raises(ConfigError) as caught:
+        load_config()
+    message = str(caught.value)
+    assert message.startswith(f"invalid configuration: {setting}: ")
+    assert "not shown" in message
+    for part in ("tök", "tok", "\udcff", "idx", "☃", "index", "jobs"):
+        assert part not in message.removeprefix(f"invalid configuration: {setting}: ")
+
+
+def test_international_urls_that_httpx_can_send_are_kept(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A URL with an international host and path is accepted (httpx encodes it when sending)."""
+    monkeypatch.setenv("D3IS_MAXROLL__SITE_URL", "https://exämple.example/führer")
+    assert load_config().maxroll.site_url == "https://exämple.example/führer"

@@ -13,7 +13,13 @@ import pytest
 
 from d3_item_salvager.config import LoggingConfig
 from d3_item_salvager.errors import ConfigError
-from d3_item_salvager.logging_setup import LOGGER_NAME, configure_logging, get_logger, log_context
+from d3_item_salvager.logging_setup import (
+    LOGGER_NAME,
+    LogFileHandler,
+    configure_logging,
+    get_logger,
+    log_context,
+)
 
 TOKEN = "tok-SECRET-4711"
 
@@ -194,3 +200,101 @@ def test_calling_again_replaces_only_our_handlers(tmp_path: Path) -> None:
     assert console.getvalue().count("once") == 1
     assert host_handler in logger.handlers
     assert len(logger.handlers) == 3
+
+
+def test_redaction_removes_values_never_words(tmp_path: Path) -> None:
+    """Prose about a bearer token is logged as written; a Bearer credential, any token, is not."""
+    console = io.StringIO()
+    configure_logging(LoggingConfig(dir=tmp_path), secrets=[TOKEN], console=console)
+    log = get_logger("test")
+    prose = [
+        "HTTP 401: the bearer token was refused (check maxroll.bearer_token)",
+        "Bearer authentication failed; bearer tokens expire",
+    ]
+    for line in prose:
+        log.warning(line)
+    log.warning("sent Bearer eyJhbGciOiJIUzI1NiJ9.eyJzdWIiOiIxIn0.c2ln== to the search")
+    log.warning("sent bearer abcdefghijklmnopqrstuvwxyz")
+    messages = [str(line["message"]) for line in _read_lines(tmp_path / "workers.log")]
+    assert messages[:2] == prose
+    assert messages[2:] == ["sent Bearer [REDACTED] to the search", "sent bearer [REDACTED]"]
+    assert console.getvalue().count("[REDACTED]") == 2
+
+
+def test_a_password_in_a_url_userinfo_is_redacted(tmp_path: Path) -> None:
+    """`scheme://user:PASSWORD@host` keeps its user and host; the password, any value, goes."""
+    console = io.StringIO()
+    configure_logging(LoggingConfig(dir=tmp_path), console=console)
+    log = get_logger("test")
+    log.warning("fetching https://user:Zq7-unknown-token@maxroll.example/d3/data.json failed")
+    log.warning("job store", extra={"url": "postgresql+psycopg://app:p%40ss@db:5432/jobs"})
+    [first, second] = _read_lines(tmp_path / "workers.log")
+    assert first["message"] == (
+        "fetching https://user:[REDACTED]@maxroll.example/d3/data.json failed"
+    )
+    assert second["url"] == "postgresql+psycopg://app:[REDACTED]@db:5432/jobs"
+    written = console.getvalue() + (tmp_path / "workers.log").read_text(encoding="utf-8")
+    assert "Zq7-unknown-token" not in written
+    assert "p%40ss" not in written
+
+
+class FakeClock:
+    """Seconds that move only when the test says so."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+@pytest.mark.skipif(not os.path.exists("/dev/full"), reason="needs /dev/full")
+def test_a_full_disk_costs_one_warning_a_minute_and_logging_resumes_with_space(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """With the log file on /dev/full (the kernel's real ENOSPC), lines are dropped with one
+    console warning a minute, no traceback; once the file can be written, logging resumes."""
+    log_file = tmp_path / "workers.log"
+    log_file.symlink_to("/dev/full")  # the disk is full
+    console = io.StringIO()
+    logger = configure_logging(LoggingConfig(dir=tmp_path), console=console)
+    [handler] = [h for h in logger.handlers if isinstance(h, LogFileHandler)]
+    clock = handler.clock = FakeClock()
+    log = get_logger("test")
+
+    for number in range(100):
+        log.info("line %d", number)
+    clock.now += 59
+    log.info("a minute not yet over")
+    warnings = [line for line in console.getvalue().splitlines() if "cannot write" in line]
+    assert len(warnings) == 1
+    assert f"cannot write the log file {log_file} (No space left on device)" in warnings[0]
+    clock.now += 1
+    log.info("a minute later")
+    warnings = [line for line in console.getvalue().splitlines() if "cannot write" in line]
+    assert len(warnings) == 2
+    assert handler.lost == 102
+    assert console.getvalue().count(" INFO ") == 102  # the console kept every line
+
+    log_file.unlink()  # space again: the next line reopens the file and is written
+    cut_short = '{"time": "2026-01-01T00:00:00", "message": "cut sh'  # all a full disk took
+    log_file.write_text(cut_short, encoding="utf-8")
+    log.info("back")
+    [first, *rest] = log_file.read_text(encoding="utf-8").splitlines()
+    assert first == cut_short  # ended, so every later line is a JSON line of its own
+    notice = f"log file {log_file} written again, after 102 line(s) were lost"
+    assert [json.loads(line)["message"] for line in rest] == ["back", notice]
+    assert notice in console.getvalue()
+    assert handler.lost == 0
+    captured = capsys.readouterr()
+    assert "Logging error" not in captured.err + console.getvalue()
+    assert "Traceback" not in captured.err + console.getvalue()
+
+
+def test_a_formatting_bug_is_still_reported_as_logging_reports_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Only OSError is quietened: a line that cannot be formatted keeps logging's own report."""
+    configure_logging(LoggingConfig(dir=tmp_path), console=io.StringIO())
+    get_logger("test").info("two values %s %s", "only one")
+    assert "--- Logging error ---" in capsys.readouterr().err

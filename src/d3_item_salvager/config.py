@@ -10,7 +10,6 @@ taken under it. This is the only module that reads `os.environ`.
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -30,6 +29,7 @@ from pydantic import (
     field_validator,
     model_validator,
 )
+from pydantic_core import PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     InitSettingsSource,
@@ -39,6 +39,7 @@ from pydantic_settings import (
 
 from d3_item_salvager._config_home import rooted_at_home
 from d3_item_salvager.errors import ConfigError
+from d3_item_salvager.logging_setup import mask_url_passwords
 
 ENV_PREFIX = "D3IS_"
 CONFIG_FILE_ENV = "D3IS_CONFIG_FILE"
@@ -59,7 +60,44 @@ MIN_INTERVAL_MINUTES = 1 / 60
 MAX_INTERVAL_MINUTES = 365 * 24 * 60
 
 
+# The error type of a value that cannot go into a request (or a driver's connection string). Its
+# message never shows the value: it may be a secret, or bytes the terminal cannot print.
+_UNUSABLE = "unusable_text"
+
+
+def _require_usable_text(value: str) -> str:
+    """Refuse text no request or database driver can carry: bytes that were not UTF-8 (Python
+    keeps an undecodable environment variable as lone surrogates) or control characters."""
+    if any("\ud800" <= char <= "\udfff" for char in value):
+        raise PydanticCustomError(
+            _UNUSABLE, "holds bytes that are not UTF-8 text (the value is not shown)"
+        )
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in value):
+        raise PydanticCustomError(
+            _UNUSABLE, "holds a control character such as a line break (the value is not shown)"
+        )
+    return value
+
+
+def _require_sendable_url(value: str) -> str:
+    """Refuse a URL httpx cannot send. Plain ASCII always can (httpx percent-encodes spaces);
+    other text needs a valid international host name, so httpx (imported only then) checks it."""
+    _require_usable_text(value)
+    if value.isascii():
+        return value
+    import httpx  # rare: keeps httpx out of every CLI start
+
+    try:
+        httpx.URL(value)
+    except (httpx.InvalidURL, UnicodeError):
+        raise PydanticCustomError(
+            _UNUSABLE, "cannot be sent: its host name is not valid (the value is not shown)"
+        ) from None
+    return value
+
+
 def _require_http_url(value: str) -> str:
+    _require_sendable_url(value)
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError("must be an http:// or https:// URL with a host")
@@ -85,7 +123,7 @@ class DatabaseConfig(_Section):
             raise ValueError(
                 f"must be {_SQLITE_PREFIX}/PATH or {_POSTGRES_ASYNC_PREFIX}USER@HOST/DATABASE"
             )
-        return value
+        return _require_usable_text(value)
 
     @property
     def sqlite_path(self) -> Path | None:
@@ -134,6 +172,16 @@ class MaxrollConfig(_Section):
     def _blank_is_missing(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().strip():
             return None
+        if value is not None:
+            token = value.get_secret_value()
+            _require_usable_text(token)
+            # An HTTP header carries ASCII only: httpx would fail on every request.
+            if not all("!" <= char <= "~" for char in token):
+                raise PydanticCustomError(
+                    _UNUSABLE,
+                    "must be printable ASCII without spaces: an HTTP header cannot carry it "
+                    "(the value is not shown)",
+                )
         return value
 
     def require_bearer_token(self) -> str:
@@ -232,7 +280,7 @@ class SchedulerConfig(_Section):
     def _sync_driver(cls, value: str | None) -> str | None:
         if value is not None and not value.startswith(_JOB_STORE_PREFIXES):
             raise ValueError("must be a sqlite:///PATH or postgresql+psycopg://... URL")
-        return value
+        return value if value is None else _require_usable_text(value)
 
     @field_validator("timezone")
     @classmethod
@@ -323,17 +371,27 @@ _READ_ENVIRONMENT: ContextVar[bool] = ContextVar("_READ_ENVIRONMENT", default=Tr
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
-        with path.open("rb") as handle:
-            return tomllib.load(handle)
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError(f"config file {path} does not exist") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
     except OSError as exc:
         raise ConfigError(f"config file {path} cannot be read: {exc.strerror}") from None
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path} is not UTF-8 text: {_where(data, exc)}") from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
 
 
-_URL_PASSWORD = re.compile(r"(://[^/:@]*:)[^/@]*@")
+def _where(data: bytes, error: UnicodeDecodeError) -> str:
+    """The first undecodable byte and its line and column (both from 1), as an editor shows."""
+    line_start = data.rfind(b"\n", 0, error.start) + 1
+    line = data.count(b"\n", 0, error.start) + 1
+    column = len(data[line_start : error.start].decode("utf-8", "replace")) + 1
+    return f"byte 0x{data[error.start]:02x} at line {line}, column {column} (save it as UTF-8)"
 
 
 def _describe(error: Any) -> str:
@@ -341,11 +399,11 @@ def _describe(error: Any) -> str:
     message = error["msg"].removeprefix("Value error, ")
     if error["type"] == "extra_forbidden":
         return f"{where}: unknown setting"
-    if "bearer_token" in where:
+    if "bearer_token" in where or error["type"] == _UNUSABLE:
         return f"{where}: {message}"  # never echo a secret
     shown = repr(error["input"])
     if where.endswith("url"):
-        shown = _URL_PASSWORD.sub(r"\1***@", shown)  # a database password stays out of errors
+        shown = mask_url_passwords(shown, "***")  # a database password stays out of errors
     return f"{where} = {shown}: {message}"
 
 

@@ -22,6 +22,47 @@ Messages are built here from ids and URLs, so every caller reports the same fact
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
+# SQLSTATE of PostgreSQL's "disk full" (class 53, insufficient resources).
+_POSTGRES_DISK_FULL = "53100"
+
+
+def error_text(error: BaseException) -> str:
+    """How an error reads in a message. For a database error SQLAlchemy wrapped, the driver's own
+    words: SQLAlchemy's text adds the SQL statement, its parameters and a "Background on this
+    error at: https://sqlalche.me/..." line, which mean nothing to an operator. On one line."""
+    driver_error = getattr(error, "orig", None)  # SQLAlchemy's DBAPIError; no import at start
+    text = str(driver_error if isinstance(driver_error, BaseException) else error)
+    return " ".join(text.split())  # one line: psycopg's messages span several
+
+
+def disk_full(error: BaseException, folder: Path | None = None) -> bool:
+    """Whether a database error means the disk is full.
+
+    SQLite says "database or disk is full" when a write finds no space, but "disk I/O error" when
+    it cannot even size the shared-memory file of a WAL database on opening; the latter is a full
+    disk when `folder` (where the file lives) has no space left. PostgreSQL says so by SQLSTATE.
+    """
+    driver_error = getattr(error, "orig", error)
+    name = getattr(driver_error, "sqlite_errorname", "")
+    if name == "SQLITE_FULL" or getattr(driver_error, "sqlstate", None) == _POSTGRES_DISK_FULL:
+        return True
+    if name.startswith("SQLITE_IOERR") and folder is not None:
+        try:
+            return os.statvfs(folder).f_bavail == 0
+        except OSError:
+            return False
+    return False
+
+
+def damaged_database(error: BaseException) -> bool:
+    """Whether SQLite found the file damaged or not a database at all (the only errors for which
+    starting over with an empty file is the remedy)."""
+    name = getattr(getattr(error, "orig", error), "sqlite_errorname", "")
+    return name.startswith("SQLITE_CORRUPT") or name == "SQLITE_NOTADB"
+
 
 class D3ItemSalvagerError(Exception):
     """Base of every error this application raises on purpose."""

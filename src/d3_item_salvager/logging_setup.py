@@ -16,9 +16,11 @@ import contextlib
 import json
 import logging
 import logging.handlers
+import os
 import re
 import sys
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from contextvars import ContextVar
 from datetime import UTC, datetime
 from pathlib import Path
@@ -39,7 +41,14 @@ _run_id: ContextVar[str | None] = ContextVar("run_id", default=None)
 # Fields of a LogRecord that are not "extra" context given by the caller.
 _RESERVED = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "taskName"}
 _AUTH_PATTERN = re.compile(r"(?i)(authorization['\"]?\s*[:=]\s*['\"]?)(bearer\s+)?[^\s'\",}]+")
-_BEARER_PATTERN = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+")
+# "Bearer" followed by a credential (RFC 6750's b64token), not by a word: a value holding a digit
+# or at least 16 characters long. So "the bearer token was refused" stays prose, while a leaked
+# token of any kind (not only the configured one, redacted by value) is removed.
+_BEARER_PATTERN = re.compile(
+    r"(?i)\b(bearer\s+)(?=[A-Za-z0-9._~+/-]*[0-9]|[A-Za-z0-9._~+/-]{16})[A-Za-z0-9._~+/-]+=*"
+)
+# The password of a URL's userinfo (`scheme://user:PASSWORD@host`), whatever it holds.
+_URL_PASSWORD = re.compile(r"(?i)\b([a-z][a-z0-9+.-]*://[^\s/?#@:'\"]*:)[^\s/?#@'\"]+@")
 # Marks the handlers configure_logging installed, so a second call replaces only those.
 _OURS = "_d3is_handler"
 
@@ -82,8 +91,8 @@ class Redactor:
     """Removes secrets from a finished line of text, in one pass per secret.
 
     Secrets of at least SUBSTRING_MIN_LENGTH characters are removed wherever they appear;
-    shorter ones where they stand as a whole value. `Bearer ...` values and Authorization
-    headers are removed whatever they hold.
+    shorter ones where they stand as a whole value. Authorization headers and URL passwords are
+    removed whatever they hold, and `Bearer` values that look like credentials (never words).
     """
 
     def __init__(self, secrets: list[str]) -> None:
@@ -105,7 +114,13 @@ class Redactor:
         for pattern in self._whole_values:
             text = pattern.sub(lambda m: m.group("q") + REDACTED + m.group("q"), text)
         text = _AUTH_PATTERN.sub(lambda m: m.group(1) + REDACTED, text)
-        return _BEARER_PATTERN.sub("Bearer " + REDACTED, text)
+        text = mask_url_passwords(text)
+        return _BEARER_PATTERN.sub(lambda m: m.group(1) + REDACTED, text)
+
+
+def mask_url_passwords(text: str, mask: str = REDACTED) -> str:
+    """`text` with the password of every URL in it (`scheme://user:PASSWORD@host`) replaced."""
+    return _URL_PASSWORD.sub(lambda m: m.group(1) + mask + "@", text)
 
 
 def _fields(record: logging.LogRecord) -> dict[str, Any]:
@@ -177,6 +192,101 @@ class ConsoleFormatter(_RedactingFormatter):
         return line
 
 
+# A log file that cannot be written (a full disk) is reported at most this often.
+LOG_FILE_WARNING_INTERVAL_SECONDS = 60.0
+
+
+class LogFileHandler(logging.handlers.RotatingFileHandler):
+    """Our rotating JSON-lines file, which survives a disk that fills up.
+
+    The standard handler prints a "--- Logging error ---" traceback to stderr for every line it
+    cannot write: thousands of lines a minute on a full disk. This one drops the lines instead,
+    says so on the console at most once a minute, and reopens the file for the next line, so
+    logging resumes by itself once there is space again (and says how many lines were lost).
+    Errors other than OSError (a bug in formatting, say) are reported as usual.
+
+    Args:
+        console: the handler warnings go to (not our logger: that would recurse).
+        clock: seconds, for the once-a-minute limit (monotonic by default; tests pass their own).
+    """
+
+    def __init__(
+        self,
+        path: Path,
+        *,
+        max_bytes: int,
+        backup_count: int,
+        console: logging.Handler,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        # Opened with the first line, so a process that stops at start-up (a job store that
+        # cannot be reached) leaves no log file, nor folder, behind.
+        super().__init__(
+            path, maxBytes=max_bytes, backupCount=backup_count, encoding="utf-8", delay=True
+        )
+        self.console = console
+        self.clock = clock
+        self.lost = 0  # lines not written since the last one that was
+        self._warned_at: float | None = None
+        self._failed = False  # set by handleError while a line is being written
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self._failed = False
+        if self.stream is None:  # the first line, or the next after a failed one
+            try:
+                os.makedirs(os.path.dirname(self.baseFilename), exist_ok=True)
+                if self.lost:
+                    self._end_partial_line()
+            except OSError:
+                self.handleError(record)
+                return
+        super().emit(record)  # a failure calls handleError instead of raising
+        if self.lost and not self._failed:
+            lost, self.lost, self._warned_at = self.lost, 0, None
+            notice = f"log file {self.baseFilename} written again, after {lost} line(s) were lost"
+            self._tell(notice, record)
+            super().emit(self._record(notice, record))
+
+    def _end_partial_line(self) -> None:
+        """End the line a full disk cut short, so the next one is a JSON line of its own."""
+        with open(self.baseFilename, "ab+") as log_file:
+            if log_file.seek(0, os.SEEK_END) == 0:
+                return
+            log_file.seek(-1, os.SEEK_END)
+            if log_file.read(1) != b"\n":
+                log_file.write(b"\n")  # appended: the file is open for appending
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        error = sys.exc_info()[1]
+        if not isinstance(error, OSError):
+            super().handleError(record)
+            return
+        self._failed = True
+        self.lost += 1
+        # Reopen for the next line: data buffered for a full disk is not written after the next.
+        stream, self.stream = self.stream, None
+        if stream is not None:
+            with contextlib.suppress(OSError, ValueError):
+                stream.close()  # closes the file even when flushing what is left fails
+        now = self.clock()
+        if self._warned_at is None or now - self._warned_at >= LOG_FILE_WARNING_INTERVAL_SECONDS:
+            self._warned_at = now
+            reason = error.strerror or str(error)
+            self._tell(
+                f"cannot write the log file {self.baseFilename} ({reason}); its lines are lost "
+                "until it can be written again (this warning repeats at most once a minute)",
+                record,
+            )
+
+    def _record(self, message: str, cause: logging.LogRecord) -> logging.LogRecord:
+        return logging.makeLogRecord(
+            {"name": cause.name, "levelno": logging.WARNING, "levelname": "WARNING", "msg": message}
+        )
+
+    def _tell(self, message: str, cause: logging.LogRecord) -> None:
+        self.console.handle(self._record(message, cause))
+
+
 def _replace_our_handlers(logger: logging.Logger, handlers: list[logging.Handler]) -> None:
     for handler in list(logger.handlers):
         if getattr(handler, _OURS, False):
@@ -184,6 +294,24 @@ def _replace_our_handlers(logger: logging.Logger, handlers: list[logging.Handler
             handler.close()
     for handler in handlers:
         logger.addHandler(handler)
+
+
+def _unwritable(log_dir: Path, file_name: str) -> str | None:
+    """Why no log file could be written in log_dir, found without creating anything; or None.
+
+    The folder (and its missing parents) and the file are created with the first line logged.
+    """
+    existing = log_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        return "not a folder" if existing == log_dir else f"{existing} is not a folder"
+    if not os.access(existing, os.W_OK | os.X_OK):
+        return f"{existing}: permission denied"
+    log_file = log_dir / file_name
+    if log_file.exists() and not os.access(log_file, os.W_OK):
+        return f"{log_file}: permission denied"
+    return None
 
 
 def configure_logging(
@@ -200,27 +328,28 @@ def configure_logging(
     then APScheduler's warnings go to the same outputs and no longer propagate (for a process of
     our own, like the CLI).
 
+    Creates nothing: the log folder and file are created with the first line written.
+
     Raises:
-        ConfigError: when the log folder cannot be created or written.
+        ConfigError: when the log folder could not be created or written.
     """
     log_dir = Path(config.dir)
-    try:
-        log_dir.mkdir(parents=True, exist_ok=True)
-        file_handler: logging.Handler = logging.handlers.RotatingFileHandler(
-            log_dir / config.file_name,
-            maxBytes=config.max_bytes,
-            backupCount=config.backup_count,
-            encoding="utf-8",
-        )
-    except OSError as exc:
+    problem = _unwritable(log_dir, config.file_name)
+    if problem is not None:
         raise ConfigError(
-            f"logging.dir = {str(log_dir)!r}: cannot write log files there ({exc.strerror})"
-        ) from None
+            f"logging.dir = {str(log_dir)!r}: cannot write log files there ({problem})"
+        )
     redactor = Redactor(secrets or [])
-    file_handler.setFormatter(JsonLinesFormatter(redactor))
     console_handler = logging.StreamHandler(console if console is not None else sys.stderr)
     console_handler.setFormatter(ConsoleFormatter(redactor))
-    handlers = [file_handler, console_handler]
+    file_handler = LogFileHandler(
+        log_dir / config.file_name,
+        max_bytes=config.max_bytes,
+        backup_count=config.backup_count,
+        console=console_handler,
+    )
+    file_handler.setFormatter(JsonLinesFormatter(redactor))
+    handlers: list[logging.Handler] = [file_handler, console_handler]
     for handler in handlers:
         setattr(handler, _OURS, True)
 

@@ -23,7 +23,8 @@ async def test_a_history_write_that_fails_is_reported_not_lost(
     tmp_path: Path, fake_maxroll: FakeMaxroll, statement: str, rows_left: list[object]
 ) -> None:
     """The outcome write (UPDATE) or the start row (INSERT) fails as on a full disk: the command
-    prints its one JSON object with the error and exits 1; nothing claims success."""
+    prints its one JSON object with the database's own error and exits 1; nothing claims
+    success."""
     config = cli_config(tmp_path, fake_maxroll)
     code, _stdout, stderr = await run_cli(
         "run", "cleanup-logs", "--config", str(config), cwd=tmp_path
@@ -43,6 +44,9 @@ async def test_a_history_write_that_fails_is_reported_not_lost(
     assert "the run history could not be written" in result["error"]
     assert "disk is full" in result["error"]
     assert "Traceback" not in stderr
+    # The driver's words, without SQLAlchemy's statement dump and link.
+    assert "sqlalche.me" not in stdout + stderr
+    assert "[SQL:" not in stdout + stderr
     with sqlite3.connect(tmp_path / "jobs.sqlite") as connection:
         rows = connection.execute("SELECT outcome, error FROM job_runs ORDER BY started_at")
         assert [tuple(row) for row in rows] == rows_left

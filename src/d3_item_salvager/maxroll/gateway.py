@@ -4,14 +4,16 @@ The gateway is what services use. It joins the client (requests), the parsers (p
 in worker threads through the shared limiter) and the on-disk caches. A document is stored in the
 cache only after it parsed, so a broken response never replaces a good cached copy. A sync opens
 `sync_session()` so that each guide page or profile costs one worker-thread call after its
-request (`revalidation.ConditionalDocuments`).
+request (`revalidation.ConditionalDocuments`). The guide list and the item catalog are fetched
+once for every job of the runtime asking at the same moment (`InFlight`): on a first start the
+sync and the cache refresh would otherwise each read the whole search and the 2 MB data.json.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from typing import TypeVar
 
@@ -23,10 +25,11 @@ from d3_item_salvager.errors import CacheError, FetchError, ParseError, TokenRef
 from d3_item_salvager.logging_setup import get_logger
 from d3_item_salvager.maxroll.catalog import ItemCatalog, parse_item_catalog
 from d3_item_salvager.maxroll.client import MaxrollClient
-from d3_item_salvager.maxroll.document_cache import DocumentCache, Stamp
+from d3_item_salvager.maxroll.document_cache import CachedDocument, DocumentCache, Stamp
 from d3_item_salvager.maxroll.guide_list_cache import GuideListCache
 from d3_item_salvager.maxroll.guide_listing import GuideListing, assemble_listing
 from d3_item_salvager.maxroll.guide_parser import GuidePlanners, parse_guide_planners
+from d3_item_salvager.maxroll.in_flight import InFlight
 from d3_item_salvager.maxroll.models import GuideRecord, PlannerProfile
 from d3_item_salvager.maxroll.profile_parser import parse_planner_profile
 from d3_item_salvager.maxroll.revalidation import ConditionalDocuments
@@ -81,6 +84,8 @@ class MaxrollGateway:
         self._conditional = ConditionalDocuments(
             self.documents, self._in_thread, clock, self._cache_write_failed
         )
+        self._listing_in_flight: InFlight[str, GuideListing] = InFlight()
+        self._catalog_in_flight: InFlight[str, ItemCatalog] = InFlight()
 
     def close(self) -> None:
         """Close the document cache's database connection (it reopens if used again)."""
@@ -152,7 +157,13 @@ class MaxrollGateway:
         return page
 
     async def refresh_guide_list(self) -> GuideListing:
-        """Read the list from the API; store it in the cache only when it is whole."""
+        """Read the list from the API; store it in the cache only when it is whole.
+
+        Callers asking while a refresh is under way share its outcome.
+        """
+        return await _shared(self._listing_in_flight, "guide list", self._refresh_guide_list)
+
+    async def _refresh_guide_list(self) -> GuideListing:
         listing = await self.search_guides()
         if listing.complete:
             try:
@@ -269,7 +280,8 @@ class MaxrollGateway:
         downloads the whole document.
 
         When Maxroll cannot be reached or sends a broken document, a cached copy (however old)
-        is used with a warning; without one, the error is raised.
+        is used with a warning; without one, the error is raised. Callers asking while a fetch
+        of the same kind (full or conditional) is under way share its outcome.
         """
         url = self._config.item_data_url
         cached = await self._in_thread(self.documents.get, ITEM_DATA, url)
@@ -277,6 +289,15 @@ class MaxrollGateway:
         fresh = cached is not None and self._clock() - cached.fetched_at < ttl
         if cached and fresh and not (force_refresh or revalidate):
             return await self._parse_catalog(cached.body)
+        return await _shared(
+            self._catalog_in_flight,
+            "item data, full download" if force_refresh else "item data",
+            lambda: self._fetch_catalog(url, cached, force_refresh),
+        )
+
+    async def _fetch_catalog(
+        self, url: str, cached: CachedDocument | None, force_refresh: bool
+    ) -> ItemCatalog:
         try:
             catalog, _changed = await self._conditional.read(
                 ITEM_DATA,
@@ -305,3 +326,10 @@ class MaxrollGateway:
         if self._catalog is not None and self._catalog[0] == str(hash(body)):
             return self._catalog[1]
         return await self._in_thread(self._parse_catalog_sync, body)
+
+
+async def _shared(in_flight: InFlight[str, T], key: str, fetch: Callable[[], Awaitable[T]]) -> T:
+    """`fetch()`, or the outcome of the same fetch already under way (said at debug level)."""
+    if key in in_flight:
+        _log.debug("sharing a fetch already in flight", extra={"document": key})
+    return await in_flight.run(key, fetch)

@@ -21,6 +21,7 @@ from d3_item_salvager.errors import (
     JobRunningElsewhereError,
     RunHistoryError,
     TransientFetchError,
+    error_text,
 )
 from d3_item_salvager.logging_setup import get_logger, log_context
 from d3_item_salvager.workers.binding import Submission
@@ -81,7 +82,7 @@ async def _perform(spec: JobSpec, ctx: JobContext) -> _WorkOutcome:
 
 def _log_unrecorded(recording: asyncio.Task[Any]) -> None:
     if not recording.cancelled() and (exc := recording.exception()) is not None:
-        _log.error("could not record the run that did not start", extra={"error": str(exc)})
+        _log.error("could not record the run that did not start", extra={"error": error_text(exc)})
 
 
 class RetryPlanner(Protocol):
@@ -291,7 +292,7 @@ class JobRunner:
             raise
         except Exception as exc:  # noqa: BLE001 - any failure of the claim's transaction
             # Without its claim the run does not start: it could run twice across processes.
-            error = f"the job claim could not be written: {exc}"
+            error = f"the job claim could not be written: {error_text(exc)}"
             failed = RunResult(run_id, job_id, trigger, Outcome.FAILED, error, None, 0.0)
             return await self._finish(failed, recorded=False)
         if held is None:
@@ -318,7 +319,7 @@ class JobRunner:
         try:
             await self._record_not_run(job_id, trigger, Outcome.CANCELLED, due, error, run_id)
         except Exception as exc:  # noqa: BLE001 - any failure of the history write
-            _log.error("could not record the cancelled run", extra={"error": str(exc)})
+            _log.error("could not record the cancelled run", extra={"error": error_text(exc)})
 
     async def _release(self, job_id: str, run_id: str) -> None:
         """Give the job's claim back, on every path (its own task: a cancel cannot stop it)."""
@@ -331,7 +332,7 @@ class JobRunner:
                 _log.error(
                     "could not release the job's claim; another process takes it over once "
                     "this one has ended, or when it expires",
-                    extra={"error": str(exc)},
+                    extra={"error": error_text(exc)},
                 )
 
         await asyncio.shield(self._in_background(release()))
@@ -360,7 +361,9 @@ class JobRunner:
                 await asyncio.shield(start)
             except Exception as exc:  # noqa: BLE001 - any failure of the history write
                 # Without its history row the run does not start: it could not be accounted for.
-                raise RunHistoryError(f"the run history could not be written: {exc}") from None
+                raise RunHistoryError(
+                    f"the run history could not be written: {error_text(exc)}"
+                ) from None
             with anyio.fail_after(job.timeout_minutes * 60):
                 result = await _perform(spec, ctx)
             summary, error, transient = result.summary, result.error, result.transient
@@ -380,7 +383,7 @@ class JobRunner:
         except Exception as exc:  # noqa: BLE001 - logged with its traceback below
             # An unexpected error is a bug: keep the traceback in the log, and the process alive.
             _log.exception("run crashed")
-            error = f"{type(exc).__name__}: {exc}"
+            error = f"{type(exc).__name__}: {error_text(exc)}"
         finally:
             if not start.done():
                 await asyncio.wait({start})
@@ -412,12 +415,12 @@ class JobRunner:
                     _log.error(
                         "could not record the run's outcome; its job_runs row stays open until "
                         "a scheduler marks it abandoned",
-                        extra={"error": str(exc)},
+                        extra={"error": error_text(exc)},
                     )
                     reported = replace(
                         result,
                         outcome=Outcome.FAILED,
-                        error=f"the run history could not be written: {exc}"
+                        error=f"the run history could not be written: {error_text(exc)}"
                         + (f" (the run itself: {result.outcome}; {result.error})"),
                     )
             self._log_outcome(reported)

@@ -20,7 +20,7 @@ from sqlalchemy.exc import DBAPIError
 
 from d3_item_salvager.config import SchedulerConfig
 from d3_item_salvager.data.dialects import retry_schema_race, sqlite_pragmas
-from d3_item_salvager.errors import ConfigError
+from d3_item_salvager.errors import ConfigError, damaged_database, disk_full, error_text
 
 metadata = MetaData()
 
@@ -94,6 +94,28 @@ def _open_job_store(config: SchedulerConfig, busy_timeout_seconds: float) -> Eng
     return engine
 
 
+def job_store_error(config: SchedulerConfig, error: DBAPIError) -> ConfigError:
+    """Why the job store cannot be used, and the remedy: moving the file aside (losing its
+    history) only for a damaged file, never for a full disk or a lock."""
+    if config.job_store_url is not None:
+        setting, folder = "scheduler.job_store_url", None
+    else:
+        setting = f"scheduler.job_store_path = {str(config.job_store_path)!r}"
+        folder = Path(config.job_store_path).parent
+    reason = error_text(error)
+    if disk_full(error, folder):
+        return ConfigError(
+            f"{setting}: the disk holding the job store is full ({reason}); free some space and "
+            "start again: the stored jobs and run history are kept"
+        )
+    if folder is not None and damaged_database(error):
+        return ConfigError(
+            f"{setting}: cannot use the job store ({reason}); move the file aside to start with "
+            "an empty one"
+        )
+    return ConfigError(f"{setting}: cannot use the job store ({reason})")
+
+
 async def job_store_engine_resource(
     config: SchedulerConfig, busy_timeout_seconds: float
 ) -> AsyncIterator[Engine]:
@@ -101,14 +123,7 @@ async def job_store_engine_resource(
     try:
         engine = await anyio.to_thread.run_sync(_open_job_store, config, busy_timeout_seconds)
     except DBAPIError as exc:
-        if config.job_store_url is not None:
-            raise ConfigError(
-                f"scheduler.job_store_url: cannot use the job store ({exc.orig})"
-            ) from None
-        raise ConfigError(
-            f"scheduler.job_store_path = {str(config.job_store_path)!r}: cannot use the job "
-            f"store ({exc.orig}); move the file aside to start with an empty one"
-        ) from None
+        raise job_store_error(config, exc) from None
     try:
         yield engine
     finally:

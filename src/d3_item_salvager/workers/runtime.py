@@ -222,8 +222,16 @@ class WorkerRuntime:
         token = binding.bind(container)
         self._stack.callback(binding.unbind, container, token)
         self._stack.push_async_callback(self._shutdown_resources)
-        # The slow part of opening the index (a schema created or upgraded) runs in a thread.
-        await prepare_off_loop(self.config.database)
+        # A store on a server is checked before a SQLite one, which opening creates: a store that
+        # cannot be used stops the start with nothing created (the log file too is opened only
+        # with the first line logged). The slow part of opening the index (a schema created or
+        # upgraded) runs in a thread.
+        if self._index_before_job_store():
+            await prepare_off_loop(self.config.database)
+            await resolve(container.job_store_engine)
+        else:
+            await resolve(container.job_store_engine)
+            await prepare_off_loop(self.config.database)
         await await_if_needed(container.init_resources())
         self._runner = await resolve(container.job_runner)
         events = self.runner.events
@@ -276,6 +284,12 @@ class WorkerRuntime:
         await self.leadership.start()
         if self.metrics_server is not None and self.metrics_server.error is not None:
             raise ConfigError(self.metrics_server.error)
+
+    def _index_before_job_store(self) -> bool:
+        """Whether the index is on a server while the job store is a SQLite file."""
+        job_store_url = self.config.scheduler.job_store_url
+        local_job_store = job_store_url is None or job_store_url.startswith("sqlite")
+        return local_job_store and not self.config.database.url.startswith("sqlite")
 
     def _leadership_changed(self, leading: bool) -> None:
         self.metrics.lease_held.set(1 if leading else 0)

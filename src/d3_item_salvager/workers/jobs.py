@@ -60,6 +60,8 @@ class JobSettings:
     timeout_minutes: float
     max_retries: int
     retry_backoff_seconds: float
+    cron: str | None = None  # when set, the job runs on it rather than every interval_minutes
+    jitter_seconds: float = 0.0
 
 
 JOBS: dict[str, JobSpec] = {}
@@ -142,6 +144,8 @@ def job_settings(config: AppConfig, job_id: str) -> JobSettings:
         timeout_minutes=section.timeout_minutes or spec.timeout_minutes,
         max_retries=section.max_retries,
         retry_backoff_seconds=section.retry_backoff_seconds,
+        cron=section.cron,
+        jitter_seconds=section.jitter_seconds,
     )
 
 

@@ -40,6 +40,7 @@ from d3_item_salvager.workers.leadership import FatalLeadershipError, Leadership
 from d3_item_salvager.workers.lease import SchedulerLease
 from d3_item_salvager.workers.metrics import WorkerMetrics
 from d3_item_salvager.workers.metrics_server import MetricsServer
+from d3_item_salvager.workers.paused_jobs import set_paused
 from d3_item_salvager.workers.runs import RunResult, RunTracker, Trigger
 from d3_item_salvager.workers.scheduler import (
     build_scheduler,
@@ -130,6 +131,27 @@ class WorkerRuntime:
             return await spec.task_function()(**kwargs)
         finally:
             binding.reset(token)
+
+    async def pause_job(self, job: str) -> bool:
+        """Pause the job's schedule; False when it was paused already.
+
+        The pause is kept in the job store: it holds across restarts, and the process leading the
+        scheduler (this one at once, any other within a lease period) stops running the job on
+        schedule until `resume_job`. `run_job` still runs it.
+        """
+        return await self._set_paused(job, paused=True)
+
+    async def resume_job(self, job: str) -> bool:
+        """Resume a paused job; False when it was not paused. If a run fell due during the
+        pause, the job runs once at once, else at its next fire time."""
+        return await self._set_paused(job, paused=False)
+
+    async def _set_paused(self, job: str, *, paused: bool) -> bool:
+        spec = job_spec(job)
+        changed = await set_paused(await resolve(self.container.job_store_engine), spec.id, paused)
+        if self.leadership is not None:
+            await self.leadership.apply_paused_jobs()
+        return changed
 
     async def run_due_jobs(self) -> list[RunResult]:
         """Run once, one after another, every stored job (retry runs included) that is due now,

@@ -34,11 +34,14 @@ from apscheduler.events import (
 )
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 
 from d3_item_salvager.config import AppConfig
+from d3_item_salvager.crontab import cron_trigger, describe_cron
 from d3_item_salvager.data.dialects import retry_schema_race
 from d3_item_salvager.logging_setup import get_logger
 from d3_item_salvager.workers.executor import BoundExecutor
@@ -50,11 +53,13 @@ from d3_item_salvager.workers.job_store_db import (
 )
 from d3_item_salvager.workers.jobs import (
     JOBS,
+    JobSettings,
     all_job_settings,
     base_job_id,
     is_retry_job_id,
     retry_job_id,
 )
+from d3_item_salvager.workers.paused_jobs import keep_paused
 from d3_item_salvager.workers.runs import Outcome, Trigger
 from d3_item_salvager.workers.tasks import cleanup_logs_task, refresh_cache_task, scrape_guides_task
 
@@ -128,6 +133,11 @@ def build_scheduler(
 _job_store_engines: WeakKeyDictionary[AsyncIOScheduler, Engine] = WeakKeyDictionary()
 # Likewise the executor, whose run tasks a graceful stop waits for.
 _executors: WeakKeyDictionary[AsyncIOScheduler, BoundExecutor] = WeakKeyDictionary()
+
+
+def job_store_engine(scheduler: AsyncIOScheduler) -> Engine:
+    """The engine of a scheduler's job store (built by build_scheduler), for our own tables."""
+    return _job_store_engines[scheduler]
 
 
 def close_job_store(scheduler: AsyncIOScheduler) -> None:
@@ -204,16 +214,30 @@ def _history_listener(container: WorkerContainer) -> Any:
     return listen
 
 
-def _interval_trigger(config: AppConfig, minutes: float) -> IntervalTrigger:
-    return IntervalTrigger(minutes=minutes, timezone=ZoneInfo(config.scheduler.timezone))
+def _job_trigger(config: AppConfig, job: JobSettings) -> BaseTrigger:
+    """The job's interval or cron trigger, in the scheduler's timezone, with its jitter."""
+    timezone = ZoneInfo(config.scheduler.timezone)
+    if job.cron is not None:
+        return cron_trigger(job.cron, timezone, job.jitter_seconds)
+    jitter = job.jitter_seconds or None
+    return IntervalTrigger(minutes=job.interval_minutes, timezone=timezone, jitter=jitter)
 
 
-def _same_trigger(current: Any, wanted: IntervalTrigger) -> bool:
-    return (
-        isinstance(current, IntervalTrigger)
-        and current.interval == wanted.interval
-        and str(current.timezone) == str(wanted.timezone)
-    )
+def _same_trigger(current: Any, wanted: BaseTrigger) -> bool:
+    """Whether the stored trigger fires as the configured one would (same kind, schedule,
+    timezone and jitter); any difference reschedules the job."""
+    if type(current) is not type(wanted) or current.jitter != wanted.jitter:
+        return False
+    if str(current.timezone) != str(wanted.timezone):
+        return False
+    if isinstance(wanted, CronTrigger):
+        return describe_cron(current) == describe_cron(wanted)
+    return isinstance(wanted, IntervalTrigger) and bool(current.interval == wanted.interval)
+
+
+def _with_jitter(trigger: Any) -> str:
+    jitter = getattr(trigger, "jitter", None)
+    return f"{trigger} with jitter {jitter:g}s" if jitter else str(trigger)
 
 
 def register_jobs(
@@ -240,7 +264,7 @@ def register_jobs(
                 report.removed.append(job_id)
                 report.changes.append(f"{job_id}: disabled, removed from the job store")
             continue
-        trigger = _interval_trigger(config, job.interval_minutes)
+        trigger = _job_trigger(config, job)
         if existing is None:
             # A job new to this store (a fresh install, or just enabled) runs at once when so
             # configured, rather than one whole interval later; restarts keep the stored time.
@@ -255,7 +279,7 @@ def register_jobs(
             report.added.append(job_id)
         elif existing.func_ref != task or not _same_trigger(existing.trigger, trigger):
             report.changes.append(
-                f"{job_id}: {existing.trigger} -> {trigger}"
+                f"{job_id}: {_with_jitter(existing.trigger)} -> {_with_jitter(trigger)}"
                 if existing.func_ref == task
                 else f"{job_id}: task {existing.func_ref} -> {task}"
             )
@@ -276,6 +300,9 @@ def register_jobs(
                     job_id, misfire_grace_time=grace, coalesce=True, max_instances=1
                 )
             report.unchanged.append(job_id)
+    engine = _job_store_engines.get(scheduler)
+    if engine is not None:  # a paused job stays paused, however it was registered
+        keep_paused(scheduler, engine)
     for change in report.changes:
         _log.warning("job store differs from this configuration: %s", change)
     _log.info(
@@ -310,6 +337,8 @@ class SchedulerRetryPlanner:
         run_at = datetime.now(UTC) + timedelta(seconds=delay_seconds)
         regular = self._scheduler.get_job(job_id)
         next_regular = regular.next_run_time if regular is not None else None
+        if regular is not None and next_regular is None:
+            return None  # paused: no run on schedule, retries included
         if next_regular is not None and run_at >= next_regular:
             return None
         self._scheduler.add_job(

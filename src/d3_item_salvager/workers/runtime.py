@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
+from apscheduler.job import Job
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_RUNNING
 from sqlalchemy.exc import DBAPIError
@@ -53,6 +54,15 @@ from d3_item_salvager.workers.startup import GcFreeze, prepare_off_loop
 _log = get_logger(__name__)
 
 LAG_PROBE_SECONDS = 0.5
+
+
+def _first_fire_after(job: Job, now: datetime) -> datetime | None:
+    """The job's first fire time after `now`: the fires it missed coalesce into the run due now,
+    as the scheduler does (a cron trigger's next time after an old one may still be past)."""
+    following = job.trigger.get_next_fire_time(job.next_run_time, now)
+    while following is not None and following <= now:
+        following = job.trigger.get_next_fire_time(following, now)
+    return following
 
 
 class WorkerRuntime:
@@ -173,7 +183,7 @@ class WorkerRuntime:
             for job in sorted(due, key=lambda stored: stored.next_run_time):
                 if job.next_run_time > now:
                     continue
-                following = job.trigger.get_next_fire_time(job.next_run_time, now)
+                following = _first_fire_after(job, now)
                 if following is None:
                     scheduler.remove_job(job.id)
                 else:

@@ -80,8 +80,10 @@ def next_daily(now: datetime, hour: int, minute: int, zone: ZoneInfo) -> datetim
         ),
         (
             {"cron": "17 4 * * *", "interval_minutes": 60},
-            "scheduler.jobs.cleanup_logs.cron = '17 4 * * *': a job has interval_minutes or "
-            "cron, not both (interval_minutes = 60",
+            (
+                "scheduler.jobs.cleanup_logs.cron = '17 4 * * *': a job has interval_minutes or "
+                "cron, not both (interval_minutes = 60"
+            ),
         ),
         ({"cron": "0 4 13 * 5"}, "restrict either the day of the month or the weekday"),
         ({"jitter_seconds": -1}, "scheduler.jobs.cleanup_logs.jitter_seconds = -1"),
@@ -235,9 +237,7 @@ async def test_a_timezone_change_reschedules_a_cron_job(tmp_path: Path) -> None:
     finally:
         await stop_scheduler(scheduler, None, 0)
     assert report.rescheduled == ["cleanup_logs"]
-    assert job.next_run_time == next_daily(
-        datetime.now(UTC), 4, 17, ZoneInfo("America/New_York")
-    )
+    assert job.next_run_time == next_daily(datetime.now(UTC), 4, 17, ZoneInfo("America/New_York"))
 
 
 # Runs: misfires, coalescing and retries work as for interval jobs
@@ -285,8 +285,10 @@ async def test_a_cron_jobs_retry_must_start_before_its_next_fire_time(tmp_path: 
         when = planner.schedule_retry("cleanup_logs", 1, 60)
         retry = scheduler.get_job("cleanup_logs:retry")
     assert fire.minute == minute
-    assert when is not None and when < fire
-    assert retry is not None and retry.next_run_time == when
+    assert when is not None
+    assert when < fire
+    assert retry is not None
+    assert retry.next_run_time == when
 
 
 # Status and health
@@ -338,9 +340,7 @@ async def test_status_shows_the_expression_jitter_and_next_fire_time(tmp_path: P
     assert datetime.fromisoformat(cleanup["next_run_time"]) == stored
     assert stored.astimezone(ZoneInfo("Europe/Berlin")).weekday() == 6  # a Sunday
     assert cleanup["paused"] is False
-    code, stdout, _ = await run_cli(
-        "status", "--config", str(tmp_path / "w.toml"), cwd=tmp_path
-    )
+    code, stdout, _ = await run_cli("status", "--config", str(tmp_path / "w.toml"), cwd=tmp_path)
     assert code == 0
     assert "cron 17 4 * * sun (Europe/Berlin), jitter 30 s" in stdout
 

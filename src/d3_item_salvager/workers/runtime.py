@@ -59,7 +59,7 @@ LAG_PROBE_SECONDS = 0.5
 def _first_fire_after(job: Job, now: datetime) -> datetime | None:
     """The job's first fire time after `now`: the fires it missed coalesce into the run due now,
     as the scheduler does (a cron trigger's next time after an old one may still be past)."""
-    following = job.trigger.get_next_fire_time(job.next_run_time, now)
+    following: datetime | None = job.trigger.get_next_fire_time(job.next_run_time, now)
     while following is not None and following <= now:
         following = job.trigger.get_next_fire_time(following, now)
     return following

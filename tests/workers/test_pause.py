@@ -24,16 +24,18 @@ from tests.conftest import make_config
 from tests.processes import WorkerProcess, run_cli, write_config
 
 
-def cleanup_only(tmp_path: Path, **cleanup: Any) -> AppConfig:
-    """Only cleanup_logs enabled (a cheap job), hourly unless `cleanup` says otherwise."""
+def cleanup_only(tmp_path: Path, store: dict[str, Any] | None = None, **cleanup: Any) -> AppConfig:
+    """Only cleanup_logs enabled (a cheap job), hourly unless `cleanup` says otherwise; the job
+    store as `store` says (SQLite by default)."""
     return make_config(
         tmp_path,
         scheduler={
+            **(store or {}),
             "jobs": {
                 "scrape_guides": {"enabled": False},
                 "refresh_cache": {"enabled": False},
                 "cleanup_logs": {"interval_minutes": 60, **cleanup},
-            }
+            },
         },
     )
 
@@ -44,9 +46,11 @@ def next_run(runtime: WorkerRuntime, job_id: str = "cleanup_logs") -> datetime |
     return moment
 
 
-async def test_a_paused_job_does_not_run_on_schedule_but_runs_by_hand(tmp_path: Path) -> None:
+async def test_a_paused_job_does_not_run_on_schedule_but_runs_by_hand(
+    tmp_path: Path, job_store_settings: dict[str, Any]
+) -> None:
     """Paused, a due job is not run by the scheduler (burst mode here); `run_job` still runs it."""
-    config = cleanup_only(tmp_path)
+    config = cleanup_only(tmp_path, job_store_settings)
     async with WorkerRuntime(config, burst=True) as runtime:
         assert runtime.scheduler is not None
         runtime.scheduler.modify_job(
@@ -61,10 +65,10 @@ async def test_a_paused_job_does_not_run_on_schedule_but_runs_by_hand(tmp_path: 
 
 
 async def test_resume_runs_once_at_once_when_runs_fell_due_during_the_pause(
-    tmp_path: Path,
+    tmp_path: Path, job_store_settings: dict[str, Any]
 ) -> None:
     """A job whose next run passed while paused (many one-minute fires) runs once on resume."""
-    config = cleanup_only(tmp_path, interval_minutes=1)
+    config = cleanup_only(tmp_path, job_store_settings, interval_minutes=1)
     async with WorkerRuntime(config, burst=True) as runtime:
         assert runtime.scheduler is not None
         runtime.scheduler.modify_job(

@@ -113,8 +113,9 @@ async def test_a_pause_holds_across_restarts_and_a_rescheduling_start(
 
     scheduler = build_scheduler(config)  # the seed's API honours it too
     try:
-        register_jobs(scheduler, config)
+        report = register_jobs(scheduler, config)
         assert scheduler.get_job("cleanup_logs").next_run_time is None
+        assert report.paused == ["cleanup_logs"]
     finally:
         await stop_scheduler(scheduler, None, 0)
 

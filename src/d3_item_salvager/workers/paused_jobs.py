@@ -175,12 +175,16 @@ def apply_pause_states(
 
 
 def keep_paused(scheduler: BaseScheduler, engine: Engine) -> list[str]:
-    """Read the table and apply it now (blocking, as APScheduler's own job store calls are)."""
+    """Read the table and apply it now (blocking, as APScheduler's own job store calls are);
+    returns the ids of the stored jobs that are paused."""
     with engine.connect() as connection:
         states = read_pause_states(connection)
-    changes = apply_pause_states(scheduler, engine, states)
-    _log_changes(changes)
-    return changes
+    _log_changes(apply_pause_states(scheduler, engine, states))
+    return sorted(
+        job_id
+        for job_id, state in states.items()
+        if state.paused and scheduler.get_job(job_id) is not None
+    )
 
 
 def _log_changes(changes: list[str]) -> None:

@@ -89,6 +89,7 @@ class RegistrationReport:
     rescheduled: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    paused: list[str] = field(default_factory=list)  # kept paused (`pause JOB`)
     changes: list[str] = field(default_factory=list)  # one line per difference from the store
 
 
@@ -302,7 +303,7 @@ def register_jobs(
             report.unchanged.append(job_id)
     engine = _job_store_engines.get(scheduler)
     if engine is not None:  # a paused job stays paused, however it was registered
-        keep_paused(scheduler, engine)
+        report.paused = keep_paused(scheduler, engine)
     for change in report.changes:
         _log.warning("job store differs from this configuration: %s", change)
     _log.info(
@@ -312,6 +313,7 @@ def register_jobs(
             "rescheduled": report.rescheduled,
             "unchanged": report.unchanged,
             "removed": report.removed,
+            "paused": report.paused,
         },
     )
     return report

@@ -142,7 +142,8 @@ async def test_bad_cron_exits_2_with_one_line(
 
 
 async def test_cron_job_is_stored_with_its_next_fire_time_in_the_timezone(tmp_path: Path) -> None:
-    """A cron job's next run time is the expression's next match in scheduler.timezone."""
+    """A cron job's next run time is the expression's next match in scheduler.timezone; it has
+    the run policy of every job (coalesce, one instance, the misfire grace)."""
     zone = ZoneInfo("Pacific/Auckland")
     config = cleanup_only(tmp_path, {"cron": "17 4 * * *"}, timezone=zone.key)
     before = datetime.now(UTC)
@@ -150,6 +151,7 @@ async def test_cron_job_is_stored_with_its_next_fire_time_in_the_timezone(tmp_pa
         job = scheduler.get_job("cleanup_logs")
     assert isinstance(job.trigger, CronTrigger)
     assert job.next_run_time == next_daily(before, 4, 17, zone)
+    assert (job.coalesce, job.max_instances, job.misfire_grace_time) == (True, 1, 300)
 
 
 async def test_jitter_delays_the_stored_fire_time_by_at_most_its_seconds(tmp_path: Path) -> None:

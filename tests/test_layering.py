@@ -15,7 +15,7 @@ LAYERS = [
     ("container",),
     ("services",),
     ("maxroll", "data"),
-    ("config", "errors", "logging_setup", "_config_home"),
+    ("config", "crontab", "errors", "logging_setup", "_config_home"),
 ]
 
 

@@ -26,6 +26,7 @@ from pydantic import (
     Field,
     SecretStr,
     ValidationError,
+    ValidationInfo,
     field_validator,
     model_validator,
 )
@@ -38,6 +39,7 @@ from pydantic_settings import (
 )
 
 from d3_item_salvager._config_home import rooted_at_home
+from d3_item_salvager.crontab import cron_trigger
 from d3_item_salvager.errors import ConfigError
 from d3_item_salvager.logging_setup import mask_url_passwords
 
@@ -230,13 +232,17 @@ class LoggingConfig(_Section):
 
 class JobConfig(_Section):
     """One job's `[scheduler.jobs.<id>]` section; unset interval and timeout take the job's own
-    defaults from the workers' job registry (`d3_item_salvager.workers.jobs`)."""
+    defaults from the workers' job registry (`d3_item_salvager.workers.jobs`). A job runs every
+    `interval_minutes` or when its `cron` expression matches, never both."""
 
     enabled: bool = True
     interval_minutes: PositiveFloat | None = None
     timeout_minutes: PositiveFloat | None = None
     max_retries: Annotated[int, Field(ge=0, le=10)] = 2
     retry_backoff_seconds: Annotated[float, Field(ge=0)] = 60.0
+    # After interval_minutes: its validator reads that value.
+    cron: str | None = None
+    jitter_seconds: Annotated[float, Field(ge=0)] = 0.0
 
     @field_validator("interval_minutes")
     @classmethod
@@ -246,6 +252,20 @@ class JobConfig(_Section):
                 f"must be at least 1 second ({MIN_INTERVAL_MINUTES:.4f} minutes) and at most "
                 f"a year ({MAX_INTERVAL_MINUTES} minutes)"
             )
+        return value
+
+    @field_validator("cron")
+    @classmethod
+    def _crontab(cls, value: str | None, info: ValidationInfo) -> str | None:
+        if value is None:
+            return value
+        interval = info.data.get("interval_minutes")
+        if interval is not None:
+            raise ValueError(
+                f"a job has interval_minutes or cron, not both (interval_minutes = {interval:g} "
+                "is set in the same section)"
+            )
+        cron_trigger(value)  # the timezone does not change what is valid
         return value
 
 

@@ -226,7 +226,12 @@ def status(
     Read-only: it creates no file and changes nothing (exit 2 when there is no job store).
     """
     config = _setup(config_file, start_logging=False)
-    from d3_item_salvager.workers.status import collect_status, health_problems, render_status
+    from d3_item_salvager.workers.status import (
+        collect_status,
+        health_problems,
+        paused_notes,
+        render_status,
+    )
 
     try:
         report = collect_status(config)
@@ -236,14 +241,68 @@ def status(
         typer.echo(json.dumps(report, default=str) if as_json else render_status(report))
         return
     problems = health_problems(report, config.health.overdue_margin_minutes)
+    paused = paused_notes(report)
     if as_json:
-        typer.echo(json.dumps({"healthy": not problems, "problems": problems}))
+        typer.echo(json.dumps({"healthy": not problems, "problems": problems, "paused": paused}))
     elif problems:
-        typer.echo("\n".join(problems))
+        typer.echo("\n".join(problems + paused))
     else:
-        enabled = sum(job["enabled"] for job in report["jobs"])
-        typer.echo(f"ok: {enabled} enabled job(s) healthy")
+        enabled = sum(job["enabled"] for job in report["jobs"]) - len(paused)
+        typer.echo("\n".join([f"ok: {enabled} enabled job(s) healthy", *paused]))
     raise typer.Exit(EXIT_FAILED if problems else EXIT_OK)
+
+
+JobToPause = Annotated[
+    str, typer.Argument(help="The job, by CLI name or id (see `run --help`).", metavar="JOB")
+]
+
+
+@app.command("pause")
+def pause(job: JobToPause, config_file: ConfigOption = None) -> None:
+    """Stop running a job on schedule until `resume`; `run JOB` still runs it by hand.
+
+    Kept in the job store: it holds across restarts, and a running scheduler (in any process)
+    honours it within one lease period (scheduler.lease_seconds).
+    """
+    _set_paused(job, config_file, paused=True)
+
+
+@app.command("resume")
+def resume(job: JobToPause, config_file: ConfigOption = None) -> None:
+    """Run a paused job on schedule again: once at once if a run fell due while it was paused
+    (never once per missed run), else at its next fire time."""
+    _set_paused(job, config_file, paused=False)
+
+
+def _set_paused(job: str, config_file: Path | None, *, paused: bool) -> None:
+    spec = _job_argument(job)
+    config = _setup(config_file, start_logging=False)
+    from contextlib import asynccontextmanager
+
+    from d3_item_salvager.workers.job_store_db import job_store_engine_resource
+    from d3_item_salvager.workers.paused_jobs import set_paused
+
+    async def write() -> bool:
+        open_store = asynccontextmanager(job_store_engine_resource)
+        settings = config.scheduler
+        async with open_store(settings, config.database.busy_timeout_seconds) as engine:
+            return await set_paused(engine, spec.id, paused)
+
+    changed = _run_async(write())
+    lease = f"{config.scheduler.lease_seconds:g}s"
+    if paused:
+        typer.echo(
+            f"{spec.cli_name}: paused; a running scheduler stops running it on schedule within "
+            f"{lease}"
+            if changed
+            else f"{spec.cli_name}: already paused"
+        )
+    else:
+        typer.echo(
+            f"{spec.cli_name}: resumed; a running scheduler runs it on schedule again within {lease}"
+            if changed
+            else f"{spec.cli_name}: was not paused"
+        )
 
 
 @app.command("history")

@@ -460,7 +460,9 @@ class JobRunner:
         delay = job.retry_backoff_seconds * (2**attempt)
         when = self.retry_planner.schedule_retry(job_id, attempt + 1, delay)
         if when is None:
-            _log.warning("no retry: it would not end before the next regular run")
+            _log.warning(
+                "no retry: the job is paused, or the retry would not start before its next run"
+            )
             return
         _log.info("retry scheduled", extra={"retry_at": when.isoformat(), "attempt": attempt + 1})
         self.events.publish(RetryScheduled(job_id, attempt + 1, when))

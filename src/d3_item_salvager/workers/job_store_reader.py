@@ -20,14 +20,17 @@ from typing import Any, Self
 from urllib.parse import quote
 
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Connection, Engine, create_engine, inspect, select
 from sqlalchemy.exc import DBAPIError
 
 from d3_item_salvager.config import SchedulerConfig
+from d3_item_salvager.crontab import describe_cron
 from d3_item_salvager.errors import ConfigError
 from d3_item_salvager.workers.job_store_db import job_runs, scheduler_lease
 from d3_item_salvager.workers.lease import LEASE_NAME, database_now
+from d3_item_salvager.workers.paused_jobs import PauseState, read_pause_states
 from d3_item_salvager.workers.run_history import RunRow, worker_process_alive
 
 APSCHEDULER_JOBS_TABLE = "apscheduler_jobs"
@@ -44,9 +47,14 @@ def describe_interval(interval: timedelta) -> str:
 
 
 def describe_trigger(trigger: Any) -> str:
+    """`every 6 h`, `cron 17 4 * * * (Europe/Berlin)`, with `, jitter 30 s` when it has one."""
     if isinstance(trigger, IntervalTrigger):
-        return describe_interval(trigger.interval)
-    return str(trigger)
+        text = describe_interval(trigger.interval)
+    elif isinstance(trigger, CronTrigger):
+        text = f"{describe_cron(trigger)} ({trigger.timezone})"
+    else:
+        return str(trigger)
+    return f"{text}, jitter {trigger.jitter:g} s" if trigger.jitter else text
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +174,11 @@ class JobStoreReader:
                     trigger = describe_trigger(job.trigger)
                     jobs[job_id] = StoredJob(job_id, trigger, job.next_run_time)
         return jobs
+
+    def pause_states(self) -> dict[str, PauseState]:
+        """Every job ever paused or resumed, by id (see paused_jobs.py)."""
+        with self._reading("the paused jobs"):
+            return read_pause_states(self.connection)
 
     def runs(self, job_id: str | None = None, limit: int | None = None) -> list[RunRow]:
         """Finished and running runs, newest first."""

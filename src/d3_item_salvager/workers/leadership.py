@@ -37,9 +37,11 @@ from d3_item_salvager.logging_setup import get_logger
 from d3_item_salvager.workers.job_runner import JobRunner
 from d3_item_salvager.workers.leader_lock import LeaderLock
 from d3_item_salvager.workers.lease import SchedulerLease
+from d3_item_salvager.workers.paused_jobs import PausedJobsKeeper
 from d3_item_salvager.workers.scheduler import (
     SchedulerRetryPlanner,
     drop_retries,
+    job_store_engine,
     register_jobs,
 )
 
@@ -98,6 +100,7 @@ class Leadership:
         # interrupted, by `stop` or an error), or a leader that stepped down after an error:
         # the lease may be ours though we do not lead.
         self._may_hold_lease = False
+        self._paused_jobs = PausedJobsKeeper(scheduler, job_store_engine(scheduler))
         runner.stand_by(NOT_LEADING)  # scheduled runs start only once we lead
 
     async def start(self) -> None:
@@ -130,6 +133,7 @@ class Leadership:
                     self.step_down("lost the scheduler lease; standing by")
                 elif self.is_leader:
                     self._held_until(asked + self.lease.ttl)
+                    await self._keep_paused()
             elif self.scheduler.running and self._lock_for_competing():
                 # Only while the scheduler runs (paused, as a standby's does): once the runtime
                 # has shut it down on its way out, leading would start it again, and nothing
@@ -214,8 +218,19 @@ class Leadership:
         if self._leader_lock is not None:
             self._leader_lock.release()
 
+    async def _keep_paused(self) -> None:
+        """Pause or resume the jobs an operator paused or resumed (paused_jobs.py) since."""
+        await self._statement(self._paused_jobs.check())
+
+    async def apply_paused_jobs(self) -> None:
+        """Apply the paused-jobs table now rather than at the next round, when leading."""
+        async with self._round_lock:
+            if self.is_leader:
+                await self._keep_paused()
+
     async def _lead(self) -> None:
         abandoned = await self._statement(self.runner.history.mark_abandoned())
+        self._paused_jobs.forget()  # register_jobs applies the table; the next round checks it
         report = register_jobs(self.scheduler, self.config, self.runner.container)
         if self.config.scheduler.run_new_jobs_at_once:
             await self._retry_first_runs(report.unchanged + report.rescheduled)
@@ -231,7 +246,8 @@ class Leadership:
         succeeded = await self._statement(self.runner.history.jobs_that_succeeded())
         now = datetime.now(UTC)
         for job_id in job_ids:
-            if job_id not in succeeded:
+            job = self.scheduler.get_job(job_id)
+            if job_id not in succeeded and job is not None and job.next_run_time is not None:
                 self.scheduler.modify_job(job_id, next_run_time=now)
                 _log.info("no run of this job succeeded yet: running it now", extra={"job": job_id})
 

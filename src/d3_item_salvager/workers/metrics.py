@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
+from d3_item_salvager.workers.jobs import is_retry_job_id
 from d3_item_salvager.workers.runs import (
     Outcome,
     RetryScheduled,
@@ -30,7 +31,8 @@ PREFIX = "d3is"
 
 
 class _NextRunCollector(Collector):
-    """Reads each job's next run time from the scheduler at scrape time."""
+    """Reads each job's next run time, and whether it is paused, from the scheduler at scrape
+    time."""
 
     def __init__(self) -> None:
         self.scheduler: AsyncIOScheduler | None = None
@@ -41,12 +43,20 @@ class _NextRunCollector(Collector):
             "When each job runs next (Unix time); absent while this process is a standby.",
             labels=["job"],
         )
+        paused = GaugeMetricFamily(
+            f"{PREFIX}_job_paused",
+            "1 while a job is paused (`pause JOB`), else 0; absent while this process is a standby.",
+            labels=["job"],
+        )
         scheduler = self.scheduler
         if scheduler is not None and scheduler.running:
             for job in scheduler.get_jobs():
                 if job.next_run_time is not None:
                     family.add_metric([job.id], job.next_run_time.timestamp())
+                if not is_retry_job_id(job.id):  # a paused job has no next run time
+                    paused.add_metric([job.id], 0 if job.next_run_time is not None else 1)
         yield family
+        yield paused
 
 
 class WorkerMetrics:

@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
+from apscheduler.job import Job
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_RUNNING
 from sqlalchemy.exc import DBAPIError
@@ -41,6 +42,7 @@ from d3_item_salvager.workers.leadership import FatalLeadershipError, Leadership
 from d3_item_salvager.workers.lease import SchedulerLease
 from d3_item_salvager.workers.metrics import WorkerMetrics
 from d3_item_salvager.workers.metrics_server import MetricsServer
+from d3_item_salvager.workers.paused_jobs import set_paused
 from d3_item_salvager.workers.runs import RunResult, RunTracker
 from d3_item_salvager.workers.scheduler import (
     build_scheduler,
@@ -53,6 +55,15 @@ from d3_item_salvager.workers.startup import GcFreeze, prepare_off_loop
 _log = get_logger(__name__)
 
 LAG_PROBE_SECONDS = 0.5
+
+
+def _first_fire_after(job: Job, now: datetime) -> datetime | None:
+    """The job's first fire time after `now`: the fires it missed coalesce into the run due now,
+    as the scheduler does (a cron trigger's next time after an old one may still be past)."""
+    following: datetime | None = job.trigger.get_next_fire_time(job.next_run_time, now)
+    while following is not None and following <= now:
+        following = job.trigger.get_next_fire_time(following, now)
+    return following
 
 
 class WorkerRuntime:
@@ -139,6 +150,27 @@ class WorkerRuntime:
         finally:
             binding.reset(token)
 
+    async def pause_job(self, job: str) -> bool:
+        """Pause the job's schedule; False when it was paused already.
+
+        The pause is kept in the job store: it holds across restarts, and the process leading the
+        scheduler (this one at once, any other within a lease period) stops running the job on
+        schedule until `resume_job`. `run_job` still runs it.
+        """
+        return await self._set_paused(job, paused=True)
+
+    async def resume_job(self, job: str) -> bool:
+        """Resume a paused job; False when it was not paused. If a run fell due during the
+        pause, the job runs once at once, else at its next fire time."""
+        return await self._set_paused(job, paused=False)
+
+    async def _set_paused(self, job: str, *, paused: bool) -> bool:
+        spec = self.jobs.get(job)
+        changed = await set_paused(await resolve(self.container.job_store_engine), spec.id, paused)
+        if self.leadership is not None:
+            await self.leadership.apply_paused_jobs()
+        return changed
+
     async def run_due_jobs(self) -> list[RunResult]:
         """Run once, one after another, every stored job (retry runs included) that is due now,
         advance each to its next run time, and return the results in that order.
@@ -159,7 +191,7 @@ class WorkerRuntime:
             for job in sorted(due, key=lambda stored: stored.next_run_time):
                 if job.next_run_time > now:
                     continue
-                following = job.trigger.get_next_fire_time(job.next_run_time, now)
+                following = _first_fire_after(job, now)
                 if following is None:
                     scheduler.remove_job(job.id)
                 else:

@@ -34,11 +34,14 @@ from apscheduler.events import (
 from apscheduler.executors.asyncio import AsyncIOExecutor
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from apscheduler.triggers.base import BaseTrigger
+from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy import Engine
 
-from d3_item_salvager.config import AppConfig
+from d3_item_salvager.config import AppConfig, JobConfig
+from d3_item_salvager.crontab import cron_trigger, describe_cron
 from d3_item_salvager.data.dialects import retry_schema_race
 from d3_item_salvager.logging_setup import get_logger
 from d3_item_salvager.workers.binding import Submission, submission_context
@@ -55,6 +58,7 @@ from d3_item_salvager.workers.jobs import (
     is_retry_job_id,
     retry_job_id,
 )
+from d3_item_salvager.workers.paused_jobs import keep_paused
 from d3_item_salvager.workers.runs import Outcome, Trigger
 from d3_item_salvager.workers.tasks import (
     STORED_ENTRY,
@@ -89,6 +93,7 @@ class RegistrationReport:
     rescheduled: list[str] = field(default_factory=list)
     unchanged: list[str] = field(default_factory=list)
     removed: list[str] = field(default_factory=list)
+    paused: list[str] = field(default_factory=list)  # kept paused (`pause JOB`)
     changes: list[str] = field(default_factory=list)  # one line per difference from the store
 
 
@@ -150,6 +155,11 @@ class RuntimeExecutor(AsyncIOExecutor):  # type: ignore[misc]
 # The engine, not the job store: a started job store refers back to its scheduler, which would
 # keep the weak key, and so the entry, alive for good.
 _job_store_engines: WeakKeyDictionary[AsyncIOScheduler, Engine] = WeakKeyDictionary()
+
+
+def job_store_engine(scheduler: AsyncIOScheduler) -> Engine:
+    """The engine of a scheduler's job store (built by build_scheduler), for our own tables."""
+    return _job_store_engines[scheduler]
 
 
 def close_job_store(scheduler: AsyncIOScheduler) -> None:
@@ -224,16 +234,30 @@ def _history_listener(container: WorkerContainer) -> Any:
     return listen
 
 
-def _interval_trigger(config: AppConfig, minutes: float) -> IntervalTrigger:
-    return IntervalTrigger(minutes=minutes, timezone=ZoneInfo(config.scheduler.timezone))
+def _job_trigger(config: AppConfig, job: JobConfig) -> BaseTrigger:
+    """The job's interval or cron trigger, in the scheduler's timezone, with its jitter."""
+    timezone = ZoneInfo(config.scheduler.timezone)
+    if job.cron is not None:
+        return cron_trigger(job.cron, timezone, job.jitter_seconds)
+    jitter = job.jitter_seconds or None
+    return IntervalTrigger(minutes=job.interval_minutes, timezone=timezone, jitter=jitter)
 
 
-def _same_trigger(current: Any, wanted: IntervalTrigger) -> bool:
-    return (
-        isinstance(current, IntervalTrigger)
-        and current.interval == wanted.interval
-        and str(current.timezone) == str(wanted.timezone)
-    )
+def _same_trigger(current: Any, wanted: BaseTrigger) -> bool:
+    """Whether the stored trigger fires as the configured one would (same kind, schedule,
+    timezone and jitter); any difference reschedules the job."""
+    if type(current) is not type(wanted) or current.jitter != wanted.jitter:
+        return False
+    if str(current.timezone) != str(wanted.timezone):
+        return False
+    if isinstance(wanted, CronTrigger):
+        return describe_cron(current) == describe_cron(wanted)
+    return isinstance(wanted, IntervalTrigger) and bool(current.interval == wanted.interval)
+
+
+def _with_jitter(trigger: Any) -> str:
+    jitter = getattr(trigger, "jitter", None)
+    return f"{trigger} with jitter {jitter:g}s" if jitter else str(trigger)
 
 
 def register_jobs(
@@ -261,8 +285,7 @@ def register_jobs(
                 report.removed.append(job_id)
                 report.changes.append(f"{job_id}: disabled, removed from the job store")
             continue
-        assert job.interval_minutes is not None  # filled from the spec
-        trigger = _interval_trigger(config, job.interval_minutes)
+        trigger = _job_trigger(config, job)
         if existing is None:
             # A job new to this store (a fresh install, or just enabled) runs at once when so
             # configured, rather than one whole interval later; restarts keep the stored time.
@@ -285,7 +308,7 @@ def register_jobs(
             existing.trigger, trigger
         ):
             report.changes.append(
-                f"{job_id}: {existing.trigger} -> {trigger}"
+                f"{job_id}: {_with_jitter(existing.trigger)} -> {_with_jitter(trigger)}"
                 if existing.func_ref == task
                 else f"{job_id}: task {existing.func_ref} -> {task}"
             )
@@ -306,6 +329,9 @@ def register_jobs(
                     job_id, misfire_grace_time=grace, coalesce=True, max_instances=1
                 )
             report.unchanged.append(job_id)
+    engine = _job_store_engines.get(scheduler)
+    if engine is not None:  # a paused job stays paused, however it was registered
+        report.paused = keep_paused(scheduler, engine)
     for change in report.changes:
         _log.warning("job store differs from this configuration: %s", change)
     _log.info(
@@ -315,6 +341,7 @@ def register_jobs(
             "rescheduled": report.rescheduled,
             "unchanged": report.unchanged,
             "removed": report.removed,
+            "paused": report.paused,
         },
     )
     return report
@@ -340,6 +367,8 @@ class SchedulerRetryPlanner:
         run_at = datetime.now(UTC) + timedelta(seconds=delay_seconds)
         regular = self._scheduler.get_job(job_id)
         next_regular = regular.next_run_time if regular is not None else None
+        if regular is not None and next_regular is None:
+            return None  # paused: no run on schedule, retries included
         if next_regular is not None and run_at >= next_regular:
             return None
         self._scheduler.add_job(

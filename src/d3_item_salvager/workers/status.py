@@ -13,9 +13,14 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from d3_item_salvager.config import AppConfig
+from d3_item_salvager.config import AppConfig, JobConfig
+from d3_item_salvager.crontab import cron_trigger
 from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
-from d3_item_salvager.workers.job_store_reader import JobStoreReader, describe_interval
+from d3_item_salvager.workers.job_store_reader import (
+    JobStoreReader,
+    describe_interval,
+    describe_trigger,
+)
 from d3_item_salvager.workers.jobs import JobRegistry, retry_job_id
 from d3_item_salvager.workers.run_history import RunRow
 
@@ -44,6 +49,7 @@ def collect_status(config: AppConfig, registry: JobRegistry = BUILTIN_JOBS) -> d
         stored = store.stored_jobs(
             job_id for base in configured for job_id in (base, retry_job_id(base))
         )
+        pauses = store.pause_states()
         lease = store.lease()
         last_runs = {job_id: store.last_finished(job_id) for job_id in configured}
         verdicts = {
@@ -53,13 +59,17 @@ def collect_status(config: AppConfig, registry: JobRegistry = BUILTIN_JOBS) -> d
     for job_id, job in configured.items():
         last, verdict = last_runs[job_id], verdicts[job_id]
         schedule = stored.get(job_id)
+        pause = pauses.get(job_id)
+        paused = pause is not None and pause.paused
         jobs.append(
             {
                 "job_id": job_id,
                 "enabled": job.enabled,
-                "trigger": schedule.trigger
-                if schedule
-                else describe_interval(timedelta(minutes=job.interval_minutes or 0)),
+                "trigger": schedule.trigger if schedule else _configured_trigger(config, job),
+                "cron": job.cron,
+                "jitter_seconds": job.jitter_seconds,
+                "paused": paused,
+                "paused_since": _iso(pause.changed_at) if pause is not None and paused else None,
                 "next_run_time": _iso(schedule.next_run_time) if schedule else None,
                 "retry_pending": retry_job_id(job_id) in stored,
                 "last_outcome": last.outcome if last else None,
@@ -80,6 +90,15 @@ def collect_status(config: AppConfig, registry: JobRegistry = BUILTIN_JOBS) -> d
             "live": lease.live,
         }
     return {"jobs": jobs, "lease": lease_report}
+
+
+def _configured_trigger(config: AppConfig, job: JobConfig) -> str:
+    """The schedule the configuration asks for, as `status` describes a stored one."""
+    timezone = config.scheduler.timezone
+    if job.cron is not None:
+        return describe_trigger(cron_trigger(job.cron, timezone, job.jitter_seconds))
+    text = describe_interval(timedelta(minutes=job.interval_minutes or 0))
+    return f"{text}, jitter {job.jitter_seconds:g} s" if job.jitter_seconds else text
 
 
 def collect_history(config: AppConfig, job_id: str | None, limit: int) -> list[dict[str, Any]]:
@@ -110,7 +129,8 @@ def health_problems(
     """One line per problem; just one when no live process holds the lease (nobody runs jobs).
 
     Otherwise: an enabled job that is unscheduled, overdue, or whose last run that ended on its
-    own failed (a run cancelled by a stop is no failure).
+    own failed (a run cancelled by a stop is no failure). A paused job is not judged: it is
+    meant not to run (see `paused_notes`).
     """
     lease = report["lease"]
     if lease is None or not lease["live"]:
@@ -119,7 +139,7 @@ def health_problems(
     margin = timedelta(minutes=margin_minutes)
     problems = []
     for job in report["jobs"]:
-        if not job["enabled"]:
+        if not job["enabled"] or job.get("paused"):
             continue
         job_id = job["job_id"]
         due = job["next_run_time"]
@@ -132,6 +152,15 @@ def health_problems(
             error = f": {job['conclusive_error']}" if job["conclusive_error"] else ""
             problems.append(f"{job_id}: last run {outcome}{error}")
     return problems
+
+
+def paused_notes(report: dict[str, Any]) -> list[str]:
+    """One line per enabled job that is paused, which the health check leaves out."""
+    return [
+        f"{job['job_id']}: paused since {job['paused_since']} (not checked; `resume` it)"
+        for job in report["jobs"]
+        if job["enabled"] and job.get("paused")
+    ]
 
 
 def _render(table: Table, after: list[str]) -> str:
@@ -158,7 +187,7 @@ def render_status(report: dict[str, Any]) -> str:
             job["job_id"],
             "yes" if job["enabled"] else "no",
             job["trigger"],
-            job["next_run_time"] or "-",
+            "paused" if job.get("paused") else job["next_run_time"] or "-",
             job["last_outcome"] or "-",
             _duration(job["last_duration_seconds"]),
             "-" if problems is None else str(problems),

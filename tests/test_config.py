@@ -110,11 +110,11 @@ def test_bad_values_name_the_setting_and_value(
 def test_all_problems_are_reported_at_once(monkeypatch: pytest.MonkeyPatch) -> None:
     """Several bad values are listed together, so an operator fixes them in one go."""
     monkeypatch.setenv("D3IS_SCHEDULER__MAX_WORKERS", "-1")
-    monkeypatch.setenv("D3IS_CACHE__GUIDE_LIST_TTL_MINUTES", "zero")
+    monkeypatch.setenv("D3IS_CACHE__ITEM_CATALOG_TTL_MINUTES", "zero")
     with pytest.raises(ConfigError) as caught:
         load_config()
     assert "scheduler.max_workers" in str(caught.value)
-    assert "cache.guide_list_ttl_minutes" in str(caught.value)
+    assert "cache.item_catalog_ttl_minutes" in str(caught.value)
 
 
 def test_malformed_file_is_a_clear_error(tmp_path: Path) -> None:

@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import logging
 import re
 import textwrap
 from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 
 from d3_item_salvager.testing import FakeMaxroll
 from d3_item_salvager.workers.runs import Outcome, RunResult, Trigger
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from d3_item_salvager.workers.status import collect_status
 from tests.conftest import make_config
+from tests.workers.job_store_sql import job_runs
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -102,3 +106,57 @@ async def test_the_host_app_job_recipe_runs_as_written(
     assert result.succeeded
     assert result.summary == {"guides": len(fake_maxroll.site.guides)}
     assert ids[-1] == "count_guides"
+
+
+async def test_the_scheduler_api_sequence_runs_as_written(
+    tmp_path: Path, fake_maxroll: FakeMaxroll, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The README's scheduler-API block, run as written: no listener errors, scheduled runs
+    carry their due time, and leaving the block waits for the run in flight (it ends `success`,
+    not `cancelled`)."""
+    off = {"enabled": False}
+    config = fake_maxroll.config(
+        tmp_path,
+        scheduler={
+            "shutdown_timeout_seconds": 60,
+            "jobs": {"refresh_cache": off, "cleanup_logs": off},
+        },
+    )
+    fake_maxroll.latency = 0.05  # the sync is still going when the block is left
+    started = asyncio.Event()
+
+    class RunStarted(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            if record.getMessage() == "run started":
+                started.set()
+
+    async def inside() -> None:
+        with anyio.fail_after(30):
+            await started.wait()
+
+    source = _python_block_after("### The scheduler API")
+    module_part, _, body = source.partition("async with ")
+    assert "    ...\n" in body
+    body = body.replace("    ...\n", "    await inside()\n")
+    namespace: dict[str, Any] = {"config": config, "inside": inside}
+    exec(module_part, namespace)  # noqa: S102 - the README's own code is under test
+    exec(  # noqa: S102
+        "async def example():\n    async with " + textwrap.indent(body, "    ").lstrip(),
+        namespace,
+    )
+    handler = RunStarted()
+    caplog.set_level(logging.INFO, logger="d3_item_salvager")
+    logging.getLogger("d3_item_salvager").addHandler(handler)
+    try:
+        await namespace["example"]()
+    finally:
+        logging.getLogger("d3_item_salvager").removeHandler(handler)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == []
+    [run] = job_runs(config)
+    assert (run["job_id"], run["trigger"], run["outcome"]) == (
+        "scrape_guides",
+        "scheduled",
+        "success",
+    )
+    assert run["scheduled_for"] is not None

@@ -200,7 +200,6 @@ class CacheConfig(_Section):
     """On-disk caches of Maxroll documents."""
 
     dir: Path = Path("cache")
-    guide_list_ttl_minutes: PositiveFloat = 60.0
     item_catalog_ttl_minutes: PositiveFloat = 1440.0
     # A stored guide whose documents were last checked longer ago than this is rechecked with
     # conditional requests even when its modified time is unchanged; 0 rechecks on every sync.

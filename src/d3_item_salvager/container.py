@@ -16,7 +16,6 @@ from typing import Any
 
 import anyio
 from dependency_injector import containers, providers
-from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.data.engine import index_engine_resource
@@ -45,7 +44,6 @@ class Container(containers.DeclarativeContainer):
     # Gateways
     http_client = providers.Resource(http_client_resource, config.provided.maxroll)
     index_engine = providers.Resource(index_engine_resource, config.provided.database)
-    session_factory = providers.Singleton(async_sessionmaker, index_engine, expire_on_commit=False)
     thread_limiter = providers.Singleton(
         anyio.CapacityLimiter, config.provided.scheduler.max_workers
     )

@@ -157,7 +157,7 @@ async def test_every_bad_setting_is_listed_in_one_message(tmp_path: Path) -> Non
                 "max_concurrency": 0,
                 "retry_attempts": 100,
             },
-            "cache": {"guide_list_ttl_minutes": -1},
+            "cache": {"item_catalog_ttl_minutes": -1},
             "logging": {"level": "CHATTY", "file_name": "../escape.log"},
             "scheduler": {
                 "timezone": "Atlantis/Capital",
@@ -170,7 +170,7 @@ async def test_every_bad_setting_is_listed_in_one_message(tmp_path: Path) -> Non
     assert code == 2
     for setting in (
         "database.url", "maxroll.site_url", "maxroll.planner_profile_url",
-        "maxroll.max_concurrency", "maxroll.retry_attempts", "cache.guide_list_ttl_minutes",
+        "maxroll.max_concurrency", "maxroll.retry_attempts", "cache.item_catalog_ttl_minutes",
         "logging.level", "logging.file_name", "scheduler.timezone", "scheduler.max_workers",
         "scheduler.jobs.scrape_guides.interval_minutes",
     ):  # fmt: skip

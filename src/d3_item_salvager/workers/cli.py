@@ -33,6 +33,7 @@ if TYPE_CHECKING:
 # Help is click's plain formatting: Typer's rich formatting alone costs ~150 ms per start.
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+HISTORY_LIMIT = 20  # runs `history` lists unless --limit says otherwise
 
 SCRIPT_NAME = "d3-item-salvager-workers"  # the console script; `__main__` names itself instead
 
@@ -310,7 +311,7 @@ def history(
     job: Annotated[
         str | None, typer.Option("--job", help="Only this job's runs.", metavar="JOB")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="How many runs.")] = 20,
+    limit: Annotated[int, typer.Option("--limit", min=1, help="How many runs.")] = HISTORY_LIMIT,
     as_json: JsonOption = False,
     config_file: ConfigOption = None,
 ) -> None:

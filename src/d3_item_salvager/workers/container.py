@@ -13,7 +13,7 @@ from typing import Any
 from dependency_injector import providers
 
 from d3_item_salvager.config import AppConfig
-from d3_item_salvager.container import Container, await_if_needed
+from d3_item_salvager.container import Container, await_if_needed, resolve
 from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
 from d3_item_salvager.workers.job_runner import JobRunner
 from d3_item_salvager.workers.job_store_db import job_store_engine_resource
@@ -64,6 +64,8 @@ async def open_worker_container(
     container = build_worker_container(config, jobs)
     try:
         await await_if_needed(container.init_resources())
+        # Resolved now: the scheduler's listeners and executor reach it synchronously.
+        await resolve(container.job_runner)
         yield container
     finally:
         await await_if_needed(container.shutdown_resources())

@@ -19,12 +19,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import anyio.to_thread
 from sqlalchemy import Column, Connection, Engine, Float, Table, Text, and_, delete, select, update
 
 from d3_item_salvager.data.dialects import insert_ignoring_conflicts
-from d3_item_salvager.workers.job_store_db import metadata
+from d3_item_salvager.workers.job_store_db import job_runs, metadata
 from d3_item_salvager.workers.lease import database_now
 from d3_item_salvager.workers.worker_identity import worker_process_alive
 
@@ -86,7 +87,39 @@ class JobClaims:
         ttl_seconds: float,
     ) -> Claim | None:
         """Claim `job_id` for `run_id` inside a transaction; None when it is ours now, else the
-        live claim that holds it."""
+        live claim that holds it.
+
+        Holding the claim means no live run of the job exists anywhere: a run of it still
+        `running` in the history was left by a process that died (a killed `run JOB`, say), and
+        is marked `abandoned` in the same transaction, whoever takes the claim next.
+        """
+        held = self._take(connection, job_id, run_id, trigger, ttl_seconds)
+        if held is None:
+            connection.execute(
+                update(job_runs)
+                .where(
+                    and_(
+                        job_runs.c.job_id == job_id,
+                        job_runs.c.run_id != run_id,
+                        job_runs.c.finished_at.is_(None),
+                    )
+                )
+                .values(
+                    finished_at=datetime.now(UTC).isoformat(),  # as run_history writes it
+                    outcome="abandoned",
+                    error="the process running it stopped before it finished",
+                )
+            )
+        return held
+
+    def _take(
+        self,
+        connection: Connection,
+        job_id: str,
+        run_id: str,
+        trigger: str,
+        ttl_seconds: float,
+    ) -> Claim | None:
         now = self._now(connection)
         values = {
             "holder": self.worker,

@@ -241,15 +241,20 @@ class Leadership:
         _log.info("holding the scheduler lease; running jobs", extra={"abandoned_runs": abandoned})
 
     async def _retry_first_runs(self, job_ids: list[str]) -> None:
-        """A job that never succeeded (its first run was stopped or killed) is still new: it
-        runs at once, not one whole interval later."""
-        succeeded = await self._statement(self.runner.history.jobs_that_succeeded())
+        """A job that never succeeded (its first run was stopped or killed), or whose last run
+        was abandoned (its process died mid-run), runs at once, not one whole interval later."""
+        due_now = await self._statement(self.runner.history.jobs_to_run_at_once(job_ids))
         now = datetime.now(UTC)
         for job_id in job_ids:
             job = self.scheduler.get_job(job_id)
-            if job_id not in succeeded and job is not None and job.next_run_time is not None:
+            # A paused job (no next run time) stays paused.
+            if job_id in due_now and job is not None and job.next_run_time is not None:
                 self.scheduler.modify_job(job_id, next_run_time=now)
-                _log.info("no run of this job succeeded yet: running it now", extra={"job": job_id})
+                _log.info(
+                    "no run of this job succeeded yet, or its last run was abandoned: running it "
+                    "now",
+                    extra={"job": job_id},
+                )
 
     def step_down(self, message: str, *, drop_pending_retries: bool = False) -> None:
         """Stop acting as leader: pause, cancel scheduled runs, optionally drop pending retries."""

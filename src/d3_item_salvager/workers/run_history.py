@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, TypeVar
@@ -190,14 +190,40 @@ class RunHistory:
 
         return await self._write(mark)
 
-    async def jobs_that_succeeded(self) -> set[str]:
-        """The ids of jobs with at least one successful run on record."""
-        query = (
+    async def jobs_to_run_at_once(self, job_ids: Collection[str]) -> set[str]:
+        """The ids of jobs whose schedule should not wait: no run of them succeeded yet, or
+        their last run was abandoned (its process died mid-run), as systemd's Persistent=."""
+        succeeded = (
             select(job_runs.c.job_id)
             .where(job_runs.c.outcome == str(Outcome.SUCCESS))
             .group_by(job_runs.c.job_id)
         )
-        return await self._read(lambda connection: {row[0] for row in connection.execute(query)})
+        latest = (
+            select(job_runs.c.job_id, func.max(job_runs.c.finished_at).label("finished"))
+            .where(job_runs.c.finished_at.is_not(None))
+            .group_by(job_runs.c.job_id)
+            .subquery()
+        )
+        abandoned_last = (
+            select(job_runs.c.job_id)
+            .join(
+                latest,
+                and_(
+                    job_runs.c.job_id == latest.c.job_id,
+                    job_runs.c.finished_at == latest.c.finished,
+                ),
+            )
+            .where(job_runs.c.outcome == str(Outcome.ABANDONED))
+        )
+
+        def read(connection: Connection) -> tuple[set[str], set[str]]:
+            return (
+                {row[0] for row in connection.execute(succeeded)},
+                {row[0] for row in connection.execute(abandoned_last)},
+            )
+
+        ever_succeeded, abandoned = await self._read(read)
+        return {job_id for job_id in job_ids if job_id not in ever_succeeded or job_id in abandoned}
 
     async def runs(self, job_id: str | None = None) -> list[RunRow]:
         """Every run, oldest first (optionally of one job)."""
@@ -205,25 +231,6 @@ class RunHistory:
         if job_id is not None:
             query = query.where(job_runs.c.job_id.__eq__(job_id))
         return await self._read(lambda connection: [_row(r) for r in connection.execute(query)])
-
-    async def latest_finished(self) -> dict[str, RunRow]:
-        """The last finished run of each job."""
-        newest = (
-            select(job_runs.c.job_id, func.max(job_runs.c.finished_at).label("finished"))
-            .where(job_runs.c.finished_at.is_not(None))
-            .group_by(job_runs.c.job_id)
-            .subquery()
-        )
-        query = select(job_runs).join(
-            newest,
-            and_(
-                job_runs.c.job_id == newest.c.job_id,
-                job_runs.c.finished_at == newest.c.finished,
-            ),
-        )
-        return await self._read(
-            lambda connection: {row.job_id: _row(row) for row in connection.execute(query)}
-        )
 
     async def prune(self, older_than: datetime) -> int:
         """Delete finished runs that started before `older_than`."""

@@ -47,7 +47,7 @@ from d3_item_salvager.workers.runs import RunResult, RunTracker
 from d3_item_salvager.workers.scheduler import (
     build_scheduler,
     close_job_store,
-    start_scheduler,
+    start_paused,
     stop_scheduler,
 )
 from d3_item_salvager.workers.startup import GcFreeze, prepare_off_loop
@@ -283,7 +283,7 @@ class WorkerRuntime:
         scheduler = self.scheduler = build_scheduler(self.config, container)
         self._stack.callback(close_job_store, scheduler)  # last on exit: also when start fails
         try:
-            start_scheduler(scheduler, paused=True)
+            start_paused(scheduler)
         except DBAPIError as exc:
             settings = self.config.scheduler
             setting = (

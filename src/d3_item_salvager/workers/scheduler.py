@@ -15,6 +15,7 @@ disabled ones are removed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -122,7 +123,7 @@ def build_scheduler(
         },
         timezone=ZoneInfo(settings.timezone),
     )
-    _job_store_engines[scheduler] = job_store.engine
+    _built[scheduler] = _Built(job_store.engine, container, settings.shutdown_timeout_seconds)
     if container is not None:
         scheduler.add_listener(
             _history_listener(container), EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
@@ -152,9 +153,18 @@ class RuntimeExecutor(AsyncIOExecutor):  # type: ignore[misc]
         context.run(super().submit_job, job, run_times)
 
 
-# The engine, not the job store: a started job store refers back to its scheduler, which would
-# keep the weak key, and so the entry, alive for good.
-_job_store_engines: WeakKeyDictionary[AsyncIOScheduler, Engine] = WeakKeyDictionary()
+@dataclass(frozen=True, slots=True)
+class _Built:
+    """What build_scheduler knows that stopping needs. The engine, not the job store: a started
+    job store refers back to its scheduler, which would keep the weak key, and so the entry,
+    alive for good."""
+
+    engine: Engine
+    container: WorkerContainer | None
+    grace_seconds: float
+
+
+_built: WeakKeyDictionary[AsyncIOScheduler, _Built] = WeakKeyDictionary()
 
 
 def job_store_engine(scheduler: AsyncIOScheduler) -> Engine:
@@ -169,9 +179,9 @@ def close_job_store(scheduler: AsyncIOScheduler) -> None:
     failed to start, never reaches; its connections would otherwise be left to the garbage
     collector.
     """
-    engine = _job_store_engines.get(scheduler)
-    if engine is not None and not scheduler.running:
-        engine.dispose()
+    built = _built.get(scheduler)
+    if built is not None and not scheduler.running:
+        built.engine.dispose()
 
 
 def start_paused(scheduler: AsyncIOScheduler) -> None:
@@ -179,25 +189,20 @@ def start_paused(scheduler: AsyncIOScheduler) -> None:
     retry_schema_race(lambda: scheduler.start(paused=True))
 
 
-def start_scheduler(
-    scheduler: AsyncIOScheduler,
-    stack: AsyncExitStack | None = None,
-    *,
-    paused: bool = False,
-    grace_seconds: float = 0,
-) -> None:
-    """Start the scheduler (or resume it) on the running loop and register its shutdown.
+def start_scheduler(scheduler: AsyncIOScheduler, stack: AsyncExitStack | None = None) -> None:
+    """Start the scheduler (or resume it) on the running loop and register its graceful stop:
+    no new runs, running jobs awaited up to `scheduler.shutdown_timeout_seconds`, then cancelled
+    and recorded so (for a scheduler built with a container).
 
-    With an exit stack, the graceful stop runs when the stack closes. Without one, it runs when
-    the running loop cancels its remaining tasks (as `asyncio.run` does on the way out). It
-    installs no signal handlers: that is the CLI's business, or the host app's.
+    With an exit stack, the stop runs when the stack closes. Without one, it runs when the
+    running loop cancels its remaining tasks (as `asyncio.run` does on the way out). It installs
+    no signal handlers: that is the CLI's business, or the host app's.
     """
     if not scheduler.running:
         start_paused(scheduler)
-    if not paused:
-        scheduler.resume()
+    scheduler.resume()
     if stack is not None:
-        stack.push_async_callback(stop_scheduler, scheduler, None, grace_seconds)
+        stack.push_async_callback(_graceful_stop, scheduler)
         return
     loop = asyncio.get_running_loop()
 
@@ -205,8 +210,7 @@ def start_scheduler(
         try:
             await asyncio.Event().wait()
         finally:
-            if scheduler.running:
-                scheduler.shutdown(wait=False)
+            await _graceful_stop(scheduler)
 
     guard = loop.create_task(stop_with_the_loop(), name="d3is-scheduler-shutdown")
     _guards.add(guard)
@@ -215,6 +219,17 @@ def start_scheduler(
 
 
 _guards: set[asyncio.Task[None]] = set()
+
+
+async def _graceful_stop(scheduler: AsyncIOScheduler) -> None:
+    from d3_item_salvager.workers.container import resolved
+
+    built = _built.get(scheduler)
+    runner = None
+    if built is not None and built.container is not None:
+        with contextlib.suppress(RuntimeError):  # its runner never ran anything: no runs
+            runner = resolved(built.container.job_runner)
+    await stop_scheduler(scheduler, runner, built.grace_seconds if built is not None else 0)
 
 
 def _history_listener(container: WorkerContainer) -> Any:

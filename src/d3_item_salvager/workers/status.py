@@ -26,7 +26,6 @@ from d3_item_salvager.workers.run_history import RunRow
 
 # Outcomes that say the job itself went wrong; `cancelled` is a stop (graceful or the lease lost).
 FAILED_OUTCOMES = ("failed", "timeout", "missed", "abandoned")
-HISTORY_LIMIT = 20
 
 
 def _iso(moment: datetime | None) -> str | None:

@@ -169,7 +169,7 @@ _built: WeakKeyDictionary[AsyncIOScheduler, _Built] = WeakKeyDictionary()
 
 def job_store_engine(scheduler: AsyncIOScheduler) -> Engine:
     """The engine of a scheduler's job store (built by build_scheduler), for our own tables."""
-    return _job_store_engines[scheduler]
+    return _built[scheduler].engine
 
 
 def close_job_store(scheduler: AsyncIOScheduler) -> None:
@@ -344,9 +344,9 @@ def register_jobs(
                     job_id, misfire_grace_time=grace, coalesce=True, max_instances=1
                 )
             report.unchanged.append(job_id)
-    engine = _job_store_engines.get(scheduler)
-    if engine is not None:  # a paused job stays paused, however it was registered
-        report.paused = keep_paused(scheduler, engine)
+    built = _built.get(scheduler)
+    if built is not None:  # a paused job stays paused, however it was registered
+        report.paused = keep_paused(scheduler, built.engine)
     for change in report.changes:
         _log.warning("job store differs from this configuration: %s", change)
     _log.info(

@@ -252,3 +252,15 @@ def test_international_urls_that_httpx_can_send_are_kept(monkeypatch: pytest.Mon
     """A URL with an international host and path is accepted (httpx encodes it when sending)."""
     monkeypatch.setenv("D3IS_MAXROLL__SITE_URL", "https://exämple.example/führer")
     assert load_config().maxroll.site_url == "https://exämple.example/führer"
+
+
+def test_job_sections_read_as_attributes() -> None:
+    """`config.scheduler.jobs.<id>.<setting>`: a set section as set, an unset one all defaults
+    (the job's own interval and timeout come from its spec)."""
+    config = load_config(
+        environment=False, scheduler={"jobs": {"scrape_guides": {"interval_minutes": 30}}}
+    )
+    assert config.scheduler.jobs.scrape_guides.interval_minutes == 30
+    assert config.scheduler.jobs.cleanup_logs.enabled is True
+    assert config.scheduler.jobs.cleanup_logs.interval_minutes is None
+    assert config.scheduler.jobs.by_id() == {"scrape_guides": config.scheduler.jobs.scrape_guides}

@@ -279,6 +279,14 @@ class JobsConfig(_Section):
         """The job sections the configuration sets, keyed by job id."""
         return dict(self.__pydantic_extra__ or {})
 
+    def __getattr__(self, job_id: str) -> JobConfig:
+        """`config.scheduler.jobs.scrape_guides`: the job's section as set, or an empty one (all
+        defaults; unset interval and timeout are the job's own, `JobSpec.settings` fills them)."""
+        if job_id.startswith("_"):  # pydantic's own attributes, copy and pickle protocols
+            return super().__getattr__(job_id)  # type: ignore[misc, no-any-return]
+        section = (self.__pydantic_extra__ or {}).get(job_id)
+        return section if section is not None else JobConfig()
+
 
 class SchedulerConfig(_Section):
     """The APScheduler instance and its SQLite job store."""

@@ -183,3 +183,33 @@ async def test_a_run_going_as_the_runtime_stops_ends_before_it_has_stopped(
         _gate["go"].set()
         manual = await one_off.run_job("late")
     assert manual.succeeded
+
+
+async def slow_and_flaky(ctx: JobContext) -> None:
+    _gate["waiting"].set()
+    await _gate["go"].wait()
+    raise JobFailedError("upstream busy", transient=True)
+
+
+async def test_a_stopping_runtime_schedules_no_retry(tmp_path: Path) -> None:
+    """A run that fails as transient while its runtime stops (after "stop requested") leaves no
+    retry run behind: a process on its way out schedules nothing new."""
+    _gate.update(waiting=asyncio.Event(), go=asyncio.Event())
+    spec = JobSpec("slow", slow_and_flaky, interval_minutes=600, timeout_minutes=1)
+    registry = BUILTIN_JOBS.with_jobs([spec])
+    jobs: dict[str, dict[str, object]] = {s.id: {"enabled": s.id == "slow"} for s in registry}
+    config = make_config(tmp_path, scheduler={"jobs": jobs, "run_new_jobs_at_once": True})
+    retries: list[RetryScheduled] = []
+    finished: list[RunFinished] = []
+    async with WorkerRuntime(config, extra_jobs=[spec]) as runtime:
+        runtime.runner.events.subscribe(
+            lambda e: (retries if isinstance(e, RetryScheduled) else finished).append(e)  # type: ignore[arg-type]
+        )
+        with anyio.fail_after(30):
+            await _gate["waiting"].wait()
+        assert runtime.scheduler is not None
+        runtime.scheduler.add_listener(lambda _event: _gate["go"].set(), EVENT_SCHEDULER_PAUSED)
+    assert [(e.result.outcome, e.result.error) for e in finished] == [("failed", "upstream busy")]
+    assert retries == []
+    [slow] = [job for job in collect_status(config, registry)["jobs"] if job["job_id"] == "slow"]
+    assert (slow["retry_pending"], slow["retry_at"]) == (False, None)

@@ -355,3 +355,121 @@ def test_tables_line_up_whatever_the_widths() -> None:
         }
     ]
     assert_columns_line_up(render_history(runs).splitlines())
+
+
+NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+def test_status_fits_100_columns_with_times_people_read() -> None:
+    """Relative times (`in 5 h 58 min`, `success 3 min ago`), a pending retry in the table, the
+    lease's end in the configured timezone, long errors wrapped below: nothing over 100 wide."""
+    report = {
+        "jobs": [
+            job(
+                "scrape_guides",
+                trigger="cron 17 4 * * * (Europe/Berlin), jitter 90 s",
+                next_run_time=(NOW + timedelta(hours=5, minutes=58)).isoformat(),
+                last_outcome="success",
+                last_finished_at=(NOW - timedelta(minutes=3)).isoformat(),
+                last_duration_seconds=0.042,
+                last_error="x" * 400,
+            ),
+            job(
+                "refresh_cache",
+                next_run_time=(NOW + timedelta(hours=6)).isoformat(),
+                retry_pending=True,
+                retry_at=(NOW + timedelta(seconds=40)).isoformat(),
+                last_outcome="failed",
+                last_finished_at=(NOW - timedelta(days=2, hours=1)).isoformat(),
+                last_duration_seconds=3725,
+            ),
+            job("cleanup_logs", trigger="every 7 d", paused=True),
+        ],
+        "lease": {
+            "holder": "a-rather-long-host-name.example.internal:123456:0123abcd",
+            "expires_at": "2026-03-01T12:00:30+00:00",
+            "live": True,
+        },
+    }
+    text = render_status(report, "Europe/Berlin", now=NOW)
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= 100, text
+    assert_columns_line_up(lines)
+    rows = {line.split("|")[1].strip(): line for line in lines if line.startswith("|")}
+    assert "cron 17 4 * * * ~90 s" in rows["scrape_guides"]
+    assert "in 5 h 58 min" in rows["scrape_guides"]
+    assert "success 3 min ago" in rows["scrape_guides"]
+    assert "42 ms" in rows["scrape_guides"]
+    assert "retry in 40 s" in rows["refresh_cache"]
+    assert "failed 2 d 1 h ago" in rows["refresh_cache"]
+    assert "1 h 2 min" in rows["refresh_cache"]
+    assert "paused" in rows["cleanup_logs"]
+    assert "(live, until 13:00:30)" in text  # 12:00:30 UTC in Berlin
+    assert "x" * 90 in text  # the error is there, wrapped, not cut
+
+
+def test_history_fits_100_columns() -> None:
+    """Start and due times as clock times today (dates other days), a long error cut to its
+    start: the whole row within 100 columns."""
+    runs: list[dict[str, Any]] = [
+        {
+            "job_id": "scrape_guides",
+            "trigger": "scheduled",
+            "scheduled_for": "2026-03-01T10:00:00.123456+00:00",
+            "started_at": "2026-03-01T10:00:00.654321+00:00",
+            "duration_seconds": 12.41,
+            "outcome": "failed",
+            "problems": 7,
+            "error": "HTTP 503 from https://maxroll.gg/indexes/wp_posts_1/search " * 5,
+        },
+        {
+            "job_id": "cleanup_logs",
+            "trigger": "manual",
+            "scheduled_for": None,
+            "started_at": "2026-02-27T23:59:59+00:00",
+            "duration_seconds": 0.004,
+            "outcome": "success",
+            "problems": None,
+            "error": None,
+        },
+    ]
+    text = render_history(runs, "UTC", now=NOW)
+    lines = text.splitlines()
+    assert max(map(len, lines)) <= 100, text
+    assert "10:00:00" in lines[3]
+    assert "123456" not in text
+    assert "Feb 27 23:59" in text
+    assert "4 ms" in text
+
+
+@pytest.mark.parametrize(
+    ("minutes", "text"),
+    [(10080, "every 7 d"), (1440, "every 1 d"), (360, "every 6 h"), (30, "every 30 min")],
+)
+def test_intervals_read_in_their_largest_whole_unit(minutes: float, text: str) -> None:
+    """A weekly job is `every 7 d`, not `every 168 h`."""
+    assert describe_interval(timedelta(minutes=minutes)) == text
+
+
+def test_the_run_summary_lists_failures_and_warnings_and_shows_milliseconds() -> None:
+    """`run JOB` for people: a short run in ms, figures, then each failure and warning on its
+    own line (empty lists left out)."""
+    from d3_item_salvager.workers.cli import _run_summary
+    from d3_item_salvager.workers.runs import Outcome, RunResult, Trigger
+
+    summary = {
+        "guides_processed": 3,
+        "failures": [{"url": "https://maxroll.gg/d3/guides/a", "error": "HTTP 503",
+                      "transient": True}],
+        "warnings": [],
+        "problems": 1,
+    }  # fmt: skip
+    result = RunResult("r1", "scrape_guides", Trigger.MANUAL, Outcome.SUCCESS, None, summary, 0.012)
+    text = _run_summary("scrape-guides", result)
+    assert text.splitlines() == [
+        "scrape-guides: success in 12 ms",
+        "  guides_processed: 3",
+        "  problems: 1",
+        "  failures (1):",
+        "    - https://maxroll.gg/d3/guides/a: HTTP 503 (transient)",
+    ]

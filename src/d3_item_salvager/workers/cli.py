@@ -197,12 +197,7 @@ def run_job(
     if as_json:
         typer.echo(json.dumps(result.to_dict(), default=str))
     else:
-        typer.echo(f"{spec.cli_name}: {result.outcome} in {result.duration_seconds:.1f}s")
-        if result.error:
-            typer.echo(f"  error: {result.error}")
-        for key, value in (result.summary or {}).items():
-            if key != "failures":
-                typer.echo(f"  {key}: {value}")
+        typer.echo(_run_summary(spec.cli_name, result))
     if result.outcome == "cancelled":
         raise typer.Exit(EXIT_INTERRUPTED)
     raise typer.Exit(EXIT_OK if result.succeeded else EXIT_FAILED)
@@ -239,7 +234,11 @@ def status(
     except ConfigError as exc:
         raise _fail(str(exc)) from None
     if not check:
-        typer.echo(json.dumps(report, default=str) if as_json else render_status(report))
+        typer.echo(
+            json.dumps(report, default=str)
+            if as_json
+            else render_status(report, config.scheduler.timezone)
+        )
         return
     problems = health_problems(report, config.health.overdue_margin_minutes)
     paused = paused_notes(report)
@@ -327,7 +326,40 @@ def history(
         runs = collect_history(config, spec.id if spec is not None else None, limit)
     except ConfigError as exc:
         raise _fail(str(exc)) from None
-    typer.echo(json.dumps({"runs": runs}, default=str) if as_json else render_history(runs))
+    typer.echo(
+        json.dumps({"runs": runs}, default=str)
+        if as_json
+        else render_history(runs, config.scheduler.timezone)
+    )
+
+
+def _run_summary(name: str, result: Any) -> str:
+    """`run JOB` for people: the outcome, its figures, then every problem on a line of its own."""
+    from d3_item_salvager.workers.status import format_duration
+
+    lines = [f"{name}: {result.outcome} in {format_duration(result.duration_seconds)}"]
+    if result.error:
+        lines.append(f"  error: {result.error}")
+    listed = []
+    for key, value in (result.summary or {}).items():
+        if isinstance(value, list):
+            if value:
+                listed.append((key, value))
+        else:
+            lines.append(f"  {key}: {value}")
+    for key, values in listed:
+        lines.append(f"  {key} ({len(values)}):")
+        lines.extend(f"    - {_problem_line(value)}" for value in values)
+    return "\n".join(lines)
+
+
+def _problem_line(value: Any) -> str:
+    """A failure or warning of a summary (a dict with a place and an error) on one line."""
+    if not isinstance(value, dict):
+        return str(value)
+    place = value.get("url") or value.get("where") or ""
+    text = f"{place}: {value.get('error', '')}" if place else str(value.get("error", value))
+    return text + (" (transient)" if value.get("transient") else "")
 
 
 def main(prog_name: str = SCRIPT_NAME) -> None:

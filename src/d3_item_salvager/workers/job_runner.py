@@ -113,6 +113,7 @@ class JobRunner:
         self.jobs = jobs
         self._config = config
         self.retry_planner: RetryPlanner | None = None
+        self._stopping = False  # set by `stop`: a process on its way out plans nothing new
         # The lease term this runtime leads in (leadership.py counts them through `lead`); None
         # while nothing leads here (one-off use): then every run may start.
         self.term: int | None = None
@@ -455,6 +456,9 @@ class JobRunner:
 
     def _plan_retry(self, job_id: str, attempt: int) -> None:
         job = self.jobs.get(job_id).settings(self._config)
+        if self._stopping:
+            _log.warning("no retry: this process is stopping; the job runs at its next time")
+            return
         if self.retry_planner is None or attempt >= job.max_retries:
             return
         delay = job.retry_backoff_seconds * (2**attempt)
@@ -489,6 +493,7 @@ class JobRunner:
 
         Call it once nothing submits runs any more (the scheduler paused).
         """
+        self._stopping = True
         # A run the scheduler submitted just before has its task created but not started: one
         # pass of the loop lets it reach `run` (which registers it before its first await), so
         # it is waited for too instead of claiming its job after the stop.

@@ -37,8 +37,11 @@ APSCHEDULER_JOBS_TABLE = "apscheduler_jobs"
 
 
 def describe_interval(interval: timedelta) -> str:
-    """`every 6 h`, `every 30 min`, `every 1.5 s`: the same text from the config or the store."""
+    """`every 7 d`, `every 6 h`, `every 30 min`, `every 1.5 s`: the same text from the config or
+    the store."""
     seconds = interval.total_seconds()
+    if seconds >= 86400 and seconds % 86400 == 0:
+        return f"every {seconds / 86400:g} d"
     if seconds >= 3600 and seconds % 3600 == 0:
         return f"every {seconds / 3600:g} h"
     if seconds >= 60 and seconds % 60 == 0:

@@ -6,8 +6,10 @@ Both only read the job store (see job_store_reader): they create no file, folder
 from __future__ import annotations
 
 import io
+import textwrap
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from zoneinfo import ZoneInfo
 
 from rich import box
 from rich.console import Console
@@ -25,6 +27,8 @@ from d3_item_salvager.workers.jobs import JobRegistry, retry_job_id
 from d3_item_salvager.workers.run_history import RunRow
 
 # Outcomes that say the job itself went wrong; `cancelled` is a stop (graceful or the lease lost).
+WIDTH = 100  # what the tables and notes fit
+
 FAILED_OUTCOMES = ("failed", "timeout", "missed", "abandoned")
 
 
@@ -57,7 +61,7 @@ def collect_status(config: AppConfig, registry: JobRegistry = BUILTIN_JOBS) -> d
     jobs = []
     for job_id, job in configured.items():
         last, verdict = last_runs[job_id], verdicts[job_id]
-        schedule = stored.get(job_id)
+        schedule, retry = stored.get(job_id), stored.get(retry_job_id(job_id))
         pause = pauses.get(job_id)
         paused = pause is not None and pause.paused
         jobs.append(
@@ -71,6 +75,7 @@ def collect_status(config: AppConfig, registry: JobRegistry = BUILTIN_JOBS) -> d
                 "paused_since": _iso(pause.changed_at) if pause is not None and paused else None,
                 "next_run_time": _iso(schedule.next_run_time) if schedule else None,
                 "retry_pending": retry_job_id(job_id) in stored,
+                "retry_at": _iso(retry.next_run_time) if retry is not None else None,
                 "last_outcome": last.outcome if last else None,
                 "last_finished_at": last.finished_at if last else None,
                 "last_duration_seconds": last.duration_seconds if last else None,
@@ -163,51 +168,129 @@ def paused_notes(report: dict[str, Any]) -> list[str]:
 
 
 def _render(table: Table, after: list[str]) -> str:
-    # Wide enough for the widest row, so columns line up rather than wrap in a pipe.
+    # As wide as the widest row (cells are short by design), so columns line up in a pipe; the
+    # notes after it are wrapped to the width people read.
     out = io.StringIO()
-    Console(file=out, width=100_000, color_system=None, highlight=False).print(table)
+    Console(file=out, width=10_000, color_system=None, highlight=False).print(table)
     lines = [line.rstrip() for line in out.getvalue().splitlines()]
-    return "\n".join(lines + after)
+    notes = [
+        wrapped
+        for note in after
+        for wrapped in textwrap.wrap(note, WIDTH, subsequent_indent="  ", break_on_hyphens=False)
+    ]
+    return "\n".join(lines + notes)
 
 
-def _duration(seconds: float | None) -> str:
-    return "-" if seconds is None else f"{seconds:.1f}s"
+def format_duration(seconds: float | None) -> str:
+    """`45 ms`, `1.2 s`, `3 min 5 s`, `2 h 10 min`."""
+    if seconds is None:
+        return "-"
+    if seconds < 1:
+        return f"{seconds * 1000:.0f} ms"
+    if seconds < 60:
+        return f"{seconds:.1f} s"
+    return _span(seconds)
 
 
-def render_status(report: dict[str, Any]) -> str:
-    """A table for people."""
+def _span(seconds: float) -> str:
+    """A whole span in its two largest units: `12 s`, `5 h 58 min`, `7 d 2 h`."""
+    whole = round(seconds)
+    if whole < 60:
+        return f"{whole} s"
+    parts: list[str] = []
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60), ("s", 1)):
+        if whole >= size or parts:
+            amount, whole = divmod(whole, size)
+            parts.append(f"{amount} {unit}")
+    shown = [part for part in parts[:2] if not part.startswith("0 ")]
+    return " ".join(shown or parts[:1])
+
+
+def _parse(moment: str | datetime | None) -> datetime | None:
+    if moment is None or isinstance(moment, datetime):
+        return moment
+    return datetime.fromisoformat(moment)
+
+
+def _relative(moment: str | datetime | None, now: datetime) -> str:
+    """`in 5 h 58 min`, `3 min ago`, `now`."""
+    when = _parse(moment)
+    if when is None:
+        return "-"
+    seconds = (when - now).total_seconds()
+    if abs(seconds) < 1:
+        return "now"
+    return f"in {_span(seconds)}" if seconds > 0 else f"{_span(-seconds)} ago"
+
+
+def _clock(moment: str | datetime | None, zone: ZoneInfo, now: datetime) -> str:
+    """`14:03:27` today (in the configured timezone), `Jan 03 14:03` another day."""
+    when = _parse(moment)
+    if when is None:
+        return "-"
+    local = when.astimezone(zone)
+    if local.date() == now.astimezone(zone).date():
+        return local.strftime("%H:%M:%S")
+    return local.strftime("%b %d %H:%M")
+
+
+def _cut(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def render_status(
+    report: dict[str, Any], timezone: str = "UTC", now: datetime | None = None
+) -> str:
+    """A table for people, within 100 columns: times relative to now, errors below it."""
+    now = now or datetime.now(UTC)
+    zone = ZoneInfo(timezone)
     table = Table(box=box.ASCII2)
-    for title in ("job", "enabled", "trigger", "next run", "last", "duration", "problems"):
+    for title in ("job", "schedule", "next run", "last run", "took", "probs"):
         table.add_column(title, no_wrap=True)
-    errors = []
+    notes = []
     for job in report["jobs"]:
         problems = job["last_problems"]
+        # The configured timezone goes without saying, and jitter reads `~90 s`.
+        schedule = job["trigger"].replace(f" ({timezone})", "").replace(", jitter ", " ~")
+        if not job["enabled"]:
+            upcoming = "disabled"
+        elif job.get("paused"):
+            upcoming = "paused"
+        elif job.get("retry_at"):
+            upcoming = f"retry {_relative(job['retry_at'], now)}"
+        else:
+            upcoming = _relative(job["next_run_time"], now)
+        last = job["last_outcome"]
         table.add_row(
             job["job_id"],
-            "yes" if job["enabled"] else "no",
-            job["trigger"],
-            "paused" if job.get("paused") else job["next_run_time"] or "-",
-            job["last_outcome"] or "-",
-            _duration(job["last_duration_seconds"]),
+            _cut(schedule, 24),
+            upcoming,
+            f"{last} {_relative(job['last_finished_at'], now)}" if last else "-",
+            format_duration(job["last_duration_seconds"]),
             "-" if problems is None else str(problems),
         )
         if job["last_error"]:
-            errors.append(f"{job['job_id']} last error: {job['last_error']}")
+            notes.append(f"{job['job_id']} last error: {job['last_error']}")
     lease = report["lease"]
     if lease is None:
-        errors.append("lease: nobody holds it (no scheduler running)")
+        notes.append("lease: nobody holds it (no scheduler running)")
     else:
         state = "live" if lease["live"] else "not live"
-        errors.append(f"lease: {lease['holder']} ({state}, until {lease['expires_at']})")
-    return _render(table, errors)
+        until = _clock(lease["expires_at"], zone, now)
+        notes.append(f"lease: {lease['holder']} ({state}, until {until})")
+    return _render(table, notes)
 
 
-def render_history(runs: list[dict[str, Any]]) -> str:
-    """A table of runs for people, newest first."""
+def render_history(
+    runs: list[dict[str, Any]], timezone: str = "UTC", now: datetime | None = None
+) -> str:
+    """A table of runs for people, newest first, within 100 columns (`--json` has it all)."""
     if not runs:
         return "no runs recorded"
+    now = now or datetime.now(UTC)
+    zone = ZoneInfo(timezone)
     table = Table(box=box.ASCII2)
-    columns = ("job", "trigger", "due", "started", "duration", "outcome", "problems", "error")
+    columns = ("job", "trigger", "due", "started", "took", "outcome", "problems", "error")
     for title in columns:
         table.add_column(title, no_wrap=True)
     for run in runs:
@@ -215,11 +298,11 @@ def render_history(runs: list[dict[str, Any]]) -> str:
         table.add_row(
             run["job_id"],
             run["trigger"],
-            run["scheduled_for"] or "-",
-            run["started_at"],
-            _duration(run["duration_seconds"]),
+            _clock(run["scheduled_for"], zone, now),
+            _clock(run["started_at"], zone, now),
+            format_duration(run["duration_seconds"]),
             run["outcome"],
             "-" if problems is None else str(problems),
-            run["error"] or "",
+            _cut(run["error"] or "", 12),
         )
     return _render(table, [])

@@ -1,10 +1,16 @@
 """A FastAPI app that embeds the workers: the README's lifespan, plus health, manual runs, metrics.
 
-    pip install fastapi uvicorn
+    pip install -e . fastapi uvicorn
     D3IS_MAXROLL__BEARER_TOKEN=... uvicorn examples.fastapi_app:app
 
+It logs as the CLI does (`configure_app_logging`: the log file under `logging.dir`, every line with
+its job and run id) and, like `run-scheduler`, refuses to start without the Maxroll bearer token
+while a job that needs it is enabled.
+
 - `GET /health`: the checks of `status --check`; 200 when healthy, 503 with the problems otherwise.
-- `POST /jobs/{job}/runs`: starts a manual run in the background; 202 with its run id at once.
+- `POST /jobs/{job}/runs`: starts a manual run in the background; 202 with its run id once it has
+  started, 409 when another process (another worker of the server, say) runs that job now: the
+  refused run is in the shared run history too (`skipped`, naming the holder).
 - `GET /runs/{run_id}`: that run, running or finished (also runs the scheduler started).
 - `GET /metrics/`: the runtime's Prometheus metrics.
 
@@ -27,9 +33,11 @@ from fastapi.responses import JSONResponse
 from prometheus_client import make_asgi_app
 
 from d3_item_salvager.config import AppConfig, load_config
-from d3_item_salvager.errors import ConfigError
+from d3_item_salvager.errors import ConfigError, JobRunningElsewhereError
+from d3_item_salvager.logging_setup import app_logging
+from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
 from d3_item_salvager.workers.run_history import RunRow
-from d3_item_salvager.workers.runs import RunResult
+from d3_item_salvager.workers.runs import RunEvent, RunResult, RunStarted
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from d3_item_salvager.workers.status import collect_status, health_problems
 
@@ -39,6 +47,7 @@ class _ManualRun:
     job_id: str
     result: RunResult | None = None
     crashed: str | None = None
+    refused: JobRunningElsewhereError | None = None
 
 
 class ManualRuns:
@@ -49,19 +58,39 @@ class ManualRuns:
         self._group = group
         self._started: dict[str, _ManualRun] = {}
 
-    def start(self, job_id: str) -> str:
-        """Start a run of `job_id` in the background and return its run id."""
+    async def start(self, job_id: str) -> str:
+        """Start a run of `job_id` in the background; return its run id once its work started,
+        or once it was refused (see `refusal`)."""
         run_id = uuid.uuid4().hex[:12]
         run = self._started[run_id] = _ManualRun(job_id)
+        started = anyio.Event()
+
+        def on_event(event: RunEvent) -> None:
+            if isinstance(event, RunStarted) and event.run_id == run_id:
+                started.set()
 
         async def execute() -> None:
             try:
                 run.result = await self._runtime.run_job(job_id, run_id=run_id)
+            except JobRunningElsewhereError as exc:
+                run.refused = exc
             except Exception as exc:  # noqa: BLE001 - reported by GET /runs/{id}; the app serves on
                 run.crashed = f"{type(exc).__name__}: {exc}"
+            finally:
+                started.set()  # ended before or without starting: the answer is known
 
-        self._group.start_soon(execute)
+        unsubscribe = self._runtime.runner.events.subscribe(on_event)
+        try:
+            self._group.start_soon(execute)
+            await started.wait()
+        finally:
+            unsubscribe()
         return run_id
+
+    def refusal(self, run_id: str) -> JobRunningElsewhereError | None:
+        """Why a run this app started was refused (another process runs its job), if it was."""
+        started = self._started.get(run_id)
+        return started.refused if started is not None else None
 
     async def describe(self, run_id: str) -> dict[str, Any] | None:
         """The run as JSON: as its task returned it, else as the run history has it."""
@@ -98,17 +127,23 @@ def create_app(config: AppConfig | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        async with (
-            WorkerRuntime(config or load_config()) as runtime,
-            anyio.create_task_group() as group,
-        ):
-            app.state.workers = runtime
-            app.state.runs = ManualRuns(runtime, group)
-            assert runtime.metrics is not None
-            app.mount("/metrics", make_asgi_app(registry=runtime.metrics.registry))
-            yield
-            # Runs still going are cancelled (and recorded so) before the runtime closes.
-            group.cancel_scope.cancel()
+        settings = config or load_config()
+        # As `run-scheduler` does: no start without the token a scheduled sync would need.
+        if any(spec.needs_token and spec.settings(settings).enabled for spec in BUILTIN_JOBS):
+            settings.maxroll.require_bearer_token()
+        # Our logs to the log file and stderr as the CLI writes them, for the app's lifetime.
+        with app_logging(settings):
+            async with (
+                WorkerRuntime(settings) as runtime,
+                anyio.create_task_group() as group,
+            ):
+                app.state.workers = runtime
+                app.state.runs = ManualRuns(runtime, group)
+                assert runtime.metrics is not None
+                app.mount("/metrics", make_asgi_app(registry=runtime.metrics.registry))
+                yield
+                # Runs still going are cancelled (and recorded so) before the runtime closes.
+                group.cancel_scope.cancel()
 
     app = FastAPI(lifespan=lifespan)
 
@@ -127,8 +162,13 @@ def create_app(config: AppConfig | None = None) -> FastAPI:
             job_id = request.app.state.workers.jobs.get(job).id  # scrape_guides or scrape-guides
         except ConfigError as exc:
             raise HTTPException(404, str(exc)) from None
-        run_id = request.app.state.runs.start(job_id)
-        return {"run_id": run_id, "job_id": job_id, "url": f"/runs/{run_id}"}
+        runs: ManualRuns = request.app.state.runs
+        run_id = await runs.start(job_id)
+        answer = {"run_id": run_id, "job_id": job_id, "url": f"/runs/{run_id}"}
+        refusal = runs.refusal(run_id)
+        if refusal is not None:  # the run is in the shared history as `skipped`
+            raise HTTPException(409, {**answer, "error": f"refused: {refusal}"})
+        return answer
 
     @app.get("/runs/{run_id}")
     async def get_run(run_id: str, request: Request) -> dict[str, Any]:

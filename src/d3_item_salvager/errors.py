@@ -160,7 +160,8 @@ class RunHistoryError(D3ItemSalvagerError):
 class JobRunningElsewhereError(D3ItemSalvagerError):
     """A manual run was refused: another process (or runtime) holds the job's claim now.
 
-    The refused run never started and left no history row.
+    The refused run never started; it is recorded `skipped` in the run history, naming the
+    holder.
     """
 
     def __init__(self, job_id: str, holder: str, run_id: str) -> None:

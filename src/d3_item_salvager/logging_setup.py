@@ -374,3 +374,17 @@ def configure_app_logging(
     return configure_logging(
         config.logging, secrets=secrets, console=console, capture_apscheduler=capture_apscheduler
     )
+
+
+@contextlib.contextmanager
+def app_logging(config: AppConfig, *, console: TextIO | None = None) -> Iterator[logging.Logger]:
+    """`configure_app_logging` for a block (a host app's lifespan): on the way out our handlers
+    are closed and removed, and our logger's level and propagation are as they were."""
+    logger = logging.getLogger(LOGGER_NAME)
+    level, propagate = logger.level, logger.propagate
+    try:
+        yield configure_app_logging(config, console=console)
+    finally:
+        _replace_our_handlers(logger, [])
+        logger.setLevel(level)
+        logger.propagate = propagate

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from collections.abc import AsyncIterator
@@ -18,6 +19,12 @@ from prometheus_client.parser import text_string_to_metric_families
 from d3_item_salvager.testing import FakeMaxroll
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from tests.index_expectations import expected_rows, stored_rows
+
+
+def log_file(home: Path) -> Path:
+    """The example app's log file for a config made under `home`."""
+    [path] = (home / "logs").glob("*.log")
+    return path
 
 
 @asynccontextmanager
@@ -115,3 +122,46 @@ async def test_shutdown_mid_run_cancels_it_cleanly(
     assert await history.claims.current("scrape_guides") is None  # given back
     problems = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert problems == [], [r.getMessage() for r in problems]
+    # The app logs our records to its log file (they do not reach caplog meanwhile).
+    logged = [json.loads(line) for line in log_file(tmp_path).read_text().splitlines()]
+    assert any(entry["message"] == "run started" for entry in logged)
+    assert [e for e in logged if e["level"] == "ERROR" or "exception" in e] == []
+
+
+async def test_a_run_refused_by_another_worker_is_409_and_in_the_shared_history(
+    tmp_path: Path,
+) -> None:
+    """Two workers of one server (two apps on one job store): while one runs the sync, the
+    other's POST answers 409 naming the holder, and its refused run reads the same (`skipped`)
+    from either worker."""
+    answer = threading.Event()
+
+    def hold(_method: str, _path: str) -> None:
+        answer.wait(60)  # the first worker's sync waits here until the second was refused
+
+    async with FakeMaxroll() as maxroll:
+        maxroll.fault_hook = hold
+        try:
+            async with (
+                serving(maxroll, tmp_path) as (first, first_runtime),
+                serving(maxroll, tmp_path) as (second, _),
+            ):
+                started = await first.post("/jobs/scrape-guides/runs")
+                assert started.status_code == 202
+                refused = await second.post("/jobs/scrape-guides/runs")
+                assert refused.status_code == 409
+                detail = refused.json()["detail"]
+                assert detail["error"].startswith("refused: scrape_guides is running now in ")
+                answer.set()
+                with anyio.fail_after(60):
+                    await first_runtime.wait_for_runs("scrape_guides", 1)
+                views = [(await client.get(detail["url"])).json() for client in (first, second)]
+        finally:
+            answer.set()
+    for view in views:
+        assert (view["state"], view["outcome"], view["trigger"]) == (
+            "finished",
+            "skipped",
+            "manual",
+        )
+        assert view["error"].startswith("running now in ")

@@ -244,9 +244,16 @@ async def test_run_is_refused_while_another_process_runs_the_job(
     assert stdout == ""
     assert other[0] == 0  # another job is not held up
     assert first_code == 0, "\n".join(first.lines)
-    runs = sorted((r["job_id"], r["outcome"]) for r in job_runs(tmp_path))
-    # The refused run left no row.
-    assert runs == [("cleanup_logs", "success"), ("scrape_guides", "success")]
+    runs = sorted((r["job_id"], r["trigger"], r["outcome"], r["error"]) for r in job_runs(tmp_path))
+    # The refused run is in the shared history, naming the process that runs the job.
+    [(_, _, _, refusal)] = [run for run in runs if run[2] == "skipped"]
+    assert refusal is not None
+    assert refusal.startswith("running now in ")
+    assert [run[:3] for run in runs] == [
+        ("cleanup_logs", "manual", "success"),
+        ("scrape_guides", "manual", "skipped"),
+        ("scrape_guides", "manual", "success"),
+    ]
 
 
 async def wait_until_open(pid: int, path: Path, running: asyncio.Future[Any]) -> None:
@@ -261,7 +268,7 @@ async def test_two_runs_started_together_run_the_job_once(
     tmp_path: Path, fake_maxroll: FakeMaxroll
 ) -> None:
     """Two `run scrape-guides` started at the same moment: exactly one runs, the other exits 3
-    with the refusal line and leaves no row. The test holds the job store's write lock until
+    with the refusal line and a `skipped` row. The test holds the job store's write lock until
     both processes have it open, so both reach the start of the run together (a check-then-start
     would let both through), and Maxroll answers nothing until one process has been refused."""
     config = cli_config(tmp_path, fake_maxroll)
@@ -306,8 +313,12 @@ async def test_two_runs_started_together_run_the_job_once(
     assert refused.count("run started") == 0
     assert winner_code == 0, "\n".join(winner.lines)
     assert winner.count("run started") == 1
-    [row] = [r for r in job_runs(tmp_path) if r["job_id"] == "scrape_guides"]
-    assert (row["trigger"], row["outcome"]) == ("manual", "success")
+    rows = [r for r in job_runs(tmp_path) if r["job_id"] == "scrape_guides"]
+    assert sorted((row["trigger"], row["outcome"]) for row in rows) == [
+        ("manual", "skipped"),
+        ("manual", "success"),
+    ]
+    [row] = [r for r in rows if r["outcome"] == "success"]
     assert str(winner.process.pid) in row["worker"]
 
 

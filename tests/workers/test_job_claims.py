@@ -158,7 +158,7 @@ def runtime_with(config: AppConfig, fake: FakeSyncService) -> WorkerRuntime:
 async def test_a_job_running_in_one_runtime_is_refused_or_skipped_in_another(
     tmp_path: Path,
 ) -> None:
-    """While one runtime runs scrape_guides, another's manual run is refused (no row) and its
+    """While one runtime runs scrape_guides, another's manual run is refused (recorded skipped) and its
     scheduled run is recorded skipped; once the first ends, the job runs again."""
     config = make_config(tmp_path, maxroll={"bearer_token": "t"})
     first_fake, second_fake = FakeSyncService("block"), FakeSyncService(SyncSummary())
@@ -186,7 +186,12 @@ async def test_a_job_running_in_one_runtime_is_refused_or_skipped_in_another(
         again = await second.run_job("scrape_guides")
         assert again.outcome == "success"
     outcomes = sorted((row["trigger"], row["outcome"]) for row in job_runs(config))
-    assert outcomes == [("manual", "cancelled"), ("manual", "success"), ("scheduled", "skipped")]
+    assert outcomes == [
+        ("manual", "cancelled"),
+        ("manual", "skipped"),
+        ("manual", "success"),
+        ("scheduled", "skipped"),
+    ]
 
 
 @pytest.mark.parametrize("behaviour", [RuntimeError("bug"), SyncSummary()])

@@ -40,6 +40,7 @@ from d3_item_salvager.workers.runs import (
     RunEvents,
     RunFinished,
     RunResult,
+    RunStarted,
     Trigger,
 )
 
@@ -95,7 +96,8 @@ class RetryPlanner(Protocol):
 class JobRunner:
     """Runs job bodies with the same bookkeeping; one instance per runtime.
 
-    It publishes a `RunFinished` event for every run it finishes or records as not run, and a
+    It publishes a `RunStarted` event when a run's work starts, a `RunFinished` event for every
+    run it finishes or records as not run, and a
     `RetryScheduled` event for every retry it schedules; it keeps no list of finished runs.
     """
 
@@ -298,11 +300,14 @@ class JobRunner:
             return await self._finish(failed, recorded=False)
         if held is None:
             return None
-        if trigger is Trigger.MANUAL:
-            raise JobRunningElsewhereError(job_id, held.holder, held.run_id)
         error = f"running now in {held.holder}"
         _log.warning("run skipped: %s", error)
-        return await self._record_not_run(job_id, trigger, Outcome.SKIPPED, due, error, run_id)
+        skipped = await self._record_not_run(job_id, trigger, Outcome.SKIPPED, due, error, run_id)
+        if trigger is Trigger.MANUAL:
+            # Recorded in the shared history all the same (a host app's other workers answer
+            # for this run id), and raised: whoever asked for it must hear it did not run.
+            raise JobRunningElsewhereError(job_id, held.holder, held.run_id)
+        return skipped
 
     async def _cancelled_while_claiming(
         self,
@@ -365,6 +370,7 @@ class JobRunner:
                 raise RunHistoryError(
                     f"the run history could not be written: {error_text(exc)}"
                 ) from None
+            self.events.publish(RunStarted(job_id, run_id, trigger))
             with anyio.fail_after(job.timeout_minutes * 60):
                 result = await _perform(spec, ctx)
             summary, error, transient = result.summary, result.error, result.transient

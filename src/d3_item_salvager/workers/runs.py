@@ -70,6 +70,15 @@ class RunResult:
 
 
 @dataclass(frozen=True, slots=True)
+class RunStarted:
+    """A run got its job's claim and its history row: its work starts now."""
+
+    job_id: str
+    run_id: str
+    trigger: Trigger
+
+
+@dataclass(frozen=True, slots=True)
 class RunFinished:
     """A run ended (or was recorded as missed or skipped)."""
 
@@ -85,7 +94,7 @@ class RetryScheduled:
     run_at: datetime
 
 
-RunEvent = RunFinished | RetryScheduled
+RunEvent = RunStarted | RunFinished | RetryScheduled
 Listener = Callable[[RunEvent], None]
 
 

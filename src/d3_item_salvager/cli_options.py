@@ -13,7 +13,8 @@ import typer
 EXIT_OK, EXIT_USAGE = 0, 2
 
 ConfigOption = Annotated[
-    Path | None, typer.Option("--config", help="TOML config file (default: $D3IS_CONFIG_FILE).")
+    Path | None,
+    typer.Option("--config", help="TOML config file (default: $D3IS_CONFIG_FILE).", metavar="FILE"),
 ]
 
 

@@ -1,4 +1,6 @@
-"""Players' command line: `d3-item-salvager` or `python -m d3_item_salvager` (items, item, guides).
+"""The command line: `d3-item-salvager` or `python -m d3_item_salvager`: the players' commands
+(items, item, guides) and, under `workers`, the workers' (`d3-item-salvager workers run-scheduler`,
+the same application as `python -m d3_item_salvager.workers`).
 
 Read-only on the index. Exit codes: 0 an answer, 1 no item matches the name asked for, 2 bad
 usage, an unknown class or guide (or a guide prefix several slugs start with), or no readable index.
@@ -6,7 +8,6 @@ usage, an unknown class or guide (or a guide prefix several slugs start with), o
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -15,6 +16,7 @@ from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 import typer
 
 from d3_item_salvager.cli_options import ConfigOption, add_root_options, usage_error
+from d3_item_salvager.workers.cli import app as workers_app
 
 if TYPE_CHECKING:
     from d3_item_salvager.data.queries import IndexQueries
@@ -29,7 +31,8 @@ T = TypeVar("T")
 SCRIPT_NAME = "d3-item-salvager"  # the console script; `__main__` names itself instead
 
 # add_completion: Typer's --install-completion / --show-completion for the console script.
-app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False)
+# Plain help, as the workers' (rich_markup_mode=None): one style, and a quick `--help`.
+app = typer.Typer(no_args_is_help=True, pretty_exceptions_enable=False, rich_markup_mode=None)
 
 JsonOption = Annotated[bool, typer.Option("--json", help="Print one JSON document on stdout.")]
 LimitOption = Annotated[
@@ -37,13 +40,16 @@ LimitOption = Annotated[
     typer.Option(
         "--limit",
         min=0,
+        metavar="N",
         help=f"Show at most N rows (0: all). Tables default to {DEFAULT_TABLE_LIMIT}, JSON to all.",
     ),
 ]
 ClassOption = Annotated[
     str | None,
     typer.Option(
-        "--class", help="A build's class (its planner profile's), e.g. wizard or 'demon hunter'."
+        "--class",
+        help="A build's class (its planner profile's), e.g. wizard or 'demon hunter'.",
+        metavar="CLASS",
     ),
 ]
 
@@ -61,6 +67,8 @@ def _fail(message: str) -> typer.Exit:
 
 def _ask(config_file: Path | None, question: Callable[[IndexQueries], Awaitable[T]]) -> T:
     """Open the index read-only, ask, close; every lookup or database error exits 2."""
+    import asyncio  # with its ssl import, a large part of a `--help`: only answers need it
+
     from d3_item_salvager.config import load_config
     from d3_item_salvager.data.queries import IndexQueries
     from d3_item_salvager.data.query_models import (
@@ -115,7 +123,11 @@ def items(
     class_name: ClassOption = None,
     guide: Annotated[
         str | None,
-        typer.Option("--guide", help="A guide by slug (or a prefix of one only), URL or post id."),
+        typer.Option(
+            "--guide",
+            help="A guide by slug (or a prefix of one only), URL or post id.",
+            metavar="GUIDE",
+        ),
     ] = None,
     unused: Annotated[
         bool,
@@ -163,7 +175,9 @@ def items(
 
 @app.command("item")
 def item(
-    name: Annotated[str, typer.Argument(help="An item name (any case, part of it) or an id.")],
+    name: Annotated[
+        str, typer.Argument(help="An item name (any case, part of it) or an id.", metavar="NAME")
+    ],
     show_all: Annotated[
         bool, typer.Option("--all", help="Show every matching item in full, not a list of names.")
     ] = False,
@@ -223,6 +237,13 @@ def guides(
         typer.echo(json.dumps({"guides": [guide.to_dict() for guide in found]}))
         return
     render.print_guides(_console(), found)
+
+
+app.add_typer(
+    workers_app,
+    name="workers",
+    help="Run the background jobs that keep the index fresh (as d3-item-salvager-workers).",
+)
 
 
 def main(prog_name: str = SCRIPT_NAME) -> None:

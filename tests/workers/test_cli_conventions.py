@@ -58,3 +58,40 @@ def test_show_completion_prints_a_script_for_the_command(tmp_path: Path) -> None
     assert result.returncode == 0, result.stderr
     assert "_D3_ITEM_SALVAGER_WORKERS_COMPLETE" in result.stdout
     assert SCRIPT in result.stdout
+
+
+@pytest.mark.parametrize(
+    "prefix",
+    [
+        [sys.executable, "-m", "d3_item_salvager", "workers"],
+        ["d3-item-salvager", "workers"],
+        [sys.executable, "-m", "d3_item_salvager.workers"],
+    ],
+    ids=["module-group", "script-group", "workers-module"],
+)
+def test_the_workers_commands_run_from_the_one_application(
+    tmp_path: Path, prefix: list[str]
+) -> None:
+    """`python -m d3_item_salvager workers ...` and `d3-item-salvager workers ...` are the
+    workers' CLI, as `python -m d3_item_salvager.workers` is: a job runs, and help is plain."""
+    if prefix[0] == "d3-item-salvager":
+        found = shutil.which(prefix[0], path=str(Path(sys.executable).parent))
+        assert found is not None, "pip install -e . installs the d3-item-salvager script"
+        prefix = [found, *prefix[1:]]
+    config = tmp_path / "workers.toml"
+    config.write_text(
+        f'[logging]\ndir = "{tmp_path / "logs"}"\n[cache]\ndir = "{tmp_path / "cache"}"\n'
+        f'[database]\nurl = "sqlite+aiosqlite:///{tmp_path / "index.sqlite"}"\n'
+        f'[scheduler]\njob_store_path = "{tmp_path / "jobs.sqlite"}"\n',
+        encoding="utf-8",
+    )
+    ran = run(*prefix, "run", "cleanup-logs", "--config", str(config), cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert ran.stdout.startswith("cleanup-logs: success in ")
+    helped = run(*prefix, "--help", cwd=tmp_path)
+    assert helped.returncode == 0
+    assert "run-scheduler" in helped.stdout
+    root = run(sys.executable, "-m", "d3_item_salvager", "--help", cwd=tmp_path).stdout
+    assert "workers" in root
+    for text in (helped.stdout, root):
+        assert "╭" not in text  # one help style: plain, no Rich boxes

@@ -310,7 +310,9 @@ def history(
     job: Annotated[
         str | None, typer.Option("--job", help="Only this job's runs.", metavar="JOB")
     ] = None,
-    limit: Annotated[int, typer.Option("--limit", min=1, help="How many runs.")] = HISTORY_LIMIT,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, help="How many runs.", metavar="N")
+    ] = HISTORY_LIMIT,
     as_json: JsonOption = False,
     config_file: ConfigOption = None,
 ) -> None:

@@ -66,3 +66,27 @@ def test_runner_and_metrics_do_not_import_each_other() -> None:
     workers = PACKAGE / "workers"
     assert "workers.metrics" not in _imports(workers / "job_runner.py")
     assert "workers.job_runner" not in _imports(workers / "metrics.py")
+
+
+# Namedtuples' own public methods carry an underscore so as not to clash with field names.
+NAMEDTUPLE_API = {"_replace", "_asdict", "_fields", "_make"}
+
+
+def test_src_uses_no_private_name_of_another_object() -> None:
+    """No `x._name` in src/ but on `self`, `cls` or `super()`: never a private name of a library
+    (APScheduler's job store, executor or jobs; SQLAlchemy's rows) that a release may change."""
+    source = Path(__file__).resolve().parent.parent / "src" / "d3_item_salvager"
+    found = []
+    for path in sorted(source.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if not isinstance(node, ast.Attribute) or not node.attr.startswith("_"):
+                continue
+            if node.attr.startswith("__") or node.attr in NAMEDTUPLE_API:
+                continue
+            owner = node.value
+            if isinstance(owner, ast.Name) and owner.id in ("self", "cls"):
+                continue
+            if isinstance(owner, ast.Call) and ast.unparse(owner.func) == "super":
+                continue
+            found.append(f"{path.relative_to(source)}:{node.lineno}: {ast.unparse(node)}")
+    assert found == []

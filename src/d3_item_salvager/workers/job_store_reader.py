@@ -7,31 +7,29 @@ read-only engine, never started, so it creates nothing either).
 
 from __future__ import annotations
 
-import json
 import os
 import pickle
 import sqlite3
-import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Self
 from urllib.parse import quote
 
 from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.interval import IntervalTrigger
-from sqlalchemy import Connection, Engine, create_engine, inspect, select
+from sqlalchemy import Connection, Engine, create_engine, inspect
 from sqlalchemy.exc import DBAPIError
 
 from d3_item_salvager.config import SchedulerConfig
 from d3_item_salvager.crontab import describe_cron
 from d3_item_salvager.errors import ConfigError
 from d3_item_salvager.workers.job_store_db import job_runs, scheduler_lease
-from d3_item_salvager.workers.lease import LEASE_NAME, database_now
+from d3_item_salvager.workers.lease import LeaseHolder, lease_is_live, read_lease
 from d3_item_salvager.workers.paused_jobs import PauseState, read_pause_states
-from d3_item_salvager.workers.run_history import RunRow, worker_process_alive
+from d3_item_salvager.workers.run_history import RunRow, read_last_finished, read_runs
 
 APSCHEDULER_JOBS_TABLE = "apscheduler_jobs"
 
@@ -67,15 +65,6 @@ class StoredJob:
     job_id: str
     trigger: str
     next_run_time: datetime | None
-
-
-@dataclass(frozen=True, slots=True)
-class LeaseState:
-    """Who holds the lease, until when, and whether it is live now."""
-
-    holder: str
-    expires_at: datetime
-    live: bool
 
 
 def _setting(config: SchedulerConfig) -> str:
@@ -187,46 +176,20 @@ class JobStoreReader:
         """Finished and running runs, newest first."""
         if job_runs.name not in self._tables:
             return []
-        query = select(job_runs).order_by(job_runs.c.started_at.desc(), job_runs.c.run_id.desc())
-        if job_id is not None:
-            query = query.where(job_runs.c.job_id == job_id)
-        if limit is not None:
-            query = query.limit(limit)
         with self._reading("the run history"):
-            return [_run_row(row) for row in self.connection.execute(query)]
+            return read_runs(self.connection, job_id, limit, newest_first=True)
 
     def last_finished(self, job_id: str, *, skip_cancelled: bool = False) -> RunRow | None:
         """The job's most recently finished run (optionally the last one not cancelled)."""
         if job_runs.name not in self._tables:
             return None
-        query = (
-            select(job_runs)
-            .where(job_runs.c.job_id == job_id, job_runs.c.finished_at.is_not(None))
-            .order_by(job_runs.c.finished_at.desc(), job_runs.c.run_id.desc())
-            .limit(1)
-        )
-        if skip_cancelled:
-            query = query.where(job_runs.c.outcome != "cancelled")
         with self._reading("the run history"):
-            row = self.connection.execute(query).first()
-            return _run_row(row) if row is not None else None
+            return read_last_finished(self.connection, job_id, skip_cancelled=skip_cancelled)
 
-    def lease(self) -> LeaseState | None:
-        """The lease row, judged live by the clock that decides it (the database's on PostgreSQL)."""
+    def lease(self) -> tuple[LeaseHolder, bool] | None:
+        """The lease row and whether it is live (see lease.lease_is_live), if there is one."""
         if scheduler_lease.name not in self._tables:
             return None
         with self._reading("the scheduler lease"):
-            row = self.connection.execute(
-                select(scheduler_lease).where(scheduler_lease.c.name == LEASE_NAME)
-            ).first()
-            if row is None:
-                return None
-            now = database_now(self.connection) or time.time()
-        live = row.expires_at > now and worker_process_alive(row.holder)
-        return LeaseState(row.holder, datetime.fromtimestamp(row.expires_at, UTC), live)
-
-
-def _run_row(row: Any) -> RunRow:
-    values = dict(row._mapping)
-    values["summary"] = json.loads(values["summary"]) if values["summary"] else None
-    return RunRow(**values)
+            lease = read_lease(self.connection)
+            return (lease, lease_is_live(self.connection, lease)) if lease is not None else None

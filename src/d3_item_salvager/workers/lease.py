@@ -36,6 +36,7 @@ from sqlalchemy import (
 
 from d3_item_salvager.data.dialects import insert_ignoring_conflicts
 from d3_item_salvager.workers.job_store_db import scheduler_lease
+from d3_item_salvager.workers.worker_identity import worker_process_alive
 
 LEASE_NAME = "scheduler"
 
@@ -164,9 +165,21 @@ class SchedulerLease:
 
         def read() -> LeaseHolder | None:
             with self._engine.connect() as connection:
-                row = connection.execute(
-                    select(scheduler_lease).where(scheduler_lease.c.name == LEASE_NAME)
-                ).first()
-            return LeaseHolder(row.holder, row.acquired_at, row.expires_at) if row else None
+                return read_lease(connection)
 
         return await anyio.to_thread.run_sync(read)
+
+
+def read_lease(connection: Connection) -> LeaseHolder | None:
+    """The lease row, if any (expired or not)."""
+    row = connection.execute(
+        select(scheduler_lease).where(scheduler_lease.c.name == LEASE_NAME)
+    ).first()
+    return LeaseHolder(row.holder, row.acquired_at, row.expires_at) if row else None
+
+
+def lease_is_live(connection: Connection, lease: LeaseHolder) -> bool:
+    """Whether its holder still holds it: unexpired by the clock that decides it (the database
+    server's on PostgreSQL) and, on this host, its process still there."""
+    now = database_now(connection) or time.time()
+    return lease.expires_at > now and worker_process_alive(lease.holder)

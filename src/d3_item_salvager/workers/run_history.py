@@ -9,7 +9,7 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import anyio.to_thread
-from sqlalchemy import Connection, Engine, and_, delete, func, select, update
+from sqlalchemy import Connection, Engine, RowMapping, and_, delete, func, select, update
 
 from d3_item_salvager.workers.job_claims import JobClaims, release_runs
 from d3_item_salvager.workers.job_store_db import job_runs
@@ -59,10 +59,43 @@ class RunRow:
         return round((datetime.fromisoformat(self.finished_at) - started).total_seconds(), 3)
 
 
-def _row(row: Any) -> RunRow:
-    values = dict(row._mapping)
-    values["summary"] = json.loads(values["summary"]) if values["summary"] else None
-    return RunRow(**values)
+def _run_row(values: RowMapping) -> RunRow:
+    """The one decoder of a `job_runs` row (its summary is JSON text)."""
+    summary = values["summary"]
+    return RunRow(**{**values, "summary": json.loads(summary) if summary else None})
+
+
+def read_runs(
+    connection: Connection,
+    job_id: str | None = None,
+    limit: int | None = None,
+    *,
+    newest_first: bool = False,
+) -> list[RunRow]:
+    """Runs, finished and running, oldest first (or newest first), optionally of one job."""
+    order = (job_runs.c.started_at, job_runs.c.run_id)
+    query = select(job_runs).order_by(*(c.desc() for c in order) if newest_first else order)
+    if job_id is not None:
+        query = query.where(job_runs.c.job_id == job_id)
+    if limit is not None:
+        query = query.limit(limit)
+    return [_run_row(values) for values in connection.execute(query).mappings()]
+
+
+def read_last_finished(
+    connection: Connection, job_id: str, *, skip_cancelled: bool = False
+) -> RunRow | None:
+    """The job's most recently finished run (optionally the last one not cancelled)."""
+    query = (
+        select(job_runs)
+        .where(job_runs.c.job_id == job_id, job_runs.c.finished_at.is_not(None))
+        .order_by(job_runs.c.finished_at.desc(), job_runs.c.run_id.desc())
+        .limit(1)
+    )
+    if skip_cancelled:
+        query = query.where(job_runs.c.outcome != str(Outcome.CANCELLED))
+    values = connection.execute(query).mappings().first()
+    return _run_row(values) if values is not None else None
 
 
 T = TypeVar("T")
@@ -227,10 +260,7 @@ class RunHistory:
 
     async def runs(self, job_id: str | None = None) -> list[RunRow]:
         """Every run, oldest first (optionally of one job)."""
-        query = select(job_runs).order_by(job_runs.c.started_at, job_runs.c.run_id)
-        if job_id is not None:
-            query = query.where(job_runs.c.job_id.__eq__(job_id))
-        return await self._read(lambda connection: [_row(r) for r in connection.execute(query)])
+        return await self._read(lambda connection: read_runs(connection, job_id))
 
     async def prune(self, older_than: datetime) -> int:
         """Delete finished runs that started before `older_than`."""

@@ -88,10 +88,11 @@ def collect_status(config: AppConfig, registry: JobRegistry = BUILTIN_JOBS) -> d
         )
     lease_report = None
     if lease is not None:
+        holder, live = lease
         lease_report = {
-            "holder": lease.holder,
-            "expires_at": lease.expires_at.isoformat(),
-            "live": lease.live,
+            "holder": holder.holder,
+            "expires_at": datetime.fromtimestamp(holder.expires_at, UTC).isoformat(),
+            "live": live,
         }
     return {"jobs": jobs, "lease": lease_report}
 

@@ -101,8 +101,8 @@ def test_two_claimers_racing_never_both_win(engines: tuple[Engine, Engine]) -> N
 
 
 async def test_stale_claims_are_taken_over_and_live_ones_are_not(tmp_path: Path) -> None:
-    """A claim of a dead process on this host, an expired one and our own leftover are stale;
-    a live one on another host holds until it expires; release frees at once."""
+    """A claim of a dead process on this host and an expired one are stale; a live one (on
+    another host, or this process's own) holds until it expires; release frees at once."""
     url = f"sqlite:///{tmp_path / 'jobs.sqlite'}"
     engine = create_engine(url, **engine_options(url, 30))
     metadata.create_all(engine)
@@ -113,7 +113,7 @@ async def test_stale_claims_are_taken_over_and_live_ones_are_not(tmp_path: Path)
         for holder, expires, taken in [
             (dead, 5000.0, True),
             ("otherhost:1:late", 999.0, True),
-            (mine.worker, 5000.0, True),
+            (mine.worker, 5000.0, False),
             ("otherhost:1:live", 5000.0, False),
         ]:
             with engine.begin() as connection:

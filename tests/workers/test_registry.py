@@ -203,7 +203,10 @@ async def test_a_stopping_runtime_schedules_no_retry(tmp_path: Path) -> None:
     finished: list[RunFinished] = []
     async with WorkerRuntime(config, extra_jobs=[spec]) as runtime:
         runtime.runner.events.subscribe(
-            lambda e: (retries if isinstance(e, RetryScheduled) else finished).append(e)  # type: ignore[arg-type]
+            lambda e: retries.append(e) if isinstance(e, RetryScheduled) else None
+        )
+        runtime.runner.events.subscribe(
+            lambda e: finished.append(e) if isinstance(e, RunFinished) else None
         )
         with anyio.fail_after(30):
             await _gate["waiting"].wait()

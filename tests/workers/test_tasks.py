@@ -15,7 +15,12 @@ from dependency_injector import providers
 
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.container import resolve
-from d3_item_salvager.errors import ConfigError, ParseError, TransientFetchError
+from d3_item_salvager.errors import (
+    ConfigError,
+    JobRunningElsewhereError,
+    ParseError,
+    TransientFetchError,
+)
 from d3_item_salvager.services.build_guides import SyncSummary
 from d3_item_salvager.workers import tasks
 from d3_item_salvager.workers.run_history import RunHistory
@@ -155,17 +160,22 @@ async def test_stop_cancels_a_run_past_the_shutdown_timeout(tmp_path: Path) -> N
 
 
 async def test_second_run_of_a_busy_job_is_skipped(tmp_path: Path) -> None:
-    """A run that meets another run of the same job is recorded as skipped."""
+    """A run that meets another run of the same job in the same runtime is recorded skipped,
+    by the job's claim as across processes: a retry is skipped, a manual run also refused."""
     config = scrape_config(tmp_path)
     fake = FakeSyncService("block")
-    async with with_fake(WorkerRuntime(config, run_scheduler=False), fake):
+    async with with_fake(WorkerRuntime(config, run_scheduler=False), fake) as runtime:
         first = asyncio.get_running_loop().create_task(tasks.scrape_guides_task(trigger="manual"))
         with anyio.fail_after(5):
             await fake.started.wait()
-        second = await tasks.scrape_guides_task(trigger="manual")
+        second = await tasks.scrape_guides_task(trigger="retry")
+        with pytest.raises(JobRunningElsewhereError):
+            await tasks.scrape_guides_task(trigger="manual")
         first.cancel()
-    assert second.outcome == "skipped"
-    assert sorted(r["outcome"] for r in job_runs(config)) == ["cancelled", "skipped"]
+        worker = runtime.runner.history.worker
+    assert (second.outcome, second.error) == ("skipped", f"running now in {worker}")
+    assert sorted(r["outcome"] for r in job_runs(config)) == ["cancelled", "skipped", "skipped"]
+    assert len(fake.calls) == 1
 
 
 async def test_refresh_cache_task_fills_caches_not_the_index(live_config: AppConfig) -> None:

@@ -7,8 +7,7 @@ very claim we read (same holder, same run). Two processes racing for a job can n
 on SQLite or PostgreSQL, on one host or several; there is no check-then-start window.
 
 A claim is stale when its process is gone (it ran on this host and its pid no longer exists:
-`worker_process_alive`), when it is this runtime's own leftover (a release that failed), or when
-it expired: a claim lasts the job's timeout plus `CLAIM_MARGIN_SECONDS`, which no run outlives, so
+`worker_process_alive`), or when it expired: a claim lasts the job's timeout plus `CLAIM_MARGIN_SECONDS`, which no run outlives, so
 a process that died on another host blocks the job at most that long (and a new scheduler leader
 frees the claims of the scheduled runs it marks abandoned at once, see run_history.py). Expiry is
 measured on the PostgreSQL server's clock there, on this host's clock with SQLite.
@@ -72,11 +71,7 @@ class JobClaims:
         return server if server is not None else self._clock()
 
     def _stale(self, claim: Claim, now: float) -> bool:
-        return (
-            claim.expires_at < now
-            or claim.holder == self.worker
-            or not worker_process_alive(claim.holder)
-        )
+        return claim.expires_at < now or not worker_process_alive(claim.holder)
 
     def claim_in(
         self,

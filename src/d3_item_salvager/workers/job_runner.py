@@ -121,7 +121,6 @@ class JobRunner:
         self.term: int | None = None
         self._leading = False
         self._standby_reason = ""
-        self._busy: set[str] = set()
         self._running: dict[asyncio.Task[Any], Trigger] = {}  # task running a job -> trigger
         self._cancel_reasons: dict[asyncio.Task[Any], str] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -239,12 +238,6 @@ class JobRunner:
             # standby): the leader runs the job, this runtime does not start it.
             _log.warning("run not started: %s", why, extra={"job_id": job_id, "run_id": run_id})
             return await self._not_started(job_id, trigger, Outcome.CANCELLED, due, why, run_id)
-        if job_id in self._busy:
-            # Another run of the same job (e.g. a retry meeting the regular run) is in progress.
-            return await self._not_started(
-                job_id, trigger, Outcome.SKIPPED, due, "already running", run_id
-            )
-        self._busy.add(job_id)
         current = asyncio.current_task()
         if current is not None:
             self._running[current] = trigger
@@ -260,11 +253,10 @@ class JobRunner:
                 finally:
                     await self._release(job_id, run_id)
         finally:
-            self._busy.discard(job_id)
             if current is not None:
                 self._running.pop(current, None)
                 self._cancel_reasons.pop(current, None)
-        # Only now, with the claim given back and the job no longer busy here: a retry due at
+        # Only now, with the claim given back: a retry due at
         # once (a short backoff) would otherwise find this run still going and be skipped.
         if transient and trigger is not Trigger.MANUAL:
             with log_context(job_id=job_id, run_id=run_id):
@@ -300,9 +292,11 @@ class JobRunner:
             return await self._finish(failed, recorded=False)
         if held is None:
             return None
+        # Another run holds the job (in another process, or this runtime's own: a retry meeting
+        # the regular run): the claim is the one answer to "is this job running anywhere".
         error = f"running now in {held.holder}"
         _log.warning("run skipped: %s", error)
-        skipped = await self._record_not_run(job_id, trigger, Outcome.SKIPPED, due, error, run_id)
+        skipped = await self._not_started(job_id, trigger, Outcome.SKIPPED, due, error, run_id)
         if trigger is Trigger.MANUAL:
             # Recorded in the shared history all the same (a host app's other workers answer
             # for this run id), and raised: whoever asked for it must hear it did not run.

@@ -77,7 +77,10 @@ async def traced(writer: SqliteGuideWriter) -> list[str]:
     statements: list[str] = []
 
     def install() -> None:
-        writer._connect().set_trace_callback(statements.append)  # on the writer thread
+        # The sqlite3 connection under SQLAlchemy's, on the writer thread.
+        dbapi_connection = writer._connect().connection.dbapi_connection
+        assert dbapi_connection is not None
+        dbapi_connection.set_trace_callback(statements.append)
 
     await asyncio.get_running_loop().run_in_executor(writer._executor, install)
     return statements

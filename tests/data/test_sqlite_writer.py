@@ -14,6 +14,7 @@ from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -245,12 +246,17 @@ async def test_the_writer_keeps_statement_journals_in_memory_and_checkpoints_sel
 
         def settings() -> tuple[int, str, int, int, int]:
             connection = writer._connect()  # on the writer thread, as every write
-            (temp_store,) = connection.execute("PRAGMA temp_store").fetchone()
-            (journal,) = connection.execute("PRAGMA journal_mode").fetchone()
-            (foreign_keys,) = connection.execute("PRAGMA foreign_keys").fetchone()
-            (checkpoint,) = connection.execute("PRAGMA wal_autocheckpoint").fetchone()
-            (cache,) = connection.execute("PRAGMA cache_size").fetchone()
-            return temp_store, journal, foreign_keys, checkpoint, cache
+
+            def pragma(name: str) -> Any:
+                return connection.exec_driver_sql(f"PRAGMA {name}").scalar_one()
+
+            return (
+                pragma("temp_store"),
+                pragma("journal_mode"),
+                pragma("foreign_keys"),
+                pragma("wal_autocheckpoint"),
+                pragma("cache_size"),
+            )
 
         # temp_store 2: MEMORY; a negative cache_size is in KiB
         assert writer._executor.submit(settings).result() == (

@@ -29,7 +29,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, Engine, RootTransaction, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.pool import NullPool
 
@@ -171,23 +171,24 @@ class SqliteGuideWriter:
         if self._connection is None:
             if self._engine is None:
                 # NullPool: the writer holds its one connection itself, and closing it closes it.
+                # AUTOCOMMIT (SQLAlchemy's driver-level mode for pysqlite) leaves transactions to
+                # the statements _try_group sends: BEGIN IMMEDIATE, a savepoint per guide,
+                # COMMIT. SQLAlchemy's own recipe for that (a "begin" event emitting BEGIN) makes
+                # it dispatch connection events around every statement; begin_nested() names
+                # each savepoint anew, so its statements were compiled again for every guide.
                 engine = create_engine(
                     f"sqlite:///{self._path}",
                     poolclass=NullPool,
                     connect_args={"timeout": self._busy_timeout_seconds},
+                    isolation_level="AUTOCOMMIT",
                 )
                 event.listen(engine, "connect", self._on_connect)
-                # IMMEDIATE: take the write lock now (waiting up to the busy timeout), not halfway.
-                event.listen(engine, "begin", _begin_immediate)
                 self._engine = engine
             self._connection = self._engine.connect()
         return self._connection
 
     def _on_connect(self, dbapi_connection: Any, _record: Any) -> None:
         """The writer connection's settings, set once when it opens."""
-        # pysqlite's own transaction handling off: SQLAlchemy emits BEGIN (see _begin_immediate),
-        # so savepoints belong to the transaction (SQLAlchemy's documented SQLite recipe).
-        dbapi_connection.isolation_level = None
         dbapi_connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_seconds * 1000)}")
         # A new file: waits for another process switching it too (see switch_to_wal).
         switch_to_wal(dbapi_connection, self._busy_timeout_seconds, time.sleep)
@@ -222,19 +223,19 @@ class SqliteGuideWriter:
         for item_id in item_ids:
             self._known_items.pop(item_id, None)
 
-    def _begin(self, connection: Connection) -> RootTransaction:
+    def _begin(self, connection: Connection) -> None:
         """Take the write lock; forget the known items if another connection committed since.
 
         data_version changes when another connection (the SQLAlchemy engine, another process)
         has committed to the file since this one last looked; the connection's own commits do
         not change it. Under the write lock nothing else commits until this transaction ends.
         """
-        transaction = connection.begin()  # BEGIN IMMEDIATE (_begin_immediate)
+        # IMMEDIATE: take the write lock now (waiting up to the busy timeout), not halfway.
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
         version = connection.exec_driver_sql("PRAGMA data_version").scalar_one()
         if version != self._data_version or len(self._known_items) > MAX_KNOWN_ITEMS:
             self._forget_items()
             self._data_version = version
-        return transaction
 
     def _write_group(self, payloads: list[GuidePayload]) -> list[_Outcome]:
         """Write the guides in one transaction, a savepoint each; an outcome per guide.
@@ -265,13 +266,12 @@ class SqliteGuideWriter:
         # Ids of the item rows this transaction's guides stored, taken as known at once (the
         # next guides use them); forgotten again if the transaction does not commit.
         touched: set[str] = set()
-        transaction: RootTransaction | None = None
         try:
             connection = self._connect()
-            transaction = self._begin(connection)
+            self._begin(connection)
             self.transactions += 1
             for index in pending:
-                savepoint = connection.begin_nested()
+                connection.exec_driver_sql("SAVEPOINT guide")
                 try:
                     written[index], stored_items = write_guide_rows(
                         connection, payloads[index], self._known_items
@@ -281,19 +281,18 @@ class SqliteGuideWriter:
                     if not _sqlite_in_transaction(connection):
                         # SQLite rolled the whole transaction back: the others go again.
                         self._forget_items(touched)
-                        transaction.rollback()  # SQLAlchemy's side of it: nothing is left
                         return [i for i in pending if i not in outcomes]
                     # Its rows are rolled back; the known ones it did not store stay true.
-                    savepoint.rollback()
+                    connection.exec_driver_sql("ROLLBACK TO guide")
                 else:
-                    savepoint.commit()
                     self._known_items.update(stored_items)
                     touched.update(stored_items)
-            transaction.commit()
+                connection.exec_driver_sql("RELEASE guide")
+            connection.exec_driver_sql("COMMIT")
         except BaseException as exc:
             self._forget_items(touched)
-            if transaction is not None and transaction.is_active:
-                transaction.rollback()
+            if self._connection is not None and _sqlite_in_transaction(self._connection):
+                self._connection.exec_driver_sql("ROLLBACK")
             if not isinstance(exc, DBAPIError):
                 raise
             # BEGIN, a savepoint or COMMIT failed: every guide not yet failed fails with it.
@@ -301,11 +300,6 @@ class SqliteGuideWriter:
             return []
         outcomes.update(written)
         return []
-
-
-def _begin_immediate(connection: Connection) -> None:
-    """The writer's transactions take SQLite's write lock as they begin."""
-    connection.exec_driver_sql("BEGIN IMMEDIATE")
 
 
 def _sqlite_in_transaction(connection: Connection) -> bool:

@@ -129,10 +129,10 @@ def write_guide_rows(
     changes.items_upserted, stored_items = _upsert_items(
         connection, sql, payload.items, known_items
     )
-    build_ids = _sync_builds(
+    build_ids, stored_builds = _sync_builds(
         connection, sql, payload.guide[0], payload.builds, payload.kept_planners, changes
     )
-    _sync_usages(connection, sql, build_ids, payload.builds, changes)
+    _sync_usages(connection, sql, build_ids, stored_builds, payload.builds, changes)
     return changes, stored_items
 
 
@@ -264,7 +264,10 @@ def _statements(dialect: str) -> _Statements:
 
 def _rows(connection: Connection, statement: Select[Any], **parameters: object) -> list[Any]:
     """The rows a `_json_array` statement read, decoded."""
-    result: list[Any] = orjson.loads(connection.execute(statement, parameters).scalar_one())
+    # scalar(), not scalar_one(): looking for a second row is one more step, and every step
+    # hands the GIL over (the aggregate returns exactly one row; NULL would mean no rows).
+    document = connection.execute(statement, parameters).scalar()
+    result: list[Any] = orjson.loads(document or "[]")
     return result
 
 
@@ -353,15 +356,20 @@ def _sync_builds(
     wanted_rows: Sequence[_BuildRow],
     kept: frozenset[str],
     changes: GuideChanges,
-) -> dict[tuple[str, int], int]:
-    """Ids of the wanted builds; builds of `kept` planners (not read this time) stay."""
+) -> tuple[dict[tuple[str, int], int], list[int]]:
+    """Ids of the wanted builds, and of those already stored; `kept` planners' builds stay."""
     wanted = {(row[0], row[1]): row for row in wanted_rows}
-    stored = {
-        (planner_id, profile_index): (build_id, name, class_name)
-        for build_id, planner_id, profile_index, name, class_name in _rows(
-            connection, sql.read_builds, guide_id=guide_id
-        )
-    }
+    # A guide row just created has no builds (foreign keys, enforced on both backends).
+    stored = (
+        {}
+        if changes.guide_created
+        else {
+            (planner_id, profile_index): (build_id, name, class_name)
+            for build_id, planner_id, profile_index, name, class_name in _rows(
+                connection, sql.read_builds, guide_id=guide_id
+            )
+        }
+    )
     gone = [row[0] for key, row in stored.items() if key not in wanted and key[0] not in kept]
     if gone:
         ids = {"ids": _id_list(gone)}
@@ -385,32 +393,40 @@ def _sync_builds(
     if renamed:
         connection.execute(sql.update_build, renamed)
         changes.builds_updated += len(renamed)
+    kept_ids = [row[0] for key, row in stored.items() if key in wanted]
     if not new:
-        return {key: row[0] for key, row in stored.items() if key in wanted}
+        return {key: row[0] for key, row in stored.items() if key in wanted}, kept_ids
     # Only the wanted builds: a kept planner's builds (and their usages) are not diffed.
-    return {
+    build_ids = {
         (planner_id, profile_index): build_id
         for build_id, planner_id, profile_index in _rows(
             connection, sql.read_build_ids, guide_id=guide_id
         )
         if (planner_id, profile_index) in wanted
     }
+    return build_ids, kept_ids
 
 
 def _sync_usages(
     connection: Connection,
     sql: _Statements,
     build_ids: Mapping[tuple[str, int], int],
+    stored_builds: Sequence[int],
     wanted_builds: Sequence[_BuildRow],
     changes: GuideChanges,
 ) -> None:
     """Diff all usages of the guide's builds in one read, one delete and one insert."""
-    stored: dict[tuple[int, str, str, str], int] = {
-        (build_id, item_id, slot, context): usage_id
-        for usage_id, build_id, item_id, slot, context in _rows(
-            connection, sql.read_usages, ids=_id_list(build_ids.values())
-        )
-    }
+    # Builds inserted by this write have no usages yet: only those stored before are read.
+    stored: dict[tuple[int, str, str, str], int] = (
+        {
+            (build_id, item_id, slot, context): usage_id
+            for usage_id, build_id, item_id, slot, context in _rows(
+                connection, sql.read_usages, ids=_id_list(stored_builds)
+            )
+        }
+        if stored_builds
+        else {}
+    )
     wanted = {
         (build_ids[(planner_id, profile_index)], *usage)
         for planner_id, profile_index, _name, _class, usages in wanted_builds

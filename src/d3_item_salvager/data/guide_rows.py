@@ -139,9 +139,9 @@ def write_guide_rows(
 # The statements, built once per dialect (SQLAlchemy then reuses their compiled form)
 
 
-def _json_rows(dialect: str, parameter: str, *types: TypeEngine[Any]) -> tuple[
-    TableValuedAlias, list[ColumnElement[Any]]
-]:  # fmt: skip
+def _json_rows(
+    dialect: str, parameter: str, *types: TypeEngine[Any]
+) -> tuple[TableValuedAlias, list[ColumnElement[Any]]]:
     """The rows of the JSON array of arrays bound to `parameter`, and their typed columns.
 
     The table has a `key` column, the row's position, to insert rows in the order given.
@@ -185,6 +185,8 @@ def _insert_rows(dialect: str, table: Any, names: Sequence[str]) -> Insert:
 
 @dataclass(frozen=True, slots=True)
 class _Statements:
+    """Every statement of a guide's write, for one dialect."""
+
     update_guide: Update
     delete_guide_by_url: Delete
     insert_guide: Insert
@@ -210,6 +212,8 @@ _USAGE_COLUMNS = ("build_id", "item_id", "slot", "context")
 
 @functools.cache
 def _statements(dialect: str) -> _Statements:
+    """The statements for `dialect`, built on first use: SQLAlchemy then finds each one's
+    compiled form in its cache instead of compiling it per guide."""
     guide_id = bindparam("guide_id", type_=Integer)
     # Bound names differ from column names: SQLAlchemy keeps those for the SET clause.
     set_guide: dict[str, Any] = {name: bindparam(f"new_{name}") for name in _GUIDE_VALUES}

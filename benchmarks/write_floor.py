@@ -7,8 +7,10 @@ fresh SQLite files, and the process CPU per guide is reported for each path, as 
 one run (the machine is shared: absolute figures are noisy, ratios much less so):
 - floor: plain sqlite3, one thread, one transaction per guide, straight INSERTs with no diff;
   what the machine can do at best, kept so later changes are judged against it;
-- writer: `SqliteGuideWriter`, the path a SQLite index uses (diff, same semantics as below);
-- core: `IndexRepository` through SQLAlchemy Core over aiosqlite (the path PostgreSQL keeps).
+- writer: `SqliteGuideWriter`, the path a SQLite file index uses: the guide diff of
+  data/guide_rows.py on the writer thread's synchronous SQLAlchemy connection;
+- core: `IndexRepository` on the async engine (aiosqlite), the same diff through
+  `AsyncConnection.run_sync`: the route PostgreSQL (and an in-memory SQLite index) takes.
 The writer and core paths then rewrite the unchanged guides (a re-sync that changes nothing).
 """
 

@@ -3,7 +3,8 @@
 Guides of one sync share most of their items; the writer skips reading back the rows it knows
 are stored as it left them. These tests show the reads are skipped, and that what it remembers
 is forgotten whenever it may be wrong: another connection committed, or the rows it wrote were
-rolled back (a guide's savepoint, or the whole transaction).
+rolled back (a guide's savepoint, or the whole transaction). Nor does it read the builds of a
+guide it has just created, or the usages of builds it has just inserted: none can exist.
 """
 
 from __future__ import annotations
@@ -77,7 +78,10 @@ async def traced(writer: SqliteGuideWriter) -> list[str]:
     statements: list[str] = []
 
     def install() -> None:
-        writer._connect().set_trace_callback(statements.append)  # on the writer thread
+        # The sqlite3 connection under SQLAlchemy's, on the writer thread.
+        dbapi_connection = writer._connect().connection.dbapi_connection
+        assert dbapi_connection is not None
+        dbapi_connection.set_trace_callback(statements.append)
 
     await asyncio.get_running_loop().run_in_executor(writer._executor, install)
     return statements
@@ -151,3 +155,26 @@ async def test_items_of_a_lost_transaction_are_written_again(
     assert kept.result().items_upserted == 1
     assert stored_items(index) == {"a": "A", "y": "Y"}
     assert writer.transactions == 3  # guide 1; the lost group; guide 2 again
+
+
+async def test_a_new_guide_reads_no_builds_or_usages_back(
+    index: Path, writer: SqliteGuideWriter
+) -> None:
+    """A guide row just created has no builds and new builds have no usages (foreign keys);
+    an existing guide's builds and usages are read to diff them."""
+    statements = await traced(writer)
+
+    def reads() -> list[str]:
+        return [
+            s
+            for s in statements
+            if s.startswith("SELECT") and ("builds.name" in s or "FROM item_usages" in s)
+        ]
+
+    changes = await write(writer, 1, item("a"), item("b"))
+    assert changes.guide_created
+    assert changes.usages_created == 2
+    assert reads() == []
+    changes = await write(writer, 1, item("a"))
+    assert changes.usages_removed == 1
+    assert len(reads()) == 2  # its builds, then their usages

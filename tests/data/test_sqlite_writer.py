@@ -1,8 +1,10 @@
-"""The SQLite guide writer does exactly what IndexRepository's SQLAlchemy path does.
+"""The one guide diff (data/guide_rows.py) on every route that runs it, and the SQLite writer.
 
-Every scenario is written twice, to one SQLite file through SQLAlchemy Core (the path PostgreSQL
-keeps) and to another through `SqliteGuideWriter`; the reported changes and every stored row,
-ids included, must be the same.
+The scenario is written to one SQLite file through `IndexRepository` on the async engine
+(`AsyncConnection.run_sync`, the route of PostgreSQL and of an in-memory index), to another
+through `SqliteGuideWriter` (its thread, group commit, remembered items), and to PostgreSQL when
+a server is available; every step must report the expected changes, and the routes must leave
+the same rows (on SQLite, ids included).
 """
 
 from __future__ import annotations
@@ -14,13 +16,14 @@ from contextlib import AsyncExitStack
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.container import open_container, resolve
 from d3_item_salvager.data.engine import index_engine_resource
-from d3_item_salvager.data.repository import IndexRepository, placeholder_item
+from d3_item_salvager.data.repository import GuideChanges, IndexRepository, placeholder_item
 from d3_item_salvager.data.sqlite_writer import (
     WAL_CHECKPOINT_PAGES,
     WRITER_CACHE_KIB,
@@ -30,6 +33,7 @@ from d3_item_salvager.errors import IndexDatabaseError
 from d3_item_salvager.maxroll.models import BuildRecord, CatalogItem, GuideRecord, ItemUsage
 from tests.conftest import make_config
 from tests.index_reader import IndexReader
+from tests.postgres_server import PostgresDatabase
 
 KEPT_USAGES = (
     "SELECT u.item_id FROM item_usages u JOIN builds b ON b.id = u.build_id "
@@ -114,6 +118,25 @@ SCENARIO: list[tuple[GuideRecord, list[BuildRecord], list[CatalogItem], set[str]
 ]
 
 
+# What each step of SCENARIO changes. Removing a build removes its usages without counting
+# them (the builds removed are counted).
+EXPECTED = [
+    GuideChanges(guide_created=True, builds_created=2, items_upserted=2, usages_created=3),
+    GuideChanges(),
+    GuideChanges(
+        builds_created=1,
+        builds_updated=1,
+        builds_removed=1,
+        items_upserted=3,
+        usages_created=2,
+        usages_removed=1,
+    ),
+    GuideChanges(builds_created=1, usages_created=1),
+    GuideChanges(builds_removed=2, usages_removed=1),
+    GuideChanges(guide_created=True, builds_created=1, usages_created=1),
+]
+
+
 @dataclass
 class Indexes:
     """Two SQLite indexes: one written through SQLAlchemy Core, one through the writer."""
@@ -160,6 +183,7 @@ async def test_every_step_changes_the_same_rows_and_reports_the_same_counts(
             catalog = {record.item_id: record for record in records}
             expected = await core.write_guide(guide, builds, catalog, SYNCED, kept_planners=kept)
             actual = await writer.write_guide(guide, builds, catalog, SYNCED, kept_planners=kept)
+            assert asdict(expected) == asdict(EXPECTED[step]), f"step {step}"
             assert asdict(actual) == asdict(expected), f"step {step}"
             assert writer_reader.dump() == core_reader.dump(), f"step {step}"
             if kept:
@@ -171,6 +195,39 @@ async def test_every_step_changes_the_same_rows_and_reports_the_same_counts(
     finally:
         core_reader.close()
         writer_reader.close()
+
+
+async def test_postgresql_runs_the_same_diff_to_the_same_rows(
+    tmp_path: Path, postgres: PostgresDatabase
+) -> None:
+    """Every step on PostgreSQL reports the expected changes and leaves the rows the SQLite
+    writer leaves (ids aside: a PostgreSQL sequence never reuses an id)."""
+    async with AsyncExitStack() as stack:
+        sqlite_config = make_config(tmp_path / "sqlite")
+        resource = index_engine_resource(sqlite_config.database)
+        await anext(resource)  # the schema
+        stack.push_async_callback(_finish, resource)
+        path = sqlite_config.database.sqlite_path
+        assert path is not None
+        writer = SqliteGuideWriter(path, busy_timeout_seconds=0.2)
+        stack.push_async_callback(writer.aclose)
+        pg_config = make_config(tmp_path / "pg", database={"url": postgres.asyncpg_url})
+        pg_resource = index_engine_resource(pg_config.database)
+        pg = IndexRepository(await anext(pg_resource))
+        stack.push_async_callback(_finish, pg_resource)
+        sqlite_reader = IndexReader(sqlite_config)
+        stack.callback(sqlite_reader.close)
+        pg_reader = IndexReader(pg_config)
+        stack.callback(pg_reader.close)
+        for step, (guide, builds, records, kept) in enumerate(SCENARIO):
+            catalog = {record.item_id: record for record in records}
+            await writer.write_guide(guide, builds, catalog, SYNCED, kept_planners=kept)
+            changes = await pg.write_guide(guide, builds, catalog, SYNCED, kept_planners=kept)
+            assert asdict(changes) == asdict(EXPECTED[step]), f"step {step}"
+            assert pg_reader.rows() == sqlite_reader.rows(), f"step {step}"
+            assert pg_reader.query(CHECKED) == sqlite_reader.query(CHECKED), f"step {step}"
+            if kept:
+                assert pg_reader.query(KEPT_USAGES) == [("b",)], f"step {step}"
 
 
 async def test_a_failing_write_rolls_the_whole_guide_back(
@@ -245,12 +302,17 @@ async def test_the_writer_keeps_statement_journals_in_memory_and_checkpoints_sel
 
         def settings() -> tuple[int, str, int, int, int]:
             connection = writer._connect()  # on the writer thread, as every write
-            (temp_store,) = connection.execute("PRAGMA temp_store").fetchone()
-            (journal,) = connection.execute("PRAGMA journal_mode").fetchone()
-            (foreign_keys,) = connection.execute("PRAGMA foreign_keys").fetchone()
-            (checkpoint,) = connection.execute("PRAGMA wal_autocheckpoint").fetchone()
-            (cache,) = connection.execute("PRAGMA cache_size").fetchone()
-            return temp_store, journal, foreign_keys, checkpoint, cache
+
+            def pragma(name: str) -> Any:
+                return connection.exec_driver_sql(f"PRAGMA {name}").scalar_one()
+
+            return (
+                pragma("temp_store"),
+                pragma("journal_mode"),
+                pragma("foreign_keys"),
+                pragma("wal_autocheckpoint"),
+                pragma("cache_size"),
+            )
 
         # temp_store 2: MEMORY; a negative cache_size is in KiB
         assert writer._executor.submit(settings).result() == (

@@ -1,7 +1,9 @@
 """Reads and writes of the index. Each guide is written in one transaction.
 
 Writes are diffs against what is stored: rows that did not change are not touched, so a sync over
-unchanged data writes nothing and every count it reports is a real change.
+unchanged data writes nothing and every count it reports is a real change. The diff of a guide is
+written once (guide_rows.py): PostgreSQL runs it here through `AsyncConnection.run_sync`, a
+SQLite file index on its writer thread (sqlite_writer.py).
 """
 
 from __future__ import annotations
@@ -12,12 +14,18 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from d3_item_salvager.data.catalog_sync import sync_catalog_items
-from d3_item_salvager.data.schema import builds, guides, item_usages, items
+from d3_item_salvager.data.guide_rows import (
+    PLACEHOLDER_QUALITY,
+    GuideChanges,
+    guide_payload,
+    write_guide_rows,
+)
+from d3_item_salvager.data.schema import builds, guides, item_usages
 from d3_item_salvager.errors import IndexDatabaseError, IndexLockedError
 from d3_item_salvager.maxroll.catalog import ItemCatalog
 from d3_item_salvager.maxroll.models import BuildRecord, CatalogItem, GuideRecord
@@ -25,7 +33,15 @@ from d3_item_salvager.maxroll.models import BuildRecord, CatalogItem, GuideRecor
 if TYPE_CHECKING:
     from d3_item_salvager.data.sqlite_writer import SqliteGuideWriter
 
-PLACEHOLDER_QUALITY = "unknown"
+__all__ = [
+    "PLACEHOLDER_QUALITY",
+    "GuideChanges",
+    "IndexRepository",
+    "RemovedGuides",
+    "StoredGuide",
+    "database_error",
+    "placeholder_item",
+]
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,19 +52,6 @@ class StoredGuide:
     url: str
     modified_unix: int
     last_checked_at: datetime | None = None  # None: a document failed, or never checked
-
-
-@dataclass(slots=True)
-class GuideChanges:
-    """What writing one guide changed."""
-
-    guide_created: bool = False
-    builds_created: int = 0
-    builds_updated: int = 0
-    builds_removed: int = 0
-    items_upserted: int = 0
-    usages_created: int = 0
-    usages_removed: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +77,7 @@ def placeholder_item(item_id: str) -> CatalogItem:
 
 
 class IndexRepository:
-    """The index on an AsyncEngine (SQLAlchemy Core); SQLite guide writes via `guide_writer`."""
+    """The index on an AsyncEngine (SQLAlchemy Core); SQLite file guide writes via `guide_writer`."""
 
     def __init__(self, engine: AsyncEngine, guide_writer: SqliteGuideWriter | None = None) -> None:
         self._engine = engine
@@ -135,23 +138,14 @@ class IndexRepository:
         as they are, and the guide is left unchecked (`last_checked_at` NULL) so the next sync
         reads it again.
         """
-        if self._guide_writer is not None:  # SQLite: same diff, off the loop (sqlite_writer.py)
+        if self._guide_writer is not None:  # SQLite: the same rules, off the loop, group commit
             return await self._guide_writer.write_guide(
                 guide, guide_builds, catalog, synced_at, kept_planners=kept_planners
             )
-        wanted = {(b.planner_id, b.profile_index): b for b in guide_builds}
-        kept = frozenset(kept_planners)
-        changes = GuideChanges()
+        payload = guide_payload(guide, guide_builds, catalog, synced_at, frozenset(kept_planners))
         try:
             async with self._write_turn, self._engine.begin() as connection:
-                changes.guide_created = await self._upsert_guide(
-                    connection, guide, synced_at, checked=not kept
-                )
-                changes.items_upserted = await self._upsert_items(connection, catalog.values())
-                build_ids = await self._sync_builds(
-                    connection, guide.guide_id, wanted, kept, changes
-                )
-                await self._sync_usages(connection, build_ids, wanted, changes)
+                changes, _stored_items = await connection.run_sync(write_guide_rows, payload, {})
         except DBAPIError as exc:
             raise database_error(f"writing guide {guide.url}", exc) from None
         return changes
@@ -183,145 +177,5 @@ class IndexRepository:
             raise database_error(f"removing guides {ids}", exc) from None
         return RemovedGuides(removed.rowcount, removed_builds.rowcount, usages.rowcount)
 
-    # Steps of write_guide
-
     def _connect(self) -> AsyncConnection:
         return self._engine.connect()
-
-    @staticmethod
-    async def _upsert_guide(
-        connection: AsyncConnection, guide: GuideRecord, synced_at: datetime, *, checked: bool
-    ) -> bool:
-        values = {
-            "url": guide.url,
-            "title": guide.title,
-            "class_name": guide.class_name,
-            "modified_unix": guide.modified_unix,
-            "last_synced_at": synced_at.isoformat(),
-            "last_checked_at": synced_at.isoformat() if checked else None,
-        }
-        result = await connection.execute(
-            update(guides).where(guides.c.id == guide.guide_id).values(**values)
-        )
-        if result.rowcount:
-            return False
-        # A guide whose URL moved to a new post id replaces the old row.
-        await connection.execute(delete(guides).where(guides.c.url == guide.url))
-        await connection.execute(guides.insert().values(id=guide.guide_id, **values))
-        return True
-
-    @staticmethod
-    async def _upsert_items(connection: AsyncConnection, records: Iterable[CatalogItem]) -> int:
-        wanted = {record.item_id: record for record in records}
-        if not wanted:
-            return 0
-        stored = {
-            row.id: (row.name, row.slot, row.quality, row.set_name)
-            for row in await connection.execute(select(items).where(items.c.id.in_(list(wanted))))
-        }
-        new_rows = []
-        changed_rows = []
-        for item_id, record in wanted.items():
-            values = (record.name, record.slot, record.quality, record.set_name)
-            row = {"id": item_id, "name": values[0], "slot": values[1], "quality": values[2],
-                   "set_name": values[3]}  # fmt: skip
-            if item_id not in stored:
-                new_rows.append(row)
-            elif record.quality != PLACEHOLDER_QUALITY and stored[item_id] != values:
-                # A placeholder never overwrites a real catalog record.
-                changed_rows.append(row)
-        if new_rows:
-            await connection.execute(items.insert(), new_rows)
-        for row in changed_rows:
-            await connection.execute(update(items).where(items.c.id == row["id"]).values(**row))
-        return len(new_rows) + len(changed_rows)
-
-    @staticmethod
-    async def _sync_builds(
-        connection: AsyncConnection,
-        guide_id: int,
-        wanted: Mapping[tuple[str, int], BuildRecord],
-        kept: frozenset[str],
-        changes: GuideChanges,
-    ) -> dict[tuple[str, int], int]:
-        rows = await connection.execute(select(builds).where(builds.c.guide_id == guide_id))
-        stored = {(row.planner_id, row.profile_index): row for row in rows}
-        gone = [row.id for key, row in stored.items() if key not in wanted and key[0] not in kept]
-        if gone:
-            await connection.execute(delete(item_usages).where(item_usages.c.build_id.in_(gone)))
-            await connection.execute(delete(builds).where(builds.c.id.in_(gone)))
-            changes.builds_removed += len(gone)
-        new = [
-            {
-                "guide_id": guide_id,
-                "planner_id": build.planner_id,
-                "profile_index": build.profile_index,
-                "name": build.name,
-                "class_name": build.class_name,
-            }
-            for key, build in wanted.items()
-            if key not in stored
-        ]
-        if new:
-            await connection.execute(builds.insert(), new)
-            changes.builds_created += len(new)
-        for key, build in wanted.items():
-            row = stored.get(key)
-            if row is not None and (row.name, row.class_name) != (build.name, build.class_name):
-                await connection.execute(
-                    update(builds)
-                    .where(builds.c.id == row.id)
-                    .values(name=build.name, class_name=build.class_name)
-                )
-                changes.builds_updated += 1
-        if not new:
-            return {key: row.id for key, row in stored.items() if key in wanted}
-        ids = await connection.execute(
-            select(builds.c.id, builds.c.planner_id, builds.c.profile_index).where(
-                builds.c.guide_id == guide_id
-            )
-        )
-        # Only the wanted builds: a kept planner's usages must not be diffed away.
-        return {
-            (row.planner_id, row.profile_index): row.id
-            for row in ids
-            if (row.planner_id, row.profile_index) in wanted
-        }
-
-    @staticmethod
-    async def _sync_usages(
-        connection: AsyncConnection,
-        build_ids: Mapping[tuple[str, int], int],
-        wanted_builds: Mapping[tuple[str, int], BuildRecord],
-        changes: GuideChanges,
-    ) -> None:
-        """Diff all usages of the guide's builds in one read, one delete and one insert."""
-        rows = await connection.execute(
-            select(
-                item_usages.c.id,
-                item_usages.c.build_id,
-                item_usages.c.item_id,
-                item_usages.c.slot,
-                item_usages.c.context,
-            ).where(item_usages.c.build_id.in_(list(build_ids.values())))
-        )
-        stored = {(row.build_id, row.item_id, row.slot, row.context): row.id for row in rows}
-        wanted = {
-            (build_ids[key], usage.item_id, usage.slot, usage.context)
-            for key, build in wanted_builds.items()
-            for usage in build.usages
-        }
-        gone = [usage_id for key, usage_id in stored.items() if key not in wanted]
-        if gone:
-            await connection.execute(delete(item_usages).where(item_usages.c.id.in_(gone)))
-            changes.usages_removed += len(gone)
-        new = sorted(key for key in wanted if key not in stored)
-        if new:
-            await connection.execute(
-                item_usages.insert(),
-                [
-                    {"build_id": build_id, "item_id": item_id, "slot": slot, "context": context}
-                    for build_id, item_id, slot, context in new
-                ],
-            )
-            changes.usages_created += len(new)

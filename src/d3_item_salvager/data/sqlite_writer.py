@@ -1,9 +1,9 @@
-"""Guide writes for a SQLite index, on a thread that owns a sqlite3 connection, in group commits.
+"""Guide writes for a SQLite file index, on a thread that owns a connection, in group commits.
 
-SQLite has one writer, so the sync's guide writes are serialised anyway. Through SQLAlchemy Core
-over aiosqlite each guide cost ~12 ms of CPU on the event-loop thread (statement compilation,
-parameter processing, a thread hand-off per statement); the same statements on a plain sqlite3
-connection, run on a dedicated thread, cost a quarter of that and leave the loop free.
+SQLite has one writer, so the sync's guide writes are serialised anyway. Through SQLAlchemy over
+aiosqlite each guide cost ~12 ms of CPU on the event-loop thread (parameter processing, result
+wrapping and a thread hand-off per statement, all on the loop); the same Core statements on a
+synchronous SQLAlchemy connection (pysqlite), run on a dedicated thread, leave the loop free.
 
 Group commit: guides that queue while a write is under way are written together, in one
 transaction with a savepoint each, by one thread call. A sync at concurrency 16 spent most of
@@ -12,33 +12,37 @@ share (the item index, mostly) to the WAL once instead of once per guide, and sa
 hand-off and a BEGIN/COMMIT per guide. Nothing waits to fill a group: a write that finds the
 writer idle starts at once.
 
-Semantics are those of `IndexRepository.write_guide` (PostgreSQL keeps that path), guide by
-guide: a diff against what is stored (sqlite_guide_rows.py); the same `GuideChanges` counts; a
-guide's write succeeds only once the transaction holding it has committed; a guide that fails
-rolls back to its savepoint alone and gets its own `IndexDatabaseError`, the others are written.
-The connection gets the pragmas every index connection has (busy timeout, WAL, foreign keys).
+Semantics are those of `IndexRepository.write_guide`, guide by guide, with the same code: the
+diff of guide_rows.py, which PostgreSQL runs too; the same `GuideChanges` counts; a guide's write
+succeeds only once the transaction holding it has committed; a guide that fails rolls back to
+its savepoint alone and gets its own `IndexDatabaseError`, the others are written. The
+connection gets the pragmas every index connection has (busy timeout, WAL, foreign keys).
 """
 
 from __future__ import annotations
 
 import asyncio
-import sqlite3
 import time
 from collections.abc import AsyncIterator, Collection, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy.exc import DBAPIError
+from sqlalchemy.pool import NullPool
 
 from d3_item_salvager.data.dialects import switch_to_wal
-from d3_item_salvager.data.repository import GuideChanges
-from d3_item_salvager.data.sqlite_guide_rows import (
+from d3_item_salvager.data.guide_rows import (
+    GuideChanges,
     GuidePayload,
     ItemRow,
     guide_payload,
     write_guide_rows,
 )
-from d3_item_salvager.errors import IndexDatabaseError, IndexLockedError
+from d3_item_salvager.data.repository import database_error
+from d3_item_salvager.errors import IndexDatabaseError
 from d3_item_salvager.maxroll.models import BuildRecord, CatalogItem, GuideRecord
 
 if TYPE_CHECKING:
@@ -75,8 +79,9 @@ class SqliteGuideWriter:
         self._busy_timeout_seconds = busy_timeout_seconds
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="index-writer")
         # Opened in the writer thread on first use (sqlite3 connections stay on their thread),
-        # after the engine has ensured the schema.
-        self._connection: sqlite3.Connection | None = None
+        # after the index engine has ensured the schema.
+        self._engine: Engine | None = None
+        self._connection: Connection | None = None
         # Item rows known to be stored as they are, so guides using them skip reading them
         # back; touched in the writer thread only. Valid while no other connection commits:
         # SQLite's data_version says when one did (see _begin).
@@ -162,34 +167,51 @@ class SqliteGuideWriter:
 
     # In the writer thread
 
-    def _connect(self) -> sqlite3.Connection:
+    def _connect(self) -> Connection:
         if self._connection is None:
-            # isolation_level=None: transactions are begun and ended explicitly below.
-            connection = sqlite3.connect(
-                self._path, timeout=self._busy_timeout_seconds, isolation_level=None
-            )
-            connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_seconds * 1000)}")
-            # A new file: waits for another process switching it too (see switch_to_wal).
-            switch_to_wal(connection, self._busy_timeout_seconds, time.sleep)
-            connection.execute("PRAGMA foreign_keys = ON")
-            connection.execute("PRAGMA synchronous = NORMAL")
-            # A guide's multi-row statements need a statement journal; past 64 kB it spills to a
-            # new temporary file, and creating a file costs more CPU than the guide's writes.
-            connection.execute("PRAGMA temp_store = MEMORY")
-            connection.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
-            # Guide writes are serialised, so their wall time bounds a sync. Each guide's usages
-            # land on ~100 pages of the item index; with the default checkpoint every 1,000
-            # WAL pages (every ~9 guides) those pages were copied back and synced over and
-            # over: a 1,000-guide sync at concurrency 16 spent 29-31 ms per write, against
-            # 18 ms with a checkpoint every 10,000 pages (a WAL of up to 40 MB while syncing).
-            connection.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
-            self._connection = connection
+            if self._engine is None:
+                # NullPool: the writer holds its one connection itself, and closing it closes it.
+                # AUTOCOMMIT (SQLAlchemy's driver-level mode for pysqlite) leaves transactions to
+                # the statements _try_group sends: BEGIN IMMEDIATE, a savepoint per guide,
+                # COMMIT. SQLAlchemy's own recipe for that (a "begin" event emitting BEGIN) makes
+                # it dispatch connection events around every statement; begin_nested() names
+                # each savepoint anew, so its statements were compiled again for every guide.
+                engine = create_engine(
+                    f"sqlite:///{self._path}",
+                    poolclass=NullPool,
+                    connect_args={"timeout": self._busy_timeout_seconds},
+                    isolation_level="AUTOCOMMIT",
+                )
+                event.listen(engine, "connect", self._on_connect)
+                self._engine = engine
+            self._connection = self._engine.connect()
         return self._connection
+
+    def _on_connect(self, dbapi_connection: Any, _record: Any) -> None:
+        """The writer connection's settings, set once when it opens."""
+        dbapi_connection.execute(f"PRAGMA busy_timeout = {int(self._busy_timeout_seconds * 1000)}")
+        # A new file: waits for another process switching it too (see switch_to_wal).
+        switch_to_wal(dbapi_connection, self._busy_timeout_seconds, time.sleep)
+        dbapi_connection.execute("PRAGMA foreign_keys = ON")
+        dbapi_connection.execute("PRAGMA synchronous = NORMAL")
+        # A guide's multi-row statements need a statement journal; past 64 kB it spills to a
+        # new temporary file, and creating a file costs more CPU than the guide's writes.
+        dbapi_connection.execute("PRAGMA temp_store = MEMORY")
+        dbapi_connection.execute(f"PRAGMA cache_size = -{WRITER_CACHE_KIB}")
+        # Guide writes are serialised, so their wall time bounds a sync. Each guide's usages
+        # land on ~100 pages of the item index; with the default checkpoint every 1,000
+        # WAL pages (every ~9 guides) those pages were copied back and synced over and
+        # over: a 1,000-guide sync at concurrency 16 spent 29-31 ms per write, against
+        # 18 ms with a checkpoint every 10,000 pages (a WAL of up to 40 MB while syncing).
+        dbapi_connection.execute(f"PRAGMA wal_autocheckpoint = {WAL_CHECKPOINT_PAGES}")
 
     def _close(self) -> None:
         if self._connection is not None:
             self._connection.close()
             self._connection = None
+        if self._engine is not None:
+            self._engine.dispose()
+            self._engine = None
         self._forget_items()
 
     def _forget_items(self, item_ids: Iterable[str] | None = None) -> None:
@@ -201,7 +223,7 @@ class SqliteGuideWriter:
         for item_id in item_ids:
             self._known_items.pop(item_id, None)
 
-    def _begin(self, connection: sqlite3.Connection) -> None:
+    def _begin(self, connection: Connection) -> None:
         """Take the write lock; forget the known items if another connection committed since.
 
         data_version changes when another connection (the SQLAlchemy engine, another process)
@@ -209,8 +231,8 @@ class SqliteGuideWriter:
         not change it. Under the write lock nothing else commits until this transaction ends.
         """
         # IMMEDIATE: take the write lock now (waiting up to the busy timeout), not halfway.
-        connection.execute("BEGIN IMMEDIATE")
-        (version,) = connection.execute("PRAGMA data_version").fetchone()
+        connection.exec_driver_sql("BEGIN IMMEDIATE")
+        version = connection.exec_driver_sql("PRAGMA data_version").scalar_one()
         if version != self._data_version or len(self._known_items) > MAX_KNOWN_ITEMS:
             self._forget_items()
             self._data_version = version
@@ -236,9 +258,9 @@ class SqliteGuideWriter:
     ) -> list[int]:
         """One transaction over `pending`; returns the guides to write again (it was lost)."""
 
-        def fail(indexes: Iterable[int], exc: sqlite3.Error) -> None:
+        def fail(indexes: Iterable[int], exc: DBAPIError) -> None:
             for index in indexes:
-                outcomes[index] = _database_error(f"writing guide {payloads[index].url}", exc)
+                outcomes[index] = database_error(f"writing guide {payloads[index].url}", exc)
 
         written: dict[int, GuideChanges] = {}
         # Ids of the item rows this transaction's guides stored, taken as known at once (the
@@ -249,29 +271,29 @@ class SqliteGuideWriter:
             self._begin(connection)
             self.transactions += 1
             for index in pending:
-                connection.execute("SAVEPOINT guide")
+                connection.exec_driver_sql("SAVEPOINT guide")
                 try:
                     written[index], stored_items = write_guide_rows(
                         connection, payloads[index], self._known_items
                     )
-                except sqlite3.Error as exc:
+                except DBAPIError as exc:
                     fail([index], exc)
-                    if not connection.in_transaction:
+                    if not _sqlite_in_transaction(connection):
                         # SQLite rolled the whole transaction back: the others go again.
                         self._forget_items(touched)
                         return [i for i in pending if i not in outcomes]
                     # Its rows are rolled back; the known ones it did not store stay true.
-                    connection.execute("ROLLBACK TO guide")
+                    connection.exec_driver_sql("ROLLBACK TO guide")
                 else:
                     self._known_items.update(stored_items)
                     touched.update(stored_items)
-                connection.execute("RELEASE guide")
-            connection.execute("COMMIT")
+                connection.exec_driver_sql("RELEASE guide")
+            connection.exec_driver_sql("COMMIT")
         except BaseException as exc:
             self._forget_items(touched)
-            if self._connection is not None and self._connection.in_transaction:
-                self._connection.execute("ROLLBACK")
-            if not isinstance(exc, sqlite3.Error):
+            if self._connection is not None and _sqlite_in_transaction(self._connection):
+                self._connection.exec_driver_sql("ROLLBACK")
+            if not isinstance(exc, DBAPIError):
                 raise
             # BEGIN, a savepoint or COMMIT failed: every guide not yet failed fails with it.
             fail([i for i in pending if i not in outcomes], exc)
@@ -280,12 +302,10 @@ class SqliteGuideWriter:
         return []
 
 
-def _database_error(action: str, exc: sqlite3.Error) -> IndexDatabaseError:
-    """As repository.database_error: a lock held past the busy timeout is transient."""
-    text = str(exc)
-    if "database is locked" in text or "database table is locked" in text:
-        return IndexLockedError(f"{action} failed: the index is locked by another writer ({text})")
-    return IndexDatabaseError(f"{action} failed: {text}")
+def _sqlite_in_transaction(connection: Connection) -> bool:
+    """Whether SQLite still holds the transaction open (some errors roll all of it back)."""
+    dbapi_connection = connection.connection.dbapi_connection
+    return dbapi_connection is not None and bool(dbapi_connection.in_transaction)
 
 
 async def sqlite_guide_writer_resource(

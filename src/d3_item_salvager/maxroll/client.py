@@ -1,9 +1,12 @@
 """The Maxroll HTTP client: search, guide pages, planner profiles and item data.
 
 Every request goes through one shared `httpx.AsyncClient`, at most `max_concurrency` at a time.
-Transient failures (timeouts, connection errors, 429, 5xx) are retried with jittered exponential
-backoff that honours Retry-After; permanent ones raise at once. No httpx exception leaves this
-module: callers see `FetchError` and its subclasses, each naming the URL.
+Transient failures (timeouts, connection errors, 408, 429, 5xx) are retried with jittered
+exponential backoff that honours Retry-After; permanent ones raise at once. Every attempt, the
+first and each retry, is counted in `stats.requests`, each retry in `stats.retries`: the transport
+under the client (httpx's own) re-sends nothing by itself. No exception of httpx or the libraries
+under it leaves this module: callers see `FetchError` and its subclasses, each naming the URL, and
+a failure below HTTP also names the host and port it could not reach.
 """
 
 from __future__ import annotations
@@ -247,11 +250,17 @@ class MaxrollClient:
             finally:
                 await response.aclose()
         except httpx.TimeoutException as exc:
-            raise TransientFetchError(url, f"timed out ({type(exc).__name__})") from None
+            raise TransientFetchError(
+                url, f"timed out waiting for {_target(url)} {_cause(exc)}"
+            ) from None
         except httpx.TransportError as exc:
-            raise TransientFetchError(url, f"connection failed ({type(exc).__name__})") from None
-        except httpx.HTTPError as exc:
-            raise FetchError(url, f"HTTP error ({type(exc).__name__})") from None
+            raise TransientFetchError(
+                url, f"connection to {_target(url)} failed {_cause(exc)}"
+            ) from None
+        except (httpx.HTTPError, httpx.InvalidURL) as exc:
+            # A body that does not decode (a broken gzip stream), a URL httpx refuses: retrying
+            # will not help.
+            raise FetchError(url, f"request to {_target(url)} failed {_cause(exc)}") from None
         validators = Validators(
             etag=response.headers.get("etag"),
             last_modified=response.headers.get("last-modified"),
@@ -273,7 +282,10 @@ class MaxrollClient:
         if status == 404:
             raise NotFoundError(url)
         reason = f"HTTP {status}"
-        if status == 429 or status >= 500:
+        # 408: the server gave up waiting for a request. On a kept-alive connection it may be
+        # the server's farewell to the idle connection, sent as our request went out; RFC 9110
+        # (section 15.5.9) lets the client repeat the request, and it is never the answer.
+        if status in (408, 429) or status >= 500:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             raise TransientFetchError(
                 url, reason, status_code=status, retry_after_seconds=retry_after
@@ -296,3 +308,19 @@ class MaxrollClient:
             chunks.append(chunk)
         self.stats.bytes_received += size
         return b"".join(chunks)
+
+
+
+def _target(url: str) -> str:
+    """`host:port` of a URL, the port spelled out even when it is the scheme's default."""
+    try:
+        parsed = httpx.URL(url)
+    except httpx.InvalidURL:
+        return "?"
+    return f"{parsed.host}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}"
+
+
+def _cause(error: Exception) -> str:
+    """`(ErrorType: message)` of a library's error, its message cut short."""
+    detail = str(error).strip()
+    return f"({type(error).__name__}: {detail[:200]})" if detail else f"({type(error).__name__})"

@@ -1,7 +1,11 @@
 """The one `httpx.AsyncClient` a process uses to talk to Maxroll.
 
-Its transport is `H11Transport` (transport.py): HTTP/1.1 on asyncio protocols with a keep-alive
-pool, which costs the event loop about half the CPU per request of httpx's default transport.
+Its transport is httpx's own (`httpx.AsyncHTTPTransport`, on httpcore): HTTP/1.1 keep-alive
+connections, at most `max_concurrency` open per origin, proxies from the environment
+(`HTTP_PROXY`, `HTTPS_PROXY`, `ALL_PROXY`, `NO_PROXY`) and a CA bundle named by `SSL_CERT_FILE`
+or `SSL_CERT_DIR`. httpcore retries nothing by default (its `retries` is 0: only connection
+attempts would be retried, and the client's retry policy is the one that decides and counts);
+nothing here changes that.
 """
 
 from __future__ import annotations
@@ -13,7 +17,6 @@ import httpx
 
 from d3_item_salvager import __version__
 from d3_item_salvager.config import MaxrollConfig
-from d3_item_salvager.maxroll.transport import H11Transport
 
 USER_AGENT = f"d3-item-salvager-workers/{__version__} (+https://github.com/d3-item-salvager)"
 
@@ -21,16 +24,22 @@ USER_AGENT = f"d3-item-salvager-workers/{__version__} (+https://github.com/d3-it
 def build_http_client(config: MaxrollConfig) -> httpx.AsyncClient:
     """A client with explicit timeouts and a connection pool sized for the concurrency cap."""
     # The client never has more than max_concurrency requests in flight, so it never needs more
-    # connections. One SSL context, made here: reading the CA bundle takes tens of milliseconds.
-    ssl_context = httpx.create_ssl_context(trust_env=False)
+    # connections. One SSL context, made here and shared by the direct and proxy transports:
+    # reading the CA bundle takes tens of milliseconds.
+    ssl_context = httpx.create_ssl_context(trust_env=True)
     return httpx.AsyncClient(
         timeout=httpx.Timeout(
             config.request_timeout_seconds, connect=config.connect_timeout_seconds
         ),
+        limits=httpx.Limits(
+            max_connections=config.max_concurrency,
+            max_keepalive_connections=config.max_concurrency,
+        ),
         headers={"user-agent": USER_AGENT},
+        verify=ssl_context,
         follow_redirects=False,
-        trust_env=False,
-        transport=H11Transport(ssl_context=ssl_context, max_connections=config.max_concurrency),
+        # Proxies from the environment; no `transport=` argument, which would turn them off.
+        trust_env=True,
     )
 
 

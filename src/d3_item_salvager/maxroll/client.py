@@ -248,6 +248,9 @@ class MaxrollClient:
                 self._raise_for_status(url, response)
                 body = await self._read_limited(url, response)
             finally:
+                # Error answers are closed unread: httpcore then closes their connection rather
+                # than keep it, so nothing a server sent behind one (a stray 408) is ever read
+                # as the answer to a later request (tests/maxroll/test_http_contracts.py).
                 await response.aclose()
         except httpx.TimeoutException as exc:
             raise TransientFetchError(
@@ -308,7 +311,6 @@ class MaxrollClient:
             chunks.append(chunk)
         self.stats.bytes_received += size
         return b"".join(chunks)
-
 
 
 def _target(url: str) -> str:

@@ -1,4 +1,4 @@
-"""Event-loop CPU per request of the Maxroll client's HTTP client, and of httpx2 when installed.
+"""Event-loop CPU per request of the Maxroll client's HTTP client (httpx2), and of httpx's.
 
 python -m benchmarks.http_transport [--requests 600] [--rounds 3]
 
@@ -7,24 +7,25 @@ at zero latency, at concurrency 1, 4 and 16, alternately in one run; the figure 
 thread's CPU time divided by the requests (the machine is shared: absolute figures are noisy,
 ratios within a round much less so).
 
-- httpx: `build_http_client` as the application builds it (httpx's own transport, httpcore).
-- httpx2: Pydantic's fork of httpx and httpcore (`pip install httpx2`; not a dependency of the
-  project, skipped when absent), with the same limits, timeouts and headers. Its pool does not
-  hand one idle connection to several waiting requests, which httpcore 1.0's does (each loser
-  then walks the pool again).
+- httpx2: `build_http_client` as the application builds it (Pydantic's fork of httpx, on
+  httpcore2, with its own transport).
+- httpx: encode's httpx on httpcore 1.0 (a test dependency), with the same limits, timeouts and
+  headers. Its pool hands one idle connection to several waiting requests, and each one that
+  loses walks the pool again: the cost grows with the concurrency.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib.util
 import statistics
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
+
+import httpx
 
 from benchmarks._common import config_for, realistic_site_options
 from benchmarks._server import fake_maxroll_process
@@ -49,18 +50,14 @@ async def loop_cpu_per_request(
     return (time.thread_time() - started) / len(urls)
 
 
-def httpx2_client(config: Any) -> Any:
-    """httpx2's client set up as `build_http_client` sets up httpx's; None when not installed."""
-    try:
-        import httpx2  # optional: imported only when installed
-    except ImportError:
-        return None
+def httpx_client(config: Any) -> httpx.AsyncClient:
+    """encode's httpx set up as `build_http_client` sets up httpx2."""
     maxroll = config.maxroll
-    return httpx2.AsyncClient(
-        timeout=httpx2.Timeout(
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(
             maxroll.request_timeout_seconds, connect=maxroll.connect_timeout_seconds
         ),
-        limits=httpx2.Limits(
+        limits=httpx.Limits(
             max_connections=maxroll.max_concurrency,
             max_keepalive_connections=maxroll.max_concurrency,
         ),
@@ -74,15 +71,14 @@ async def main(count: int, rounds: int) -> None:
     planners = [p for guide in build_site(**options).guides for p in guide.expected_planners()]
     with fake_maxroll_process(options, 0.0) as fake, tempfile.TemporaryDirectory() as folder:
         print(f"{count} GETs of planner profiles per figure, zero latency; loop CPU per request:")
-        if importlib.util.find_spec("httpx2") is None:
-            print("  (httpx2 is not installed: pip install httpx2 to compare it)")
         for concurrency in (1, 4, 16):
             config = config_for(fake.config_values, Path(folder), concurrency)
             base = config.maxroll.planner_profile_url
             urls = [planner_profile_url(base, planners[i % len(planners)]) for i in range(count)]
-            clients = {"httpx": build_http_client(config.maxroll), "httpx2": httpx2_client(config)}
-            if clients["httpx2"] is None:
-                del clients["httpx2"]
+            clients: dict[str, Any] = {
+                "httpx2 (as built)": build_http_client(config.maxroll),
+                "httpx": httpx_client(config),
+            }
             figures: dict[str, list[float]] = {name: [] for name in clients}
             try:
                 for _ in range(rounds):

@@ -2,7 +2,7 @@
 
 Each test runs a small asyncio server whose handler plays one server behaviour (a keep-alive
 server, one that hangs up, one that sends a stray "408", a proxy, TLS, ...) and counts what it
-received, then asks the `MaxrollClient` built as the application builds it (httpx's own
+received, then asks the `MaxrollClient` built as the application builds it (httpx2's own
 transport) and checks what the client promises: nothing is sent twice unless the client's
 retry policy decided it and counted it; failures are classified and name the host and port;
 only our error types leave the client; proxies from the environment and HTTPS work; the

@@ -1,10 +1,10 @@
 """The Maxroll HTTP client: search, guide pages, planner profiles and item data.
 
-Every request goes through one shared `httpx.AsyncClient`, at most `max_concurrency` at a time.
+Every request goes through one shared `httpx2.AsyncClient`, at most `max_concurrency` at a time.
 Transient failures (timeouts, connection errors, 408, 429, 5xx) are retried with jittered
 exponential backoff that honours Retry-After; permanent ones raise at once. Every attempt, the
 first and each retry, is counted in `stats.requests`, each retry in `stats.retries`: the transport
-under the client (httpx's own) re-sends nothing by itself. No exception of httpx or the libraries
+under the client (httpx2's own) re-sends nothing by itself. No exception of httpx2 or the libraries
 under it leaves this module: callers see `FetchError` and its subclasses, each naming the URL, and
 a failure below HTTP also names the host and port it could not reach.
 """
@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import anyio
-import httpx
+import httpx2
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -122,7 +122,7 @@ class MaxrollClient:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: httpx2.AsyncClient,
         config: MaxrollConfig,
         *,
         sleep: Sleep = anyio.sleep,
@@ -248,20 +248,20 @@ class MaxrollClient:
                 self._raise_for_status(url, response)
                 body = await self._read_limited(url, response)
             finally:
-                # Error answers are closed unread: httpcore then closes their connection rather
+                # Error answers are closed unread: httpcore2 then closes their connection rather
                 # than keep it, so nothing a server sent behind one (a stray 408) is ever read
                 # as the answer to a later request (tests/maxroll/test_http_contracts.py).
                 await response.aclose()
-        except httpx.TimeoutException as exc:
+        except httpx2.TimeoutException as exc:
             raise TransientFetchError(
                 url, f"timed out waiting for {_target(url)} {_cause(exc)}"
             ) from None
-        except httpx.TransportError as exc:
+        except httpx2.TransportError as exc:
             raise TransientFetchError(
                 url, f"connection to {_target(url)} failed {_cause(exc)}"
             ) from None
-        except (httpx.HTTPError, httpx.InvalidURL) as exc:
-            # A body that does not decode (a broken gzip stream), a URL httpx refuses: retrying
+        except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
+            # A body that does not decode (a broken gzip stream), a URL httpx2 refuses: retrying
             # will not help.
             raise FetchError(url, f"request to {_target(url)} failed {_cause(exc)}") from None
         validators = Validators(
@@ -278,7 +278,7 @@ class MaxrollClient:
             self._on_response(status)
 
     @staticmethod
-    def _raise_for_status(url: str, response: httpx.Response) -> None:
+    def _raise_for_status(url: str, response: httpx2.Response) -> None:
         status = response.status_code
         if status in (200, 304):
             return
@@ -297,7 +297,7 @@ class MaxrollClient:
             reason += f" redirect to {response.headers.get('location', '?')!r} (not followed)"
         raise FetchError(url, reason, status_code=status)
 
-    async def _read_limited(self, url: str, response: httpx.Response) -> bytes:
+    async def _read_limited(self, url: str, response: httpx2.Response) -> bytes:
         limit = self._config.max_response_bytes
         declared = response.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -316,8 +316,8 @@ class MaxrollClient:
 def _target(url: str) -> str:
     """`host:port` of a URL, the port spelled out even when it is the scheme's default."""
     try:
-        parsed = httpx.URL(url)
-    except httpx.InvalidURL:
+        parsed = httpx2.URL(url)
+    except httpx2.InvalidURL:
         return "?"
     return f"{parsed.host}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}"
 

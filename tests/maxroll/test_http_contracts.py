@@ -178,7 +178,7 @@ async def test_a_request_the_server_hangs_up_on_is_repeated_only_by_the_retry_po
 
 async def test_a_connection_attempt_is_never_repeated_below_the_client(tmp_path: Path) -> None:
     """A connection that fails (the server hangs up during the TLS handshake) is tried once per
-    attempt of the client's policy: httpcore's own connection retries stay off."""
+    attempt of the client's policy: the transport's own connection retries stay off."""
 
     async def hang_up(server: Server, reader: Reader, writer: Writer) -> None:
         return  # before the handshake: the client's TLS hello meets the end of the stream
@@ -201,10 +201,10 @@ async def test_a_connection_attempt_is_never_repeated_below_the_client(tmp_path:
 async def test_a_stale_408_is_retried_and_never_taken_as_an_answer(
     tmp_path: Path, when: str
 ) -> None:
-    """A server may say "408 Request Timeout" on a kept-alive connection as it gives up on it
-    (RFC 9110 lets the client repeat the request): while the connection is idle, as the answer
-    to the request that arrived just then, or glued behind an answer. The client retries (and
-    counts) when it read the 408, and every document it returns is the one it asked for."""
+    """A "408 Request Timeout" a server sends as it gives up on a kept-alive connection (while
+    idle, as the answer to the request that arrived just then, or glued behind an answer) is
+    retried and counted when the client read it (RFC 9110 lets it repeat the request), and every
+    document the client returns is the one it asked for."""
     stray = b"HTTP/1.1 408 Request Timeout\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
     if when == "behind an answer, kept open":  # a server that forgot to say it closes
         stray = stray.replace(b"Connection: close\r\n", b"")
@@ -378,7 +378,7 @@ async def test_no_library_exception_leaves_the_client_on_tls_mismatches(tmp_path
 @pytest.mark.parametrize("framing", ["declared", "chunked", "gzip"])
 async def test_the_size_cap_holds_however_the_body_is_framed(tmp_path: Path, framing: str) -> None:
     """A body over max_response_bytes fails for good, whether its length is declared, unknown
-    (chunked) or only known once decompressed; the connection then serves the next request."""
+    (chunked) or only known once decompressed, and the next request is still served."""
     big = b"x" * 5000
 
     async def large_then_small(server: Server, reader: Reader, writer: Writer) -> None:

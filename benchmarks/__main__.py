@@ -10,6 +10,7 @@ SCRIPTS = (
     "benchmarks.write_floor",
     "benchmarks.parsers",
     "benchmarks.http_transport",
+    "benchmarks.document_cache",
     "benchmarks.scheduler",
     "benchmarks.startup",
     "benchmarks.reliability",

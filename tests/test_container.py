@@ -7,7 +7,7 @@ import warnings
 from pathlib import Path
 
 import anyio
-import httpx
+import httpx2
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncEngine
 
@@ -22,7 +22,7 @@ async def test_resources_open_and_close_without_warnings(tmp_path: Path) -> None
         async with open_container(make_config(tmp_path)) as container:
             client = await resolve(container.http_client)
             engine = await resolve(container.index_engine)
-            assert isinstance(client, httpx.AsyncClient)
+            assert isinstance(client, httpx2.AsyncClient)
             assert isinstance(engine, AsyncEngine)
             assert client.headers["user-agent"].startswith("d3-item-salvager-workers/")
             async with engine.connect() as connection:

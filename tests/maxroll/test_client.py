@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
-import httpx
+import httpx2
 import pytest
 from tenacity import AsyncRetrying
 
@@ -234,11 +234,11 @@ async def test_concurrency_is_capped(tmp_path: Path, fake_maxroll: FakeMaxroll) 
 async def test_redirects_are_not_followed() -> None:
     """A 3xx is a permanent error naming the target, never followed to another host."""
 
-    def handler(request: httpx.Request) -> httpx.Response:
-        return httpx.Response(302, headers={"location": "https://evil.example/"})
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(302, headers={"location": "https://evil.example/"})
 
     config = make_config(Path("/nonexistent"), maxroll={"bearer_token": "t"})
-    async with httpx.AsyncClient(transport=httpx.MockTransport(handler)) as http:
+    async with httpx2.AsyncClient(transport=httpx2.MockTransport(handler)) as http:
         client = MaxrollClient(http, config.maxroll)
         with pytest.raises(FetchError, match="redirect to 'https://evil.example/'"):
             await client.item_data()

@@ -1,9 +1,12 @@
 """The Maxroll HTTP client: search, guide pages, planner profiles and item data.
 
-Every request goes through one shared `httpx.AsyncClient`, at most `max_concurrency` at a time.
-Transient failures (timeouts, connection errors, 429, 5xx) are retried with jittered exponential
-backoff that honours Retry-After; permanent ones raise at once. No httpx exception leaves this
-module: callers see `FetchError` and its subclasses, each naming the URL.
+Every request goes through one shared `httpx2.AsyncClient`, at most `max_concurrency` at a time.
+Transient failures (timeouts, connection errors, 408, 429, 5xx) are retried with jittered
+exponential backoff that honours Retry-After; permanent ones raise at once. Every attempt, the
+first and each retry, is counted in `stats.requests`, each retry in `stats.retries`: the transport
+under the client (httpx2's own) re-sends nothing by itself. No exception of httpx2 or the libraries
+under it leaves this module: callers see `FetchError` and its subclasses, each naming the URL, and
+a failure below HTTP also names the host and port it could not reach.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import anyio
-import httpx
+import httpx2
 from tenacity import (
     AsyncRetrying,
     RetryCallState,
@@ -119,7 +122,7 @@ class MaxrollClient:
 
     def __init__(
         self,
-        http: httpx.AsyncClient,
+        http: httpx2.AsyncClient,
         config: MaxrollConfig,
         *,
         sleep: Sleep = anyio.sleep,
@@ -245,13 +248,22 @@ class MaxrollClient:
                 self._raise_for_status(url, response)
                 body = await self._read_limited(url, response)
             finally:
+                # Error answers are closed unread: httpcore2 then closes their connection rather
+                # than keep it, so nothing a server sent behind one (a stray 408) is ever read
+                # as the answer to a later request (tests/maxroll/test_http_contracts.py).
                 await response.aclose()
-        except httpx.TimeoutException as exc:
-            raise TransientFetchError(url, f"timed out ({type(exc).__name__})") from None
-        except httpx.TransportError as exc:
-            raise TransientFetchError(url, f"connection failed ({type(exc).__name__})") from None
-        except httpx.HTTPError as exc:
-            raise FetchError(url, f"HTTP error ({type(exc).__name__})") from None
+        except httpx2.TimeoutException as exc:
+            raise TransientFetchError(
+                url, f"timed out waiting for {_target(url)} {_cause(exc)}"
+            ) from None
+        except httpx2.TransportError as exc:
+            raise TransientFetchError(
+                url, f"connection to {_target(url)} failed {_cause(exc)}"
+            ) from None
+        except (httpx2.HTTPError, httpx2.InvalidURL) as exc:
+            # A body that does not decode (a broken gzip stream), a URL httpx2 refuses: retrying
+            # will not help.
+            raise FetchError(url, f"request to {_target(url)} failed {_cause(exc)}") from None
         validators = Validators(
             etag=response.headers.get("etag"),
             last_modified=response.headers.get("last-modified"),
@@ -266,14 +278,17 @@ class MaxrollClient:
             self._on_response(status)
 
     @staticmethod
-    def _raise_for_status(url: str, response: httpx.Response) -> None:
+    def _raise_for_status(url: str, response: httpx2.Response) -> None:
         status = response.status_code
         if status in (200, 304):
             return
         if status == 404:
             raise NotFoundError(url)
         reason = f"HTTP {status}"
-        if status == 429 or status >= 500:
+        # 408: the server gave up waiting for a request. On a kept-alive connection it may be
+        # the server's farewell to the idle connection, sent as our request went out; RFC 9110
+        # (section 15.5.9) lets the client repeat the request, and it is never the answer.
+        if status in (408, 429) or status >= 500:
             retry_after = parse_retry_after(response.headers.get("retry-after"))
             raise TransientFetchError(
                 url, reason, status_code=status, retry_after_seconds=retry_after
@@ -282,7 +297,7 @@ class MaxrollClient:
             reason += f" redirect to {response.headers.get('location', '?')!r} (not followed)"
         raise FetchError(url, reason, status_code=status)
 
-    async def _read_limited(self, url: str, response: httpx.Response) -> bytes:
+    async def _read_limited(self, url: str, response: httpx2.Response) -> bytes:
         limit = self._config.max_response_bytes
         declared = response.headers.get("content-length")
         if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -296,3 +311,18 @@ class MaxrollClient:
             chunks.append(chunk)
         self.stats.bytes_received += size
         return b"".join(chunks)
+
+
+def _target(url: str) -> str:
+    """`host:port` of a URL, the port spelled out even when it is the scheme's default."""
+    try:
+        parsed = httpx2.URL(url)
+    except httpx2.InvalidURL:
+        return "?"
+    return f"{parsed.host}:{parsed.port or (443 if parsed.scheme == 'https' else 80)}"
+
+
+def _cause(error: Exception) -> str:
+    """`(ErrorType: message)` of a library's error, its message cut short."""
+    detail = str(error).strip()
+    return f"({type(error).__name__}: {detail[:200]})" if detail else f"({type(error).__name__})"

@@ -287,63 +287,8 @@ def register_jobs(
     if not scheduler.running:
         start_paused(scheduler)
     report = RegistrationReport()
-    grace = config.scheduler.misfire_grace_seconds
-    task = STORED_ENTRY
     for job_id, job in jobs.settings(config).items():
-        entry = {"job_id": job_id}
-        existing = scheduler.get_job(job_id)
-        if not job.enabled:
-            for stored_id in (job_id, retry_job_id(job_id)):
-                if scheduler.get_job(stored_id) is not None:
-                    scheduler.remove_job(stored_id)
-            if existing is not None:
-                report.removed.append(job_id)
-                report.changes.append(f"{job_id}: disabled, removed from the job store")
-            continue
-        trigger = _job_trigger(config, job)
-        if existing is None:
-            # A job new to this store (a fresh install, or just enabled) runs at once when so
-            # configured, rather than one whole interval later; restarts keep the stored time.
-            first_run = (
-                {"next_run_time": datetime.now(UTC)}
-                if config.scheduler.run_new_jobs_at_once
-                else {}
-            )
-            scheduler.add_job(
-                task,
-                trigger,
-                id=job_id,
-                name=job_id,
-                kwargs=entry,
-                replace_existing=True,
-                **first_run,
-            )
-            report.added.append(job_id)
-        elif (existing.func_ref, existing.kwargs) != (task, entry) or not _same_trigger(
-            existing.trigger, trigger
-        ):
-            report.changes.append(
-                f"{job_id}: {_with_jitter(existing.trigger)} -> {_with_jitter(trigger)}"
-                if existing.func_ref == task
-                else f"{job_id}: task {existing.func_ref} -> {task}"
-            )
-            scheduler.remove_job(job_id)
-            scheduler.add_job(task, trigger, id=job_id, name=job_id, kwargs=entry)
-            report.rescheduled.append(job_id)
-        else:
-            if (existing.misfire_grace_time, existing.coalesce, existing.max_instances) != (
-                grace,
-                True,
-                1,
-            ):
-                report.changes.append(
-                    f"{job_id}: misfire grace {existing.misfire_grace_time}s -> {grace}s"
-                )
-                # modify_job keeps next_run_time; only the run policy changes.
-                scheduler.modify_job(
-                    job_id, misfire_grace_time=grace, coalesce=True, max_instances=1
-                )
-            report.unchanged.append(job_id)
+        _reconcile(scheduler, config, job_id, job, report)
     built = _built.get(scheduler)
     if built is not None:  # a paused job stays paused, however it was registered
         report.paused = keep_paused(scheduler, built.engine)
@@ -360,6 +305,57 @@ def register_jobs(
         },
     )
     return report
+
+
+def _reconcile(
+    scheduler: AsyncIOScheduler,
+    config: AppConfig,
+    job_id: str,
+    job: JobConfig,
+    report: RegistrationReport,
+) -> None:
+    """Bring one job's stored entry in line with its settings; note what changed in `report`."""
+    entry = {"job_id": job_id}
+    existing = scheduler.get_job(job_id)
+    if not job.enabled:
+        for stored_id in (job_id, retry_job_id(job_id)):
+            if scheduler.get_job(stored_id) is not None:
+                scheduler.remove_job(stored_id)
+        if existing is not None:
+            report.removed.append(job_id)
+            report.changes.append(f"{job_id}: disabled, removed from the job store")
+        return
+    trigger = _job_trigger(config, job)
+    if existing is None:
+        # A job new to this store (a fresh install, or just enabled) runs at once when so
+        # configured, rather than one whole interval later; restarts keep the stored time.
+        first_run = (
+            {"next_run_time": datetime.now(UTC)} if config.scheduler.run_new_jobs_at_once else {}
+        )
+        scheduler.add_job(
+            STORED_ENTRY, trigger, id=job_id, name=job_id, kwargs=entry, replace_existing=True,
+            **first_run,
+        )  # fmt: skip
+        report.added.append(job_id)
+        return
+    if (existing.func_ref, existing.kwargs) != (STORED_ENTRY, entry) or not _same_trigger(
+        existing.trigger, trigger
+    ):
+        report.changes.append(
+            f"{job_id}: {_with_jitter(existing.trigger)} -> {_with_jitter(trigger)}"
+            if existing.func_ref == STORED_ENTRY
+            else f"{job_id}: task {existing.func_ref} -> {STORED_ENTRY}"
+        )
+        scheduler.remove_job(job_id)
+        scheduler.add_job(STORED_ENTRY, trigger, id=job_id, name=job_id, kwargs=entry)
+        report.rescheduled.append(job_id)
+        return
+    grace = config.scheduler.misfire_grace_seconds
+    if (existing.misfire_grace_time, existing.coalesce, existing.max_instances) != (grace, True, 1):
+        report.changes.append(f"{job_id}: misfire grace {existing.misfire_grace_time}s -> {grace}s")
+        # modify_job keeps next_run_time; only the run policy changes.
+        scheduler.modify_job(job_id, misfire_grace_time=grace, coalesce=True, max_instances=1)
+    report.unchanged.append(job_id)
 
 
 def drop_retries(scheduler: AsyncIOScheduler) -> list[str]:

@@ -6,11 +6,17 @@ Memory is measured with tracemalloc over the last 700 runs: Python objects that 
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import json
 import logging
+import sys
 import threading
 import tracemalloc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import psutil
@@ -20,6 +26,7 @@ from d3_item_salvager.logging_setup import LOGGER_NAME
 from d3_item_salvager.workers.runs import RunEvent, RunFinished
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from tests.conftest import make_config, with_interval_seconds
+from tests.processes import child_env
 
 RUNS = 1000
 WARM_UP = 300  # connection pools and the worker-thread pool fill up first
@@ -100,3 +107,65 @@ async def test_thousand_scheduled_runs_leave_resources_flat(
 def traced() -> int:
     gc.collect()
     return tracemalloc.get_traced_memory()[0]
+
+
+# The fake Maxroll in a process of its own: it builds data.json anew for every request (~6 MB of
+# allocations), which tracemalloc would count against the runs if it served from this process.
+FAKE_PROCESS = """
+import json, sys
+from d3_item_salvager.testing.fake_maxroll import serve
+from d3_item_salvager.testing.fake_site import build_site
+with serve(build_site(data_padding_bytes=int(sys.argv[1]))) as fake:
+    print(json.dumps(fake.config_values()), flush=True)
+    sys.stdin.read()
+    print(json.dumps([[r.path, r.status] for r in fake.requests]), flush=True)
+"""
+
+
+@asynccontextmanager
+async def fake_maxroll_process(padding: int) -> AsyncIterator[tuple[dict[str, Any], list[Any]]]:
+    """Yields the fake's config values, and a list that holds its requests once it stopped."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", FAKE_PROCESS, str(padding), env=child_env(),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdin is not None
+    assert process.stdout is not None
+    requests: list[Any] = []
+    try:
+        with anyio.fail_after(60):
+            values = json.loads(await process.stdout.readline())
+        yield values, requests
+        process.stdin.close()
+        with anyio.fail_after(60):
+            requests.extend(json.loads(await process.stdout.readline()))
+    finally:
+        if not process.stdin.is_closing():
+            process.stdin.close()
+        with anyio.fail_after(60):
+            await process.wait()
+
+
+async def test_unchanged_item_data_is_neither_read_back_nor_parsed_again(tmp_path: Path) -> None:
+    """While data.json is unchanged, runs of refresh_cache (answered 304) and scrape_guides (cache
+    fresh) allocate no copy of it: the catalog parsed once is reused by its cached version.
+
+    Reading the 2 MB back and parsing it again on every run left megabytes in each worker
+    thread's allocator: the RSS steps of a soak at 1-second intervals (benchmarks/soak.py).
+    """
+    padding = 2_000_000
+    async with fake_maxroll_process(padding) as (values, requests):
+        config = make_config(tmp_path, maxroll=values)
+        async with WorkerRuntime(config, run_scheduler=False) as runtime:
+            for job in ("refresh_cache", "scrape_guides"):  # downloaded and parsed once
+                assert (await runtime.run_job(job)).outcome == "success"
+            tracemalloc.start()
+            try:
+                for _ in range(2):
+                    for job in ("refresh_cache", "scrape_guides"):
+                        assert (await runtime.run_job(job)).outcome == "success"
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+    assert requests.count(["/d3planner/data.json", 304]) == 2  # the refreshes revalidated it
+    assert peak < padding // 4, f"{peak} bytes allocated at the peak"

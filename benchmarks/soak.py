@@ -1,11 +1,11 @@
 """Soak: thousands of scheduled runs in one process, and the memory they leave behind.
 
 python -m benchmarks.soak [--runs 3000] [--interval 1] [--warm-up 300] [--jobs builtin|cheap|all]
-                          [--tracemalloc] [--guides 5]
+                          [--tracemalloc] [--guides 5] [--default-malloc]
 
-Runs a `WorkerRuntime` as `run-scheduler` does (its logging to a file, `freeze_gc=True`, a real
-SQLite job store and index) with every job at `--interval` seconds, against the fake Maxroll in a
-child process (so the fake's own request log is not counted). `builtin`: the three built-in jobs;
+Runs a `WorkerRuntime` as `run-scheduler` does (its logging to a file, `freeze_gc=True`, glibc's
+malloc arenas capped unless `--default-malloc`, a real SQLite job store and index) with every
+job at `--interval` seconds, against the fake Maxroll in a child process (so the fake's own request log is not counted). `builtin`: the three built-in jobs;
 `cheap`: a host-app job (`extra_jobs`) that does nothing, with the built-in ones disabled; `all`:
 both. RSS is sampled every `--runs / 20` runs; the figure is the least-squares slope of RSS
 over the runs after `--warm-up`, in kB per run, and the largest step between two samples.
@@ -40,6 +40,7 @@ from d3_item_salvager.logging_setup import configure_app_logging
 from d3_item_salvager.workers import JobContext, JobSpec
 from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
 from d3_item_salvager.workers.runtime import WorkerRuntime
+from d3_item_salvager.workers.startup import MALLOC_ARENAS, limit_malloc_arenas
 
 CHEAP_JOB = "soak_noop"
 
@@ -78,6 +79,40 @@ def _sqlite_memory() -> Any:
 sqlite_memory = _sqlite_memory()
 
 
+class _MallInfo2(ctypes.Structure):
+    _fields_ = [
+        (name, ctypes.c_size_t)
+        for name in (
+            "arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks",
+            "fordblks", "keepcost",
+        )
+    ]  # fmt: skip
+
+
+def _malloc_info() -> Any:
+    """glibc's `mallinfo2` (bytes in use and free in its heaps), when available (glibc 2.33+)."""
+    try:
+        function = ctypes.CDLL(None).mallinfo2
+    except (OSError, AttributeError):
+        return None
+    function.restype = _MallInfo2
+    return function
+
+
+malloc_info = _malloc_info()
+
+
+def heap_figures() -> str:
+    """SQLite's memory, and glibc's heap bytes in use and held free (what fragmentation keeps)."""
+    sqlite = sqlite_memory() / 2**20 if sqlite_memory is not None else float("nan")
+    figures = f"SQLite {sqlite:5.1f} MB"
+    if malloc_info is not None:
+        info = malloc_info()
+        used, free = info.uordblks + info.hblkhd, info.fordblks
+        figures += f"  malloc used {used / 2**20:6.1f} MB, free {free / 2**20:5.1f} MB"
+    return figures
+
+
 def rss_kb() -> float:
     gc.collect()
     return float(psutil.Process().memory_info().rss) / 1024
@@ -113,10 +148,9 @@ async def soak(
                 before = tracemalloc.take_snapshot()
             samples.append((finished(), rss_kb()))
             traced = tracemalloc.get_traced_memory()[0] / 2**20 if tracemalloc.is_tracing() else 0
-            sqlite = sqlite_memory() / 2**20 if sqlite_memory is not None else float("nan")
             print(
                 f"  {finished():>5} runs  RSS {samples[-1][1] / 1024:7.1f} MB  "
-                f"SQLite {sqlite:5.1f} MB  traced {traced:5.2f} MB  "
+                f"{heap_figures()}  traced {traced:5.2f} MB  "
                 f"threads {threading.active_count():>2}  "
                 f"{time.perf_counter() - started:6.0f} s",
                 flush=True,
@@ -153,7 +187,14 @@ def main() -> None:
     parser.add_argument("--jobs", choices=("builtin", "cheap", "all"), default="builtin")
     parser.add_argument("--guides", type=int, default=5)
     parser.add_argument("--tracemalloc", action="store_true")
+    parser.add_argument(
+        "--default-malloc",
+        action="store_true",
+        help="leave glibc's malloc arenas uncapped (run-scheduler caps them: limit_malloc_arenas)",
+    )
     arguments = parser.parse_args()
+    capped = not arguments.default_malloc and limit_malloc_arenas()
+    print(f"malloc arenas capped at {MALLOC_ARENAS}: {capped}")
     site = {"guide_count": arguments.guides, "data_padding_bytes": 2_000_000}
     stolen = StolenCpu()
     with (

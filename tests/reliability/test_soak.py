@@ -10,6 +10,8 @@ import asyncio
 import gc
 import json
 import logging
+import platform
+import subprocess
 import sys
 import threading
 import tracemalloc
@@ -25,6 +27,7 @@ import pytest
 from d3_item_salvager.logging_setup import LOGGER_NAME
 from d3_item_salvager.workers.runs import RunEvent, RunFinished
 from d3_item_salvager.workers.runtime import WorkerRuntime
+from d3_item_salvager.workers.startup import MALLOC_ARENAS
 from tests.conftest import make_config, with_interval_seconds
 from tests.processes import child_env
 
@@ -169,3 +172,39 @@ async def test_unchanged_item_data_is_neither_read_back_nor_parsed_again(tmp_pat
                 tracemalloc.stop()
     assert requests.count(["/d3planner/data.json", 304]) == 2  # the refreshes revalidated it
     assert peak < padding // 4, f"{peak} bytes allocated at the peak"
+
+
+# Eight threads holding memory from malloc at once; then glibc's per-arena statistics (stderr).
+ARENAS_PROCESS = """
+import ctypes, sys, threading
+from d3_item_salvager.workers.startup import limit_malloc_arenas
+print(limit_malloc_arenas() if sys.argv[1] == "cap" else "not asked", flush=True)
+both = threading.Barrier(8)
+def hold():
+    blocks = [bytearray(100_000) for _ in range(4)]  # beyond pymalloc: the thread's arena
+    both.wait()
+threads = [threading.Thread(target=hold) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+ctypes.CDLL(None).malloc_stats()
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc arenas")
+def test_run_scheduler_caps_malloc_arenas_unless_the_operator_chose() -> None:
+    """limit_malloc_arenas (run-scheduler's) keeps eight allocating threads in two arenas, where
+    glibc alone gives them one each; an operator's MALLOC_ARENA_MAX is left to govern."""
+
+    def arenas(mode: str, **env: str) -> tuple[str, int]:
+        done = subprocess.run(
+            [sys.executable, "-c", ARENAS_PROCESS, mode],
+            env=child_env(env), capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        return done.stdout.strip(), done.stderr.count("Arena ")
+
+    assert arenas("cap") == ("True", MALLOC_ARENAS)
+    _, uncapped = arenas("none")
+    assert uncapped > MALLOC_ARENAS  # glibc's own behaviour, which the cap changes
+    assert arenas("cap", MALLOC_ARENA_MAX="3") == ("False", 3)

@@ -4,7 +4,7 @@ python -m benchmarks.soak [--runs 3000] [--interval 1] [--warm-up 300] [--jobs b
                           [--tracemalloc] [--guides 5] [--default-malloc]
 
 Runs a `WorkerRuntime` as `run-scheduler` does (its logging to a file, `freeze_gc=True`, glibc's
-malloc tuned (`tune_malloc`) unless `--default-malloc`, a real SQLite job store and index) with every
+malloc arenas capped unless `--default-malloc`, a real SQLite job store and index) with every
 job at `--interval` seconds, against the fake Maxroll in a child process (so the fake's own request log is not counted). `builtin`: the three built-in jobs;
 `cheap`: a host-app job (`extra_jobs`) that does nothing, with the built-in ones disabled; `all`:
 both. RSS is sampled every `--runs / 20` runs; the figure is the least-squares slope of RSS
@@ -40,7 +40,7 @@ from d3_item_salvager.logging_setup import configure_app_logging
 from d3_item_salvager.workers import JobContext, JobSpec
 from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
 from d3_item_salvager.workers.runtime import WorkerRuntime
-from d3_item_salvager.workers.startup import MALLOC_ARENAS, tune_malloc
+from d3_item_salvager.workers.startup import MALLOC_ARENAS, limit_malloc_arenas
 
 CHEAP_JOB = "soak_noop"
 
@@ -190,13 +190,11 @@ def main() -> None:
     parser.add_argument(
         "--default-malloc",
         action="store_true",
-        help="leave glibc's malloc as it is (run-scheduler tunes it: tune_malloc)",
+        help="leave glibc's malloc arenas uncapped (run-scheduler caps them: limit_malloc_arenas)",
     )
     arguments = parser.parse_args()
-    tuned = not arguments.default_malloc and tune_malloc()
-    print(
-        f"malloc tuned as run-scheduler does ({MALLOC_ARENAS} arenas, fixed mmap threshold): {tuned}"
-    )
+    capped = not arguments.default_malloc and limit_malloc_arenas()
+    print(f"malloc arenas capped at {MALLOC_ARENAS}: {capped}")
     site = {"guide_count": arguments.guides, "data_padding_bytes": 2_000_000}
     stolen = StolenCpu()
     with (

@@ -101,38 +101,27 @@ class GcFreeze:
             )
 
 
-# glibc's mallopt parameters (malloc.h): the cap on arenas, and the size from which a block is
-# mapped on its own (and unmapped when freed).
+# glibc's mallopt parameter for the cap on malloc arenas (malloc.h: M_ARENA_MAX).
 _M_ARENA_MAX = -8
-_M_MMAP_THRESHOLD = -3
 MALLOC_ARENAS = 2
-MMAP_THRESHOLD_BYTES = 128 * 1024  # glibc's initial value, kept from moving up
 
 
-def tune_malloc(arenas: int = MALLOC_ARENAS) -> bool:
-    """Keep glibc's malloc from holding freed memory in a long-running process; True when done.
+def limit_malloc_arenas(count: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas at `count` for this process; True when it was done.
 
     glibc gives threads that allocate at the same time heaps of their own ("arenas", up to 8 per
-    core), and memory freed in one is reused by that arena only; and once a large block (the
-    2 MB data.json) has been freed, it raises the size from which blocks are mapped on their
-    own, so later large blocks stay in the heaps too. With worker threads taking turns at every
-    run's blocking work, RSS crept up by that alone: malloc's memory in use stayed flat while
-    its free memory grew (`python -m benchmarks.soak`). This caps the arenas at `arenas` and
-    keeps the mapping threshold at 128 kB. Process-wide, so only for a process of our own
-    (`run-scheduler`); an operator's `MALLOC_ARENA_MAX` (or `MALLOC_MMAP_THRESHOLD_`) wins, and
-    elsewhere than glibc nothing is done.
+    core), and memory freed in one is reused by that arena only. With worker threads taking
+    turns at every run's blocking work, RSS crept up by that fragmentation alone: malloc's
+    memory in use stayed flat while its free memory grew (`python -m benchmarks.soak`). This is
+    process-wide, so only for a process of our own (`run-scheduler`); an operator's
+    `MALLOC_ARENA_MAX` wins, and elsewhere than glibc nothing is done.
     """
-    if not sys.platform.startswith("linux"):
+    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
         return False
     try:
         libc = ctypes.CDLL(None)
         if not hasattr(libc, "gnu_get_libc_version"):
-            return False  # not glibc (musl): nothing of this applies
-        done = False
-        if "MALLOC_ARENA_MAX" not in os.environ:
-            done = bool(libc.mallopt(_M_ARENA_MAX, arenas))
-        if "MALLOC_MMAP_THRESHOLD_" not in os.environ:
-            done = bool(libc.mallopt(_M_MMAP_THRESHOLD, MMAP_THRESHOLD_BYTES)) or done
-        return done
+            return False  # not glibc (musl): no arenas to cap
+        return bool(libc.mallopt(_M_ARENA_MAX, count))
     except (OSError, AttributeError):
         return False

@@ -1,4 +1,7 @@
-"""Every benchmark in one go: `python -m benchmarks` (takes a few minutes)."""
+"""Every benchmark in one go: `python -m benchmarks` (takes a few minutes).
+
+The soak (`python -m benchmarks.soak`, about 17 minutes) runs on its own.
+"""
 
 from __future__ import annotations
 

@@ -12,7 +12,12 @@ while a job that needs it is enabled.
   started, 409 when another process (another worker of the server, say) runs that job now: the
   refused run is in the shared run history too (`skipped`, naming the holder).
 - `GET /runs/{run_id}`: that run, running or finished (also runs the scheduler started).
-- `GET /metrics/`: the runtime's Prometheus metrics.
+- `GET /metrics/`: the runtime's Prometheus metrics. With several workers, start them with
+  `PROMETHEUS_MULTIPROC_DIR` naming an empty folder (README, "Several processes, one view"):
+  then every worker answers with the metrics of all of them, the leader's runs included.
+
+      rm -rf /tmp/d3is-metrics && mkdir /tmp/d3is-metrics
+      PROMETHEUS_MULTIPROC_DIR=/tmp/d3is-metrics uvicorn examples.fastapi_app:app --workers 2
 
 `create_app(config)` builds the app for a given config (the tests pass one aimed at FakeMaxroll);
 the module-level `app` reads the usual environment and config file.
@@ -140,6 +145,7 @@ def create_app(config: AppConfig | None = None) -> FastAPI:
                 app.state.workers = runtime
                 app.state.runs = ManualRuns(runtime, group)
                 assert runtime.metrics is not None
+                # In multiprocess mode this registry reads every worker's files (README, "Metrics").
                 app.mount("/metrics", make_asgi_app(registry=runtime.metrics.registry))
                 yield
                 # Runs still going are cancelled (and recorded so) before the runtime closes.

@@ -50,6 +50,16 @@ def test_put_replaces_and_confirm_renews_only_the_time(cache: DocumentCache) -> 
     assert document.stamp == Stamp('"v2"', None, 3.0)
 
 
+def test_renew_renews_the_time_of_that_version_only(cache: DocumentCache) -> None:
+    """renew (a 304 whose parsed result is already known) moves the time of the very version
+    the stamp names, and of no other; the body stays."""
+    cache.put("item-data", URL, b"body", Validators(etag='"v1"'), 1.0)
+    assert cache.renew("item-data", URL, Stamp('"v1"', None, 1.0), 2.0)
+    assert not cache.renew("item-data", URL, Stamp('"v1"', None, 1.0), 3.0)  # renewed since
+    assert cache.stamp("item-data", URL) == Stamp('"v1"', None, 2.0)
+    assert cache.body_of("item-data", URL, Stamp('"v1"', None, 2.0)) == b"body"
+
+
 def test_stamps_are_the_validators_and_times_without_the_bodies(cache: DocumentCache) -> None:
     cache.put("profiles", URL, b"x" * 1000, Validators('"v1"', "Mon"), 1.0)
     cache.put("profiles", URL + "/2", b"{}", Validators(), 2.0)

@@ -6,11 +6,19 @@ Memory is measured with tracemalloc over the last 700 runs: Python objects that 
 
 from __future__ import annotations
 
+import asyncio
 import gc
+import json
 import logging
+import platform
+import subprocess
+import sys
 import threading
 import tracemalloc
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import anyio
 import psutil
@@ -19,7 +27,9 @@ import pytest
 from d3_item_salvager.logging_setup import LOGGER_NAME
 from d3_item_salvager.workers.runs import RunEvent, RunFinished
 from d3_item_salvager.workers.runtime import WorkerRuntime
+from d3_item_salvager.workers.startup import MALLOC_ARENAS
 from tests.conftest import make_config, with_interval_seconds
+from tests.processes import child_env
 
 RUNS = 1000
 WARM_UP = 300  # connection pools and the worker-thread pool fill up first
@@ -100,3 +110,101 @@ async def test_thousand_scheduled_runs_leave_resources_flat(
 def traced() -> int:
     gc.collect()
     return tracemalloc.get_traced_memory()[0]
+
+
+# The fake Maxroll in a process of its own: it builds data.json anew for every request (~6 MB of
+# allocations), which tracemalloc would count against the runs if it served from this process.
+FAKE_PROCESS = """
+import json, sys
+from d3_item_salvager.testing.fake_maxroll import serve
+from d3_item_salvager.testing.fake_site import build_site
+with serve(build_site(data_padding_bytes=int(sys.argv[1]))) as fake:
+    print(json.dumps(fake.config_values()), flush=True)
+    sys.stdin.read()
+    print(json.dumps([[r.path, r.status] for r in fake.requests]), flush=True)
+"""
+
+
+@asynccontextmanager
+async def fake_maxroll_process(padding: int) -> AsyncIterator[tuple[dict[str, Any], list[Any]]]:
+    """Yields the fake's config values, and a list that holds its requests once it stopped."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", FAKE_PROCESS, str(padding), env=child_env(),
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdin is not None
+    assert process.stdout is not None
+    requests: list[Any] = []
+    try:
+        with anyio.fail_after(60):
+            values = json.loads(await process.stdout.readline())
+        yield values, requests
+        process.stdin.close()
+        with anyio.fail_after(60):
+            requests.extend(json.loads(await process.stdout.readline()))
+    finally:
+        if not process.stdin.is_closing():
+            process.stdin.close()
+        with anyio.fail_after(60):
+            await process.wait()
+
+
+async def test_unchanged_item_data_is_neither_read_back_nor_parsed_again(tmp_path: Path) -> None:
+    """While data.json is unchanged, runs of refresh_cache (answered 304) and scrape_guides (cache
+    fresh) allocate no copy of it: the catalog parsed once is reused by its cached version.
+
+    Reading the 2 MB back and parsing it again on every run left megabytes in each worker
+    thread's allocator: the RSS steps of a soak at 1-second intervals (benchmarks/soak.py).
+    """
+    padding = 2_000_000
+    async with fake_maxroll_process(padding) as (values, requests):
+        config = make_config(tmp_path, maxroll=values)
+        async with WorkerRuntime(config, run_scheduler=False) as runtime:
+            for job in ("refresh_cache", "scrape_guides"):  # downloaded and parsed once
+                assert (await runtime.run_job(job)).outcome == "success"
+            tracemalloc.start()
+            try:
+                for _ in range(2):
+                    for job in ("refresh_cache", "scrape_guides"):
+                        assert (await runtime.run_job(job)).outcome == "success"
+                peak = tracemalloc.get_traced_memory()[1]
+            finally:
+                tracemalloc.stop()
+    assert requests.count(["/d3planner/data.json", 304]) == 2  # the refreshes revalidated it
+    assert peak < padding // 4, f"{peak} bytes allocated at the peak"
+
+
+# Eight threads holding memory from malloc at once; then glibc's per-arena statistics (stderr).
+ARENAS_PROCESS = """
+import ctypes, sys, threading
+from d3_item_salvager.workers.startup import limit_malloc_arenas
+print(limit_malloc_arenas() if sys.argv[1] == "cap" else "not asked", flush=True)
+both = threading.Barrier(8)
+def hold():
+    blocks = [bytearray(100_000) for _ in range(4)]  # beyond pymalloc: the thread's arena
+    both.wait()
+threads = [threading.Thread(target=hold) for _ in range(8)]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+ctypes.CDLL(None).malloc_stats()
+"""
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="glibc's malloc arenas")
+def test_run_scheduler_caps_malloc_arenas_unless_the_operator_chose() -> None:
+    """limit_malloc_arenas (run-scheduler's) keeps eight allocating threads in two arenas, where
+    glibc alone gives them one each; an operator's MALLOC_ARENA_MAX is left to govern."""
+
+    def arenas(mode: str, **env: str) -> tuple[str, int]:
+        done = subprocess.run(
+            [sys.executable, "-c", ARENAS_PROCESS, mode],
+            env=child_env(env), capture_output=True, text=True, timeout=60, check=True,
+        )  # fmt: skip
+        return done.stdout.strip(), done.stderr.count("Arena ")
+
+    assert arenas("cap") == ("True", MALLOC_ARENAS)
+    _, uncapped = arenas("none")
+    assert uncapped > MALLOC_ARENAS  # glibc's own behaviour, which the cap changes
+    assert arenas("cap", MALLOC_ARENA_MAX="3") == ("False", 3)

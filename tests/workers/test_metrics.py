@@ -6,8 +6,10 @@ import asyncio
 import logging
 import socket
 import sqlite3
+import sys
 import time
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator
+from contextlib import AsyncExitStack, asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -20,10 +22,11 @@ from d3_item_salvager.config import AppConfig, load_config
 from d3_item_salvager.errors import ConfigError
 from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
 from d3_item_salvager.workers import tasks
+from d3_item_salvager.workers.metrics import WorkerMetrics
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from d3_item_salvager.workers.status import health_problems
 from tests.conftest import make_config
-from tests.processes import WorkerProcess, run_cli
+from tests.processes import WorkerProcess, child_env, run_cli
 from tests.workers.test_cli import cli_config
 
 
@@ -235,6 +238,79 @@ async def test_run_scheduler_serves_metrics(tmp_path: Path, fake_maxroll: FakeMa
     values = samples(response.text)
     assert values[("d3is_scheduler_lease_held", ())] == 1
     assert (("d3is_job_next_run_timestamp_seconds", (("job", "cleanup_logs"),))) in values
+
+
+@asynccontextmanager
+async def metrics_host(
+    config: Path, env: dict[str, str], job: str | None = None
+) -> AsyncIterator[tuple[str, bool]]:
+    """A real process serving its runtime's `metrics.registry` (tests/workers/metrics_host.py);
+    yields its metrics URL and whether it leads."""
+    script = Path(__file__).with_name("metrics_host.py")
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, str(script), str(config), *([job] if job else []),
+        env=env, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdin is not None
+    assert process.stdout is not None
+    try:
+        with anyio.fail_after(60):
+            line = (await process.stdout.readline()).decode()
+        assert line.startswith("serving "), f"the host process ended: {line!r}"
+        _, url, leader = line.split()
+        yield url, leader == "leader=True"
+    finally:
+        process.stdin.close()
+        try:
+            with anyio.fail_after(30):
+                await process.wait()
+        finally:
+            if process.returncode is None:
+                process.kill()
+                await process.wait()
+
+
+@pytest.mark.slow
+async def test_multiprocess_mode_any_process_reports_the_leaders_series(
+    tmp_path: Path, fake_maxroll: FakeMaxroll
+) -> None:
+    """Two processes started with one PROMETHEUS_MULTIPROC_DIR: a scrape of either, the standby
+    included, reports the leader's run, one lease holder and the stored next run times."""
+    shared = tmp_path / "prometheus"
+    shared.mkdir()
+    config = cli_config(tmp_path, fake_maxroll, cleanup_logs={"interval_minutes": 60})
+    env = child_env({"PROMETHEUS_MULTIPROC_DIR": str(shared)})
+    async with (
+        metrics_host(config, env, "cleanup_logs") as (leader_url, leading),
+        metrics_host(config, env) as (standby_url, standing),
+        httpx.AsyncClient() as client,
+    ):
+        answers = [(await client.get(url)).text for url in (standby_url, leader_url)]
+    assert (leading, standing) == (True, False)
+    run = (
+        "d3is_job_runs_total",
+        (("job", "cleanup_logs"), ("outcome", "success"), ("trigger", "manual")),
+    )
+    next_run = ("d3is_job_next_run_timestamp_seconds", (("job", "cleanup_logs"),))
+    standby, leader = (samples(text) for text in answers)
+    for values in (standby, leader):
+        assert values[run] == 1
+        assert values[("d3is_scheduler_lease_held", ())] == 1
+        assert values[("d3is_job_run_duration_seconds_count", (("job", "cleanup_logs"),))] == 1
+    assert standby[next_run] == leader[next_run]
+
+
+def test_a_multiprocess_folder_that_cannot_work_is_a_config_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PROMETHEUS_MULTIPROC_DIR naming no folder, or set after prometheus_client was imported
+    (its metrics would stay out of the shared files), fails with one line naming it."""
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match=r"^PROMETHEUS_MULTIPROC_DIR = .*missing.*not a folder"):
+        WorkerMetrics()
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path))
+    with pytest.raises(ConfigError, match="set after prometheus_client was imported"):
+        WorkerMetrics()
 
 
 async def test_a_failing_loop_lag_probe_logs_an_error_and_keeps_probing(

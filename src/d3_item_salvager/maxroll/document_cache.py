@@ -171,6 +171,15 @@ class DocumentCache:
         )
         return bytes(rows[0][0]) if rows else None
 
+    def renew(self, namespace: str, url: str, stamp: Stamp, fetched_at: float) -> bool:
+        """`confirm` without reading the body back: False when that version is no longer stored.
+        Raises CacheError when it cannot be written."""
+        rows = self._run(
+            f"UPDATE documents SET fetched_at = ? WHERE {_SAME_VERSION} RETURNING 1",
+            (fetched_at, namespace, url, *stamp),
+        )
+        return bool(rows)
+
     def put(
         self, namespace: str, url: str, body: bytes, validators: Validators, fetched_at: float
     ) -> None:

@@ -24,7 +24,7 @@ from d3_item_salvager.config import CacheConfig, MaxrollConfig
 from d3_item_salvager.errors import CacheError, FetchError, ParseError, TokenRefusedError
 from d3_item_salvager.logging_setup import get_logger
 from d3_item_salvager.maxroll.catalog import ItemCatalog, parse_item_catalog
-from d3_item_salvager.maxroll.client import MaxrollClient
+from d3_item_salvager.maxroll.client import MaxrollClient, Validators
 from d3_item_salvager.maxroll.document_cache import CachedDocument, DocumentCache, Stamp
 from d3_item_salvager.maxroll.guide_list_cache import GuideListCache
 from d3_item_salvager.maxroll.guide_listing import GuideListing, assemble_listing
@@ -78,7 +78,10 @@ class MaxrollGateway:
             cache_config.dir / "documents.sqlite", legacy_folder=cache_config.dir / "documents"
         )
         self.guide_list_cache = GuideListCache(cache_config.dir)
-        self._catalog: tuple[str, ItemCatalog] | None = None
+        # The parsed catalog: the hash of its body, and the validators of the cached version it
+        # is known to come from (None: not known yet). data.json is about 2 MB: reading it back,
+        # hashing and parsing it on every run kept megabytes in each worker thread's allocator.
+        self._catalog: tuple[str, ItemCatalog, Validators | None] | None = None
         self.cache_write_failures = 0
         self.last_cache_error = ""
         self._conditional = ConditionalDocuments(
@@ -284,19 +287,25 @@ class MaxrollGateway:
         of the same kind (full or conditional) is under way share its outcome.
         """
         url = self._config.item_data_url
-        cached = await self._in_thread(self.documents.get, ITEM_DATA, url)
+        stamp = await self._in_thread(self.documents.stamp, ITEM_DATA, url)
         ttl = self._cache_config.item_catalog_ttl_minutes * 60
-        fresh = cached is not None and self._clock() - cached.fetched_at < ttl
-        if cached and fresh and not (force_refresh or revalidate):
-            return await self._parse_catalog(cached.body)
+        fresh = stamp is not None and self._clock() - stamp.fetched_at < ttl
+        if stamp is not None and fresh and not (force_refresh or revalidate):
+            known = self._known_catalog(stamp)
+            if known is not None:
+                return known  # the body is not even read
+            cached = await self._in_thread(self.documents.get, ITEM_DATA, url)
+            if cached is not None:
+                return await self._cached_catalog(cached)
+            stamp = None  # deleted meanwhile: download it
         return await _shared(
             self._catalog_in_flight,
             "item data, full download" if force_refresh else "item data",
-            lambda: self._fetch_catalog(url, cached, force_refresh),
+            lambda: self._fetch_catalog(url, stamp, force_refresh),
         )
 
     async def _fetch_catalog(
-        self, url: str, cached: CachedDocument | None, force_refresh: bool
+        self, url: str, stamp: Stamp | None, force_refresh: bool
     ) -> ItemCatalog:
         try:
             catalog, _changed = await self._conditional.read(
@@ -305,27 +314,54 @@ class MaxrollGateway:
                 lambda validators: self.client.item_data(validators),
                 self._parse_catalog_sync,
                 lambda _result, body: body,
-                previous=cached.stamp if cached and not force_refresh else None,
+                previous=stamp if not force_refresh else None,
+                parse_cached=self._reparse_catalog_sync,
+                known=self._known_catalog,
             )
             return catalog
         except (FetchError, ParseError) as exc:
+            cached = await self._in_thread(self.documents.get, ITEM_DATA, url)
             if cached is None:
                 raise
             _log.warning(
                 "item data refresh failed; using the cached copy", extra={"error": str(exc)}
             )
-            return await self._parse_catalog(cached.body)
+            return await self._cached_catalog(cached)
+
+    def _known_catalog(self, stamp: Stamp) -> ItemCatalog | None:
+        """The parsed catalog when it is known to come from the cached version `stamp` names
+        (by its validators: a server gives one representation one ETag)."""
+        memo = self._catalog
+        validators = Validators(stamp.etag, stamp.last_modified)
+        if memo is None or memo[2] is None or memo[2] != validators or validators == Validators():
+            return None
+        return memo[1]
 
     def _parse_catalog_sync(self, body: bytes) -> ItemCatalog:
         catalog = parse_item_catalog(body)
-        self._catalog = (str(hash(body)), catalog)
+        self._catalog = (str(hash(body)), catalog, None)
         return catalog
 
-    async def _parse_catalog(self, body: bytes) -> ItemCatalog:
-        # Reuse the parsed catalog while the cached body is unchanged: data.json is about 2 MB.
-        if self._catalog is not None and self._catalog[0] == str(hash(body)):
-            return self._catalog[1]
-        return await self._in_thread(self._parse_catalog_sync, body)
+    def _reparse_catalog_sync(self, body: bytes) -> ItemCatalog:
+        # Reuse the parsed catalog while the cached body is unchanged.
+        memo = self._catalog
+        if memo is not None and memo[0] == str(hash(body)):
+            return memo[1]
+        return self._parse_catalog_sync(body)
+
+    async def _cached_catalog(self, cached: CachedDocument) -> ItemCatalog:
+        """The catalog of a cached copy, parsed unless its body is the one parsed last; from
+        then on that copy's validators name it (see _known_catalog)."""
+        key = str(hash(cached.body))
+        memo = self._catalog
+        if memo is None or memo[0] != key:
+            catalog = await self._in_thread(self._parse_catalog_sync, cached.body)
+        else:
+            catalog = memo[1]
+        memo = self._catalog
+        if memo is not None and memo[0] == key:  # not replaced by another parse meanwhile
+            self._catalog = (key, memo[1], cached.validators)
+        return catalog
 
 
 async def _shared(in_flight: InFlight[str, T], key: str, fetch: Callable[[], Awaitable[T]]) -> T:

@@ -110,9 +110,11 @@ class ConditionalDocuments:
         *,
         previous: Stamp | None,
         parse_cached: Callable[[bytes], T] | None = None,
+        known: Callable[[Stamp], T | None] | None = None,
     ) -> tuple[T, bool]:
         """Fetch with the validators of `previous` (the cached copy's stamp; None downloads in
-        full); on 304 parse the cached copy instead.
+        full); on 304 parse the cached copy instead, or take `known(previous)` when it gives a
+        result already parsed from that copy (then the body is not read back).
 
         Returns the result and whether the document differs from the copy `previous` describes
         (True when there was none). `encode(result, body)` is what is cached.
@@ -123,8 +125,10 @@ class ConditionalDocuments:
             if previous is None:
                 raise FetchError(fetched.url, "304 Not Modified without a cached copy")
             confirmed = await self._in_thread(
-                self._confirm_and_parse, namespace, key, previous, now, parse_cached or parse
-            )
+                self._confirm_and_parse,
+                namespace, key, previous, now, parse_cached or parse,
+                known(previous) if known is not None else None,
+            )  # fmt: skip
             if confirmed is not None:
                 result, cache_error = confirmed
                 if cache_error is None:
@@ -164,16 +168,29 @@ class ConditionalDocuments:
             stamps[key] = stamp
 
     def _confirm_and_parse(
-        self, namespace: str, key: str, previous: Stamp, now: float, parse: Callable[[bytes], T]
+        self,
+        namespace: str,
+        key: str,
+        previous: Stamp,
+        now: float,
+        parse: Callable[[bytes], T],
+        known: T | None,
     ) -> tuple[T, CacheError | None] | None:
         """In a worker thread: renew and read the cached copy `previous` describes, then parse
-        it; None when that copy is no longer stored. A copy that cannot be renewed (disk full)
-        is still read and used, with the error."""
+        it (or use `known`, parsed from it before, without reading it back); None when that copy
+        is no longer stored. A copy that cannot be renewed (disk full) is still read and used,
+        with the error."""
         try:
+            if known is not None:
+                return (
+                    (known, None) if self._documents.renew(namespace, key, previous, now) else None
+                )
             body = self._documents.confirm(namespace, key, previous, now)
         except CacheError as exc:
             body = self._documents.body_of(namespace, key, previous)
-            return None if body is None else (parse(body), exc)
+            if body is None:
+                return None
+            return (known if known is not None else parse(body)), exc
         return None if body is None else (parse(body), None)
 
     def _parse_and_store(

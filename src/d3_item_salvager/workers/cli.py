@@ -107,6 +107,9 @@ def run_scheduler(config_file: ConfigOption = None) -> None:
 
     from d3_item_salvager.workers.leadership import FatalLeadershipError
     from d3_item_salvager.workers.runtime import WorkerRuntime
+    from d3_item_salvager.workers.startup import limit_malloc_arenas
+
+    limit_malloc_arenas()  # our own process: before any worker thread allocates (see there)
 
     async def serve() -> None:
         stop = asyncio.Event()

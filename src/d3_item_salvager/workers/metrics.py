@@ -2,18 +2,26 @@
 
 `run-scheduler` and the embedded runtime serve them as Prometheus text on loopback when
 `metrics.port` is set; a host app may instead read `runtime.metrics.registry` and expose it itself.
+
+Several processes (`uvicorn --workers 2`) give one view through prometheus_client's multiprocess
+mode, when the host turns it on by starting them with `PROMETHEUS_MULTIPROC_DIR` set: every
+process then writes its values to files there, and `registry` reads all of them, so whichever
+process answers a scrape reports the leader's runs. The runtime only reads that variable.
 """
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, values
 from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.registry import Collector
 
+from d3_item_salvager.errors import ConfigError
 from d3_item_salvager.workers.jobs import is_retry_job_id
 from d3_item_salvager.workers.runs import (
     Outcome,
@@ -28,6 +36,27 @@ if TYPE_CHECKING:
     from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
 PREFIX = "d3is"
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+
+def multiprocess_dir() -> str | None:
+    """The folder of prometheus_client's multiprocess mode, when the host process turned it on.
+
+    Raises:
+        ConfigError: the variable names no folder, or was set after prometheus_client was
+            imported (its metrics would then stay in memory, out of the shared view).
+    """
+    folder = os.environ.get(MULTIPROCESS_ENV)
+    if not folder:
+        return None
+    if not os.path.isdir(folder):
+        raise ConfigError(f"{MULTIPROCESS_ENV} = {folder!r}: not a folder (create it first)")
+    if values.ValueClass is values.MutexValue:
+        raise ConfigError(
+            f"{MULTIPROCESS_ENV} was set after prometheus_client was imported: set it before "
+            "the process starts"
+        )
+    return folder
 
 
 class _NextRunCollector(Collector):
@@ -36,6 +65,7 @@ class _NextRunCollector(Collector):
 
     def __init__(self) -> None:
         self.scheduler: AsyncIOScheduler | None = None
+        self.shared: AsyncIOScheduler | None = None  # read also while standing by
 
     def collect(self) -> Iterator[Metric]:
         family = GaugeMetricFamily(
@@ -48,7 +78,7 @@ class _NextRunCollector(Collector):
             "1 while a job is paused (`pause JOB`), else 0; absent while this process is a standby.",
             labels=["job"],
         )
-        scheduler = self.scheduler
+        scheduler = self.scheduler or self.shared
         if scheduler is not None and scheduler.running:
             for job in scheduler.get_jobs():
                 if job.next_run_time is not None:
@@ -63,8 +93,16 @@ class WorkerMetrics:
     """Counters, gauges and histograms fed by run events, the client and the runtime."""
 
     def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        registry = self.registry
+        # Our metric objects live in a registry of their own, never prometheus_client's global one.
+        registry = CollectorRegistry()
+        self.multiprocess = multiprocess_dir()
+        if self.multiprocess is None:
+            self.registry = registry
+        else:
+            # What a scrape reads: every process's files (ours are in there too). Registering our
+            # metrics here as well would report them twice.
+            self.registry = CollectorRegistry()
+            MultiProcessCollector(self.registry, path=self.multiprocess)  # type: ignore[no-untyped-call]
         self.runs = Counter(
             f"{PREFIX}_job_runs", "Job runs by job, trigger and outcome.",
             ["job", "trigger", "outcome"], registry=registry,
@@ -76,7 +114,7 @@ class WorkerMetrics:
         )  # fmt: skip
         self.last_success = Gauge(
             f"{PREFIX}_job_last_success_timestamp_seconds", "When each job last succeeded.",
-            ["job"], registry=registry,
+            ["job"], registry=registry, multiprocess_mode="max",
         )  # fmt: skip
         self.retries = Counter(
             f"{PREFIX}_job_retries_scheduled", "Retry runs scheduled after transient failures.",
@@ -94,20 +132,28 @@ class WorkerMetrics:
             f"{PREFIX}_maxroll_requests", "HTTP responses from Maxroll by status code.",
             ["status"], registry=registry,
         )  # fmt: skip
+        # Across processes: how many live ones hold the lease (1 when all is well).
         self.lease_held = Gauge(
             f"{PREFIX}_scheduler_lease_held", "1 while this process holds the scheduler lease.",
-            registry=registry,
+            registry=registry, multiprocess_mode="livesum",
         )  # fmt: skip
         self.loop_lag = Histogram(
             f"{PREFIX}_event_loop_lag_seconds", "How late the event loop wakes a 0.5 s timer.",
             registry=registry, buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
         )  # fmt: skip
+        # Read at scrape time from the scheduler (not a value in the shared files).
         self._next_runs = _NextRunCollector()
-        registry.register(self._next_runs)
+        self.registry.register(self._next_runs)
 
     def bind_scheduler(self, scheduler: AsyncIOScheduler | None) -> None:
         """Report next run times from this scheduler (None to stop)."""
         self._next_runs.scheduler = scheduler
+
+    def share_schedule(self, scheduler: AsyncIOScheduler) -> None:
+        """In multiprocess mode, report next run times from this scheduler's job store also while
+        standing by: the store is the leader's, so every process answers a scrape alike."""
+        if self.multiprocess is not None:
+            self._next_runs.shared = scheduler
 
     def subscribe(self, events: RunEvents) -> None:
         """Count the runs and retries that `events` reports."""

@@ -281,6 +281,7 @@ class WorkerRuntime:
         engine = await resolve(container.job_store_engine)
         worker = await resolve(container.worker_id)
         scheduler = self.scheduler = build_scheduler(self.config, container)
+        self.metrics.share_schedule(scheduler)  # multiprocess metrics: one view from any process
         self._stack.callback(close_job_store, scheduler)  # last on exit: also when start fails
         try:
             start_paused(scheduler)

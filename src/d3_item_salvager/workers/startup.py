@@ -11,8 +11,11 @@ job store is opened in one by its own (job_store_db.py).
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import gc
+import os
 import sqlite3
+import sys
 import time
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
@@ -96,3 +99,29 @@ class GcFreeze:
                 "objects stay frozen: the host froze some too",
                 extra={"frozen_before_start": self._host_frozen},
             )
+
+
+# glibc's mallopt parameter for the cap on malloc arenas (malloc.h: M_ARENA_MAX).
+_M_ARENA_MAX = -8
+MALLOC_ARENAS = 2
+
+
+def limit_malloc_arenas(count: int = MALLOC_ARENAS) -> bool:
+    """Cap glibc's malloc arenas at `count` for this process; True when it was done.
+
+    glibc gives threads that allocate at the same time heaps of their own ("arenas", up to 8 per
+    core), and memory freed in one is reused by that arena only. With worker threads taking
+    turns at every run's blocking work, RSS crept up by that fragmentation alone: malloc's
+    memory in use stayed flat while its free memory grew (`python -m benchmarks.soak`). This is
+    process-wide, so only for a process of our own (`run-scheduler`); an operator's
+    `MALLOC_ARENA_MAX` wins, and elsewhere than glibc nothing is done.
+    """
+    if "MALLOC_ARENA_MAX" in os.environ or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        if not hasattr(libc, "gnu_get_libc_version"):
+            return False  # not glibc (musl): no arenas to cap
+        return bool(libc.mallopt(_M_ARENA_MAX, count))
+    except (OSError, AttributeError):
+        return False

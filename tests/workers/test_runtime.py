@@ -14,6 +14,7 @@ import anyio
 from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
 
 from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
+from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from tests.conftest import make_config
 from tests.index_expectations import expected_rows, stored_rows
@@ -135,7 +136,7 @@ async def test_burst_mode_runs_the_due_jobs_once_and_returns(
         results = await runtime.run_due_jobs()
         again = await runtime.run_due_jobs()
         next_runs = {job.id: job.next_run_time for job in runtime.scheduler.get_jobs()}
-    assert sorted(r.job_id for r in results) == ["cleanup_logs", "refresh_cache", "scrape_guides"]
+    assert sorted(r.job_id for r in results) == sorted(BUILTIN_JOBS.ids)
     assert all(r.succeeded and r.trigger == "scheduled" for r in results)
     assert again == []
     assert all(moment > datetime.now(UTC) for moment in next_runs.values())
@@ -144,5 +145,5 @@ async def test_burst_mode_runs_the_due_jobs_once_and_returns(
     assert stored_rows(database) == expected_rows(fake_maxroll.site)
     with sqlite3.connect(config.scheduler.job_store_path) as connection:
         due_times = connection.execute("SELECT scheduled_for FROM job_runs").fetchall()
-    assert len(due_times) == 3
+    assert len(due_times) == len(BUILTIN_JOBS)
     assert all(due is not None for (due,) in due_times)

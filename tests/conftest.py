@@ -62,6 +62,19 @@ def make_config(tmp_path: Path, **sections: dict[str, Any]) -> AppConfig:
     return load_config(overrides=base, environment=False, home=tmp_path)
 
 
+def only_jobs(**enabled: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """`[scheduler.jobs]` sections that enable just these built-in jobs (with their settings) and
+    disable every other one of the registry, so a job added to it later stays out of the test."""
+    from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
+
+    unknown = set(enabled) - set(BUILTIN_JOBS.ids)
+    assert not unknown, f"not built-in jobs: {unknown}"
+    return {
+        job_id: {**enabled[job_id]} if job_id in enabled else {"enabled": False}
+        for job_id in BUILTIN_JOBS.ids
+    }
+
+
 def with_interval_seconds(config: AppConfig, job_id: str, seconds: float) -> AppConfig:
     """`config` with one job's interval set to `seconds`, even below the 1-second minimum.
 

@@ -17,7 +17,7 @@ from d3_item_salvager.testing import FakeMaxroll
 from d3_item_salvager.workers.runs import Outcome, RunResult, Trigger
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from d3_item_salvager.workers.status import collect_status
-from tests.conftest import make_config
+from tests.conftest import make_config, only_jobs
 from tests.workers.job_store_sql import job_runs
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -114,13 +114,9 @@ async def test_the_scheduler_api_sequence_runs_as_written(
     """The README's scheduler-API block, run as written: no listener errors, scheduled runs
     carry their due time, and leaving the block waits for the run in flight (it ends `success`,
     not `cancelled`)."""
-    off = {"enabled": False}
     config = fake_maxroll.config(
         tmp_path,
-        scheduler={
-            "shutdown_timeout_seconds": 60,
-            "jobs": {"refresh_cache": off, "cleanup_logs": off},
-        },
+        scheduler={"shutdown_timeout_seconds": 60, "jobs": only_jobs(scrape_guides={})},
     )
     fake_maxroll.latency = 0.05  # the sync is still going when the block is left
     started = asyncio.Event()

@@ -14,8 +14,9 @@ from d3_item_salvager.container import resolve
 from d3_item_salvager.services.build_guides import BuildGuideService
 from d3_item_salvager.testing.fake_maxroll import GUIDE_PREFIX, FakeMaxroll
 from d3_item_salvager.workers import tasks
+from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
 from d3_item_salvager.workers.runtime import WorkerRuntime
-from tests.conftest import make_config
+from tests.conftest import make_config, only_jobs
 from tests.index_expectations import expected_rows, rows_from, touch_guide
 from tests.postgres_server import PostgresDatabase
 from tests.processes import WorkerProcess, write_config
@@ -81,7 +82,7 @@ async def test_run_history_and_lease_on_postgres(
         rows = list(connection.execute("SELECT run_id, outcome FROM job_runs"))
         jobs = {job_id for (job_id,) in connection.execute("SELECT id FROM apscheduler_jobs")}
     assert rows == [(result.run_id, "success")]
-    assert jobs == {"scrape_guides", "refresh_cache", "cleanup_logs"}
+    assert jobs == set(BUILTIN_JOBS.ids)
 
 
 @pytest.mark.slow
@@ -98,11 +99,7 @@ async def test_run_scheduler_process_on_postgres(
             "logging": {"dir": str(tmp_path / "logs")},
             "scheduler": {
                 "job_store_url": postgres.psycopg_url,
-                "jobs": {
-                    "scrape_guides": {"interval_minutes": 0.02},
-                    "refresh_cache": {"enabled": False},
-                    "cleanup_logs": {"enabled": False},
-                },
+                "jobs": only_jobs(scrape_guides={"interval_minutes": 0.02}),
             },
         },
     )

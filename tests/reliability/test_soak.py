@@ -28,7 +28,7 @@ from d3_item_salvager.logging_setup import LOGGER_NAME
 from d3_item_salvager.workers.runs import RunEvent, RunFinished
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from d3_item_salvager.workers.startup import MALLOC_ARENAS
-from tests.conftest import make_config, with_interval_seconds
+from tests.conftest import make_config, only_jobs, with_interval_seconds
 from tests.processes import child_env
 
 RUNS = 1000
@@ -54,9 +54,7 @@ async def test_thousand_scheduled_runs_leave_resources_flat(
     """
     config = make_config(
         tmp_path,
-        scheduler={
-            "jobs": {"scrape_guides": {"enabled": False}, "refresh_cache": {"enabled": False}}
-        },
+        scheduler={"jobs": only_jobs(cleanup_logs={})},
     )
     config = with_interval_seconds(config, "cleanup_logs", 0.012)
     # pytest keeps every captured log record in memory: stop the 3,000 log lines from reaching

@@ -9,6 +9,7 @@ from pathlib import Path
 import anyio
 import pytest
 
+from tests.conftest import only_jobs
 from tests.processes import run_cli, write_config
 
 pytestmark = pytest.mark.slow
@@ -33,10 +34,7 @@ async def test_an_unreachable_postgres_job_store_creates_no_index_and_no_log(
         {
             "scheduler": {
                 "job_store_url": f"postgresql+psycopg://nobody@127.0.0.1:{refused_port}/jobs",
-                "jobs": {
-                    "scrape_guides": {"enabled": False},
-                    "refresh_cache": {"enabled": False},
-                },
+                "jobs": only_jobs(cleanup_logs={}),
             }
         },
     )
@@ -59,10 +57,7 @@ async def test_an_unreachable_postgres_index_creates_no_job_store_and_no_log(
         {
             "database": {"url": f"postgresql+asyncpg://nobody@127.0.0.1:{refused_port}/index"},
             "scheduler": {
-                "jobs": {
-                    "scrape_guides": {"enabled": False},
-                    "refresh_cache": {"enabled": False},
-                },
+                "jobs": only_jobs(cleanup_logs={}),
             },
         },
     )

@@ -15,7 +15,7 @@ from sqlalchemy import text
 
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.workers import JobContext, JobSpec, WorkerRuntime
-from tests.conftest import make_config
+from tests.conftest import make_config, only_jobs
 from tests.workers.job_store_sql import job_runs, job_store
 
 
@@ -57,8 +57,7 @@ def left_running(config: AppConfig, job_id: str, trigger: str, *, claimed: bool)
 
 
 def only_ping(tmp_path: Path) -> AppConfig:
-    jobs = {job: {"enabled": False} for job in ("scrape_guides", "refresh_cache", "cleanup_logs")}
-    return make_config(tmp_path, scheduler={"jobs": jobs, "run_new_jobs_at_once": True})
+    return make_config(tmp_path, scheduler={"jobs": only_jobs(), "run_new_jobs_at_once": True})
 
 
 async def test_the_next_run_of_a_job_closes_a_killed_manual_run(tmp_path: Path) -> None:

@@ -14,6 +14,7 @@ from d3_item_salvager.testing.fake_site import build_site
 from d3_item_salvager.workers import tasks
 from d3_item_salvager.workers.runs import Outcome, Trigger
 from d3_item_salvager.workers.runtime import WorkerRuntime
+from tests.conftest import only_jobs
 from tests.index_expectations import expected_rows, stored_rows
 from tests.processes import write_config
 from tests.workers.test_cli import cli_config
@@ -31,11 +32,7 @@ def own_toml(folder: Path, fake: FakeMaxroll) -> Path:
             "scheduler": {
                 "job_store_path": str(folder / "jobs.sqlite"),
                 "run_new_jobs_at_once": True,
-                "jobs": {
-                    "scrape_guides": {"interval_minutes": 60},
-                    "refresh_cache": {"enabled": False},
-                    "cleanup_logs": {"enabled": False},
-                },
+                "jobs": only_jobs(scrape_guides={"interval_minutes": 60}),
             },
         },
     )

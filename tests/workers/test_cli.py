@@ -16,6 +16,7 @@ import psutil
 import pytest
 
 from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
+from tests.conftest import only_jobs
 from tests.index_expectations import expected_rows, stored_rows
 from tests.processes import WorkerProcess, child_env, run_cli, write_config
 
@@ -40,12 +41,7 @@ def cli_config(tmp_path: Path, fake: FakeMaxroll, **jobs: dict[str, Any]) -> Pat
                 "shutdown_timeout_seconds": 5,
                 "lease_seconds": 4,
                 "run_new_jobs_at_once": False,
-                "jobs": {
-                    "scrape_guides": {"enabled": False},
-                    "refresh_cache": {"enabled": False},
-                    "cleanup_logs": {"enabled": False},
-                    **jobs,
-                },
+                "jobs": only_jobs(**jobs),
             },
         },
     )

@@ -31,7 +31,7 @@ from d3_item_salvager.workers.leadership import FatalLeadershipError
 from d3_item_salvager.workers.runs import Outcome, RunResult, Trigger
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from d3_item_salvager.workers.scheduler import stop_scheduler
-from tests.conftest import make_config
+from tests.conftest import make_config, only_jobs
 from tests.postgres_server import PostgresDatabase
 from tests.workers.fakes import FakeSyncService
 from tests.workers.job_store_sql import job_runs, steal_lease
@@ -45,11 +45,7 @@ def scrape_only(tmp_path: Path, store: dict[str, Any] | None = None, **job: Any)
         scheduler={
             **(store or {}),
             "lease_seconds": 4,
-            "jobs": {
-                "scrape_guides": job,
-                "refresh_cache": {"enabled": False},
-                "cleanup_logs": {"enabled": False},
-            },
+            "jobs": only_jobs(scrape_guides=job),
         },
     )
 
@@ -204,11 +200,7 @@ async def test_a_graceful_stop_that_cancels_a_run_logs_one_line(
         maxroll={"bearer_token": "t"},
         scheduler={
             "shutdown_timeout_seconds": 0.1,
-            "jobs": {
-                "scrape_guides": {"interval_minutes": 1 / 60},
-                "refresh_cache": {"enabled": False},
-                "cleanup_logs": {"enabled": False},
-            },
+            "jobs": only_jobs(scrape_guides={"interval_minutes": 1 / 60}),
         },
     )
     fake = FakeSyncService("block")
@@ -236,11 +228,9 @@ async def test_a_first_run_that_never_succeeded_runs_again_at_once(
             **job_store_settings,
             "run_new_jobs_at_once": True,
             "shutdown_timeout_seconds": 0,
-            "jobs": {
-                "scrape_guides": {"interval_minutes": 600},
-                "refresh_cache": {"enabled": False},
-                "cleanup_logs": {"interval_minutes": 600},
-            },
+            "jobs": only_jobs(
+                scrape_guides={"interval_minutes": 600}, cleanup_logs={"interval_minutes": 600}
+            ),
         },
     )
     first = FakeSyncService("block")
@@ -282,11 +272,7 @@ async def test_a_scheduler_on_a_replaced_job_store_never_runs_beside_the_old_lea
         scheduler={
             "lease_seconds": 8,  # the old leader checks its store every 2 s
             "run_new_jobs_at_once": True,
-            "jobs": {
-                "scrape_guides": {"interval_minutes": 60},
-                "refresh_cache": {"enabled": False},
-                "cleanup_logs": {"enabled": False},
-            },
+            "jobs": only_jobs(scrape_guides={"interval_minutes": 60}),
         },
     )
     store = config.scheduler.job_store_path
@@ -368,11 +354,7 @@ async def test_a_scheduler_on_a_deleted_store_folder_never_runs_beside_the_old_l
             "job_store_path": "jobs/scheduler.sqlite",
             "lease_seconds": 8,  # the old leader checks its store every 2 s
             "run_new_jobs_at_once": True,
-            "jobs": {
-                "scrape_guides": {"interval_minutes": 60},
-                "refresh_cache": {"enabled": False},
-                "cleanup_logs": {"enabled": False},
-            },
+            "jobs": only_jobs(scrape_guides={"interval_minutes": 60}),
         },
     )
     timeline: list[str] = []

@@ -22,6 +22,7 @@ from d3_item_salvager.config import AppConfig, load_config
 from d3_item_salvager.errors import ConfigError
 from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
 from d3_item_salvager.workers import tasks
+from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
 from d3_item_salvager.workers.metrics import WorkerMetrics
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from d3_item_salvager.workers.status import health_problems
@@ -67,9 +68,7 @@ async def test_runtime_serves_prometheus_text(metrics_config: AppConfig) -> None
     assert values[("d3is_job_run_duration_seconds_count", (("job", "scrape_guides"),))] == 1
     assert values[("d3is_job_last_success_timestamp_seconds", (("job", "scrape_guides"),))] > 0
     next_runs = {labels for name, labels in values if name == "d3is_job_next_run_timestamp_seconds"}
-    assert next_runs == {
-        (("job", job),) for job in ("scrape_guides", "refresh_cache", "cleanup_logs")
-    }
+    assert next_runs == {(("job", job),) for job in BUILTIN_JOBS.ids}
     assert ("d3is_event_loop_lag_seconds_count", ()) in values
     assert "test-token-123" not in response.text
 

@@ -11,7 +11,7 @@ import anyio
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from d3_item_salvager.workers.scheduler import build_scheduler, register_jobs, stop_scheduler
-from tests.conftest import make_config
+from tests.conftest import make_config, only_jobs
 
 
 def config_for(tmp_path: Path, interval_minutes: float) -> AppConfig:
@@ -19,11 +19,7 @@ def config_for(tmp_path: Path, interval_minutes: float) -> AppConfig:
         tmp_path,
         scheduler={
             "misfire_grace_seconds": 300,
-            "jobs": {
-                "scrape_guides": {"enabled": False},
-                "refresh_cache": {"enabled": False},
-                "cleanup_logs": {"interval_minutes": interval_minutes},
-            },
+            "jobs": only_jobs(cleanup_logs={"interval_minutes": interval_minutes}),
         },
     )
 

@@ -20,7 +20,7 @@ from d3_item_salvager.workers.scheduler import (
     register_jobs,
     stop_scheduler,
 )
-from tests.conftest import make_config
+from tests.conftest import make_config, only_jobs
 from tests.processes import WorkerProcess, run_cli, write_config
 
 
@@ -31,11 +31,7 @@ def cleanup_only(tmp_path: Path, store: dict[str, Any] | None = None, **cleanup:
         tmp_path,
         scheduler={
             **(store or {}),
-            "jobs": {
-                "scrape_guides": {"enabled": False},
-                "refresh_cache": {"enabled": False},
-                "cleanup_logs": {"interval_minutes": 60, **cleanup},
-            },
+            "jobs": only_jobs(cleanup_logs={"interval_minutes": 60, **cleanup}),
         },
     )
 
@@ -123,11 +119,7 @@ async def test_a_pause_holds_across_restarts_and_a_rescheduling_start(
         tmp_path,
         scheduler={
             "run_new_jobs_at_once": True,
-            "jobs": {
-                "scrape_guides": {"enabled": False},
-                "refresh_cache": {"enabled": False},
-                "cleanup_logs": {"cron": "*/5 * * * *"},
-            },
+            "jobs": only_jobs(cleanup_logs={"cron": "*/5 * * * *"}),
         },
     )
     with caplog.at_level(logging.INFO):
@@ -188,11 +180,7 @@ def cli_config(tmp_path: Path) -> Path:
                 "lease_seconds": 4,
                 "shutdown_timeout_seconds": 5,
                 "run_new_jobs_at_once": False,
-                "jobs": {
-                    "scrape_guides": {"enabled": False},
-                    "refresh_cache": {"enabled": False},
-                    "cleanup_logs": {"interval_minutes": 60},
-                },
+                "jobs": only_jobs(cleanup_logs={"interval_minutes": 60}),
             },
         },
     )

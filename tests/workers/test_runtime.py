@@ -16,7 +16,7 @@ from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
 from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
 from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
 from d3_item_salvager.workers.runtime import WorkerRuntime
-from tests.conftest import make_config
+from tests.conftest import make_config, only_jobs
 from tests.index_expectations import expected_rows, stored_rows
 
 
@@ -28,13 +28,7 @@ async def test_embedded_runtime_runs_jobs_while_the_host_keeps_ticking(
     config = make_config(
         tmp_path,
         maxroll=fake_maxroll.config_values(),
-        scheduler={
-            "jobs": {
-                "scrape_guides": {"interval_minutes": 0.02},
-                "refresh_cache": {"enabled": False},
-                "cleanup_logs": {"enabled": False},
-            }
-        },
+        scheduler={"jobs": only_jobs(scrape_guides={"interval_minutes": 0.02})},
     )
     ticks: list[float] = []
 

@@ -30,7 +30,7 @@ from d3_item_salvager.workers.scheduler import (
     stop_scheduler,
 )
 from d3_item_salvager.workers.tasks import STORED_ENTRY
-from tests.conftest import make_config
+from tests.conftest import make_config, only_jobs
 
 Jobs = dict[str, dict[str, Any]]
 
@@ -79,9 +79,10 @@ async def test_disabled_jobs_are_not_added_and_are_removed(tmp_path: Path) -> No
     disabled = config_with(tmp_path, {"cleanup_logs": {"enabled": False}})
     async with started(disabled) as scheduler:
         report = register_jobs(scheduler, disabled)
-        assert sorted(stored(scheduler)) == ["refresh_cache", "scrape_guides"]
+        others = sorted(set(BUILTIN_JOBS.ids) - {"cleanup_logs"})
+        assert sorted(stored(scheduler)) == others
     assert report.removed == ["cleanup_logs"]
-    assert sorted(report.unchanged) == ["refresh_cache", "scrape_guides"]
+    assert sorted(report.unchanged) == others
 
 
 async def test_restart_keeps_next_run_times_and_does_not_duplicate(tmp_path: Path) -> None:
@@ -159,11 +160,7 @@ async def test_new_jobs_run_at_once_when_configured(tmp_path: Path) -> None:
 def only_cleanup(tmp_path: Path, interval_minutes: float) -> AppConfig:
     return config_with(
         tmp_path,
-        {
-            "scrape_guides": {"enabled": False},
-            "refresh_cache": {"enabled": False},
-            "cleanup_logs": {"interval_minutes": interval_minutes},
-        },
+        only_jobs(cleanup_logs={"interval_minutes": interval_minutes}),
     )
 
 
@@ -229,7 +226,8 @@ async def test_registering_a_different_configuration_warns_about_each_change(
         async with started(changed) as scheduler:
             report = register_jobs(scheduler, changed)
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
-    assert len(report.changes) == 3
+    # The interval, the disabled job, and the misfire grace of each other job.
+    assert len(report.changes) == 2 + len(BUILTIN_JOBS) - 2
     assert all(any(change in line for line in warnings) for change in report.changes)
     assert any(
         "scrape_guides: interval[6:00:00]" in line and "0:30:00" in line for line in warnings

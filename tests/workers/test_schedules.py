@@ -26,7 +26,7 @@ from d3_item_salvager.workers.scheduler import (
     register_jobs,
     stop_scheduler,
 )
-from tests.conftest import make_config
+from tests.conftest import make_config, only_jobs
 from tests.processes import run_cli, write_config
 
 
@@ -35,11 +35,7 @@ def cleanup_only(tmp_path: Path, cleanup: dict[str, Any], **scheduler: Any) -> A
     return make_config(
         tmp_path,
         scheduler={
-            "jobs": {
-                "scrape_guides": {"enabled": False},
-                "refresh_cache": {"enabled": False},
-                "cleanup_logs": cleanup,
-            },
+            "jobs": only_jobs(cleanup_logs=cleanup),
             **scheduler,
         },
     )

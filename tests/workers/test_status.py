@@ -16,6 +16,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
 from d3_item_salvager.workers.job_store_reader import describe_interval, describe_trigger
 from d3_item_salvager.workers.status import health_problems, render_history, render_status
+from tests.conftest import only_jobs
 from tests.processes import WorkerProcess, run_cli, write_config
 
 pytestmark = pytest.mark.slow
@@ -34,12 +35,7 @@ def status_config(tmp_path: Path, store: Path, **jobs: dict[str, Any]) -> Path:
                 "shutdown_timeout_seconds": 5,
                 "lease_seconds": 4,
                 "run_new_jobs_at_once": False,
-                "jobs": {
-                    "scrape_guides": {"enabled": False},
-                    "refresh_cache": {"enabled": False},
-                    "cleanup_logs": {"enabled": False},
-                    **jobs,
-                },
+                "jobs": only_jobs(**jobs),
             },
         },
     )
@@ -173,10 +169,7 @@ async def test_a_run_cancelled_by_a_graceful_stop_is_not_a_failure(
                 "shutdown_timeout_seconds": 0,
                 "lease_seconds": 4,
                 "run_new_jobs_at_once": True,
-                "jobs": {
-                    "refresh_cache": {"enabled": False},
-                    "cleanup_logs": {"enabled": False},
-                },
+                "jobs": only_jobs(scrape_guides={}),
             },
         },
     )

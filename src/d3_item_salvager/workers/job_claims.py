@@ -24,8 +24,9 @@ import anyio.to_thread
 from sqlalchemy import Column, Connection, Engine, Float, Table, Text, and_, delete, select, update
 
 from d3_item_salvager.data.dialects import insert_ignoring_conflicts
-from d3_item_salvager.workers.job_store_db import job_runs, metadata
+from d3_item_salvager.workers.job_store_db import ABANDONED_ERROR, job_runs, metadata
 from d3_item_salvager.workers.lease import database_now
+from d3_item_salvager.workers.runs import Outcome
 from d3_item_salvager.workers.worker_identity import worker_process_alive
 
 # Registered on the job store's metadata, so the job store creates it with its other tables
@@ -101,8 +102,8 @@ class JobClaims:
                 )
                 .values(
                     finished_at=datetime.now(UTC).isoformat(),  # as run_history writes it
-                    outcome="abandoned",
-                    error="the process running it stopped before it finished",
+                    outcome=str(Outcome.ABANDONED),
+                    error=ABANDONED_ERROR,
                 )
             )
         return held

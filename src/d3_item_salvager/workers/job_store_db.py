@@ -40,6 +40,10 @@ job_runs = Table(
     Column("worker", Text, nullable=False),  # host:pid:nonce of the process that ran it
 )
 
+# The error of a run closed as `abandoned`: the one text, whoever closes it (a new leader, or
+# the next run to take that job's claim).
+ABANDONED_ERROR = "the process running it stopped before it finished"
+
 scheduler_lease = Table(
     "scheduler_lease",
     metadata,

@@ -12,7 +12,7 @@ import anyio.to_thread
 from sqlalchemy import Connection, Engine, RowMapping, and_, delete, func, select, update
 
 from d3_item_salvager.workers.job_claims import JobClaims, release_runs
-from d3_item_salvager.workers.job_store_db import job_runs
+from d3_item_salvager.workers.job_store_db import ABANDONED_ERROR, job_runs
 from d3_item_salvager.workers.runs import Outcome, Trigger
 from d3_item_salvager.workers.worker_identity import worker_identity, worker_process_alive
 
@@ -214,7 +214,7 @@ class RunHistory:
                     .values(
                         finished_at=now,
                         outcome=str(Outcome.ABANDONED),
-                        error="the process running it stopped before it finished",
+                        error=ABANDONED_ERROR,
                     )
                 )
                 # Their claims go with them, so the jobs can run again at once.

@@ -157,3 +157,14 @@ def job_store_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
     if request.param == "postgresql":
         return {"job_store_url": request.getfixturevalue("postgres").psycopg_url}
     return {}
+
+
+@pytest.fixture(params=["sqlite-url", "postgresql"])
+def lease_store_settings(request: pytest.FixtureRequest) -> dict[str, Any]:
+    """`scheduler` settings for a job store led through its lease row: a SQLite store named by
+    URL, then PostgreSQL (skipped without TEST_POSTGRES_URL). A SQLite store named by path is
+    led through the lock beside it instead (leader_lock.py)."""
+    if request.param == "postgresql":
+        return {"job_store_url": request.getfixturevalue("postgres").psycopg_url}
+    folder = request.getfixturevalue("tmp_path")
+    return {"job_store_url": f"sqlite:///{folder / 'lease-store.sqlite'}"}

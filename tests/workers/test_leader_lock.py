@@ -8,20 +8,20 @@ from pathlib import Path
 
 import pytest
 
-from d3_item_salvager.workers.leader_lock import LeaderLock
+from d3_item_salvager.workers.leader_lock import LeaderLock, leader_lock_path, probe_leader
 
 
 def test_one_holder_at_a_time_and_release_frees_it(tmp_path: Path) -> None:
     store = tmp_path / "scheduler.sqlite"
     first, second = LeaderLock(store), LeaderLock(store)
     assert first.path == tmp_path / ".scheduler.sqlite.lock"
-    assert first.try_acquire() is True
-    assert first.try_acquire() is True  # already ours
-    assert second.try_acquire() is False
-    first.release()
-    assert second.try_acquire() is True
-    assert first.try_acquire() is False
-    second.release()
+    assert first.take() is True
+    assert first.take() is True  # already ours
+    assert second.take() is False
+    first.let_go()
+    assert second.take() is True
+    assert first.take() is False
+    second.let_go()
 
 
 def test_the_lock_outlives_a_replaced_store_and_notices_its_own_replacement(
@@ -31,14 +31,14 @@ def test_the_lock_outlives_a_replaced_store_and_notices_its_own_replacement(
     store = tmp_path / "scheduler.sqlite"
     store.write_bytes(b"old")
     holder = LeaderLock(store)
-    assert holder.try_acquire()
+    assert holder.take()
     store.unlink()
     store.write_bytes(b"new")
-    assert LeaderLock(store).try_acquire() is False
+    assert LeaderLock(store).take() is False
     assert holder.in_place()
     holder.path.unlink()
     assert not holder.in_place()
-    holder.release()
+    holder.let_go()
     assert not holder.in_place()
 
 
@@ -50,13 +50,30 @@ def test_the_lock_outlives_a_deleted_folder_on_linux(tmp_path: Path) -> None:
     folder.mkdir()
     store = folder / "scheduler.sqlite"
     holder = LeaderLock(store)
-    assert holder.try_acquire()
+    assert holder.take()
     shutil.rmtree(folder)
     folder.mkdir()
     second = LeaderLock(store)
-    assert second.try_acquire() is False
+    assert second.take() is False
     assert not second.held
     assert second.path.exists()  # its flock was taken and let go again
-    holder.release()
-    assert second.try_acquire() is True
-    second.release()
+    holder.let_go()
+    assert second.take() is True
+    second.let_go()
+
+
+def test_status_reads_who_leads_without_taking_or_creating_anything(tmp_path: Path) -> None:
+    """`probe_leader` names the holder written into the lock file and says whether the kernel
+    still holds the lock for it; it creates no file and leaves the lock free to take."""
+    store = tmp_path / "scheduler.sqlite"
+    assert probe_leader(store) is None
+    assert not leader_lock_path(store).exists()
+    holder = LeaderLock(store, "host:1:abc")
+    assert holder.take()
+    assert probe_leader(store) == ("host:1:abc", True)
+    holder.let_go()
+    assert probe_leader(store) == ("host:1:abc", False)
+    successor = LeaderLock(store, "host:2:d")
+    assert successor.take()  # the probe left nothing held
+    assert probe_leader(store) == ("host:2:d", True)
+    successor.let_go()

@@ -26,6 +26,7 @@ import pytest
 
 from d3_item_salvager.errors import TransientFetchError
 from d3_item_salvager.services.build_guides import SyncSummary
+from d3_item_salvager.workers.background import WAITING_FOR_WRITES
 from d3_item_salvager.workers.leader_lock import leader_lock_path
 from d3_item_salvager.workers.leadership import FatalLeadershipError
 from d3_item_salvager.workers.runs import Outcome, RunResult, Trigger
@@ -51,11 +52,11 @@ def scrape_only(tmp_path: Path, store: dict[str, Any] | None = None, **job: Any)
 
 
 async def test_losing_the_lease_cancels_running_scheduled_runs(
-    tmp_path: Path, job_store_settings: dict[str, Any]
+    tmp_path: Path, lease_store_settings: dict[str, Any]
 ) -> None:
     """A leader that finds its lease taken pauses, and its running scheduled run is cancelled and
     recorded with the error 'lease lost'."""
-    config = scrape_only(tmp_path, job_store_settings, interval_minutes=1 / 60)
+    config = scrape_only(tmp_path, lease_store_settings, interval_minutes=1 / 60)
     fake = FakeSyncService("block")
     async with with_fake(WorkerRuntime(config), fake) as runtime:
         assert runtime.leadership is not None
@@ -428,7 +429,7 @@ async def test_stopping_during_a_renewal_closes_its_connection_on_postgres(
     lock) is waited for: the engine is not disposed under the connection it uses, which would
     then stay open (a server session) until the garbage collector found it."""
     config = scrape_only(tmp_path, {"job_store_url": postgres.psycopg_url})
-    seen = _Seen("waiting for the lease statement")
+    seen = _Seen(WAITING_FOR_WRITES)
     logger = logging.getLogger("d3_item_salvager")
     logger.addHandler(seen)
     stack = AsyncExitStack()

@@ -1,16 +1,17 @@
 """Stopping a standby whose take-over of the lease is still running: if the take-over succeeds,
 the stop gives the lease back, so another standby need not wait a whole lease period for it.
+These are stores led through their lease row (PostgreSQL, a SQLite store named by URL); a SQLite
+store named by path is led through a lock the kernel drops (test_leader_lock.py).
 
 The take-over is held up by a blocker until the runtime's stop waits for it (the log line
-"waiting for the lease statement"), then let through: it takes the lease after the stop began.
+"waiting for job-store writes still running"), then let through: it takes the lease after the
+stop began.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import sqlite3
-import time
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from d3_item_salvager.config import AppConfig
+from d3_item_salvager.workers.background import WAITING_FOR_WRITES
 from d3_item_salvager.workers.job_store_db import metadata
-from d3_item_salvager.workers.leader_lock import LeaderLock
 from d3_item_salvager.workers.run_history import RunHistory
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from tests.postgres_server import PostgresDatabase
@@ -34,7 +35,7 @@ from tests.workers.test_leadership import (
     wait_for_a_statement_waiting_for_a_lock,
 )
 
-WAITING_FOR_THE_STATEMENT = "waiting for the lease statement"
+WAITING_FOR_THE_STATEMENT = WAITING_FOR_WRITES
 
 
 def lease_holders(config: AppConfig) -> list[str]:
@@ -99,61 +100,12 @@ async def test_a_take_over_that_succeeds_during_the_stop_is_given_back_on_postgr
         await stack.aclose()
 
 
-async def test_a_take_over_that_succeeds_during_the_stop_is_given_back_on_sqlite(
-    tmp_path: Path, caplog: pytest.LogCaptureFixture
-) -> None:
-    """As on PostgreSQL, with the standby's take-over waiting for the store's write lock, held by
-    another connection, once the leader lock fell free."""
-    config = scrape_only(tmp_path)
-    store = config.scheduler.job_store_path
-    leader = LeaderLock(store)  # another process leads: the runtime stands by without competing
-    assert leader.try_acquire()
-    seen = _Seen(WAITING_FOR_THE_STATEMENT)
-    logger = logging.getLogger("d3_item_salvager")
-    logger.addHandler(seen)
-    stack = AsyncExitStack()
-    stack.enter_context(caplog.at_level(logging.INFO, logger="d3_item_salvager"))
-    blocker = None
-    try:
-        runtime = await stack.enter_async_context(WorkerRuntime(config))
-        assert runtime.lease is not None
-        ours = runtime.lease.holder
-        assert not runtime.is_leader
-        blocker = sqlite3.connect(store, isolation_level=None)
-        blocker.execute("BEGIN IMMEDIATE")
-        leader.release()  # the other process stopped; its lease is gone (it never wrote one)
-        with anyio.fail_after(25):  # within the store's 30 s busy timeout
-            await anyio.to_thread.run_sync(wait_until_locked_by_another, store)
-            exiting = await exit_while_blocked(stack, seen)
-            blocker.rollback()
-            await exiting
-        assert seen.event.is_set()
-        assert ours not in lease_holders(config)
-    finally:
-        if blocker is not None:
-            blocker.close()
-        leader.release()
-        logger.removeHandler(seen)
-        await stack.aclose()
-
-
-def wait_until_locked_by_another(store: Path) -> None:
-    """Poll (nothing to wait on) until another holder has the store's leader lock: the standby
-    took it and goes on to its take-over statement. 25 s at most."""
-    deadline = time.monotonic() + 25
-    probe = LeaderLock(store)
-    while probe.try_acquire():
-        probe.release()  # free: the standby's next round takes it
-        assert time.monotonic() < deadline, "the standby never took the leader lock"
-        time.sleep(0.05)
-
-
 async def test_a_standby_that_took_nothing_writes_nothing_on_stop(
-    tmp_path: Path, job_store_settings: dict[str, Any]
+    tmp_path: Path, lease_store_settings: dict[str, Any]
 ) -> None:
     """The give-back is for a take-over that succeeded: a standby that never took the lease
     does not run the release (a write, which on SQLite waits for the store's write lock)."""
-    config = scrape_only(tmp_path, job_store_settings)
+    config = scrape_only(tmp_path, lease_store_settings)
     async with WorkerRuntime(config) as first:
         second = WorkerRuntime(config)
         await second.__aenter__()
@@ -176,7 +128,7 @@ async def test_a_standby_that_took_nothing_writes_nothing_on_stop(
 
 
 async def test_a_take_over_not_followed_by_leading_is_given_back_on_stop(
-    tmp_path: Path, job_store_settings: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, lease_store_settings: dict[str, Any], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The lease was taken, but leading failed right after (the store busy as the new leader
     closed abandoned runs): the runtime does not lead, and its stop gives the lease back."""
@@ -185,7 +137,7 @@ async def test_a_take_over_not_followed_by_leading_is_given_back_on_stop(
         raise OperationalError("UPDATE job_runs", {}, Exception("database is locked"))
 
     monkeypatch.setattr(RunHistory, "mark_abandoned", busy)
-    config = scrape_only(tmp_path, job_store_settings)
+    config = scrape_only(tmp_path, lease_store_settings)
     async with WorkerRuntime(config) as runtime:
         assert runtime.lease is not None
         ours = runtime.lease.holder
@@ -195,12 +147,12 @@ async def test_a_take_over_not_followed_by_leading_is_given_back_on_stop(
 
 
 async def test_a_leader_that_stepped_down_after_an_error_gives_the_lease_back_on_stop(
-    tmp_path: Path, job_store_settings: dict[str, Any]
+    tmp_path: Path, lease_store_settings: dict[str, Any]
 ) -> None:
     """A bug in lease handling makes the leader step down, but nothing said the lease was lost:
     it is still held in the store, and the stop gives it back rather than leaving a standby to
     wait a whole lease period."""
-    config = scrape_only(tmp_path, job_store_settings)
+    config = scrape_only(tmp_path, lease_store_settings)
     async with WorkerRuntime(config) as runtime:
         leadership = runtime.leadership
         assert leadership is not None

@@ -19,9 +19,10 @@ from apscheduler.events import EVENT_JOB_SUBMITTED, JobSubmissionEvent
 from sqlalchemy import text
 
 from d3_item_salvager.services.build_guides import SyncSummary
-from d3_item_salvager.workers.binding import Submission
+from d3_item_salvager.workers.background import WAITING_FOR_WRITES
 from d3_item_salvager.workers.runs import Outcome, RunFinished, RunResult, Trigger
 from d3_item_salvager.workers.runtime import WorkerRuntime
+from d3_item_salvager.workers.tasks import Submission
 from tests.conftest import make_config
 from tests.postgres_server import PostgresDatabase
 from tests.workers.fakes import FakeSyncService
@@ -49,7 +50,7 @@ async def test_a_cancel_during_the_already_running_write_still_records_it_on_pos
         scheduler={"job_store_url": postgres.psycopg_url},
     )
     fake = FakeSyncService("block")
-    seen = _Seen("waiting for run-history writes")
+    seen = _Seen(WAITING_FOR_WRITES)
     logger = logging.getLogger("d3_item_salvager")
     logger.addHandler(seen)
     stack = AsyncExitStack()

@@ -27,6 +27,7 @@ from d3_item_salvager.workers.jobs import JobSpec
 
 if TYPE_CHECKING:
     from d3_item_salvager.config import AppConfig
+    from d3_item_salvager.workers.runs import RunResult
 
 # The runtime, the tasks and status pull in SQLAlchemy, httpx and APScheduler: each command imports
 # them when it runs, so `--help` and usage errors answer at once. So does the config (pydantic).
@@ -137,6 +138,33 @@ def run_scheduler(config_file: ConfigOption = None) -> None:
         raise typer.Exit(EXIT_FAILED) from None
 
 
+async def _run_once(
+    config: AppConfig, job_id: str, options: dict[str, Any]
+) -> RunResult | JobRunningElsewhereError:
+    """One manual run in a runtime of its own; SIGINT or SIGTERM cancels it (recorded so)."""
+    import asyncio
+
+    from d3_item_salvager.workers.runtime import WorkerRuntime
+
+    loop = asyncio.get_running_loop()
+    async with WorkerRuntime(config, run_scheduler=False) as runtime:
+        task = loop.create_task(runtime.run_job(job_id, **options))
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, task.cancel)
+        try:
+            return await task
+        except JobRunningElsewhereError as exc:  # the claim is atomic: no run twice
+            return exc
+        except asyncio.CancelledError:
+            if not task.cancelled():
+                raise
+            [*_, result] = runtime.tracker.runs(job_id)
+            return result
+        finally:
+            for signum in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(signum)
+
+
 @app.command("run")
 def run_job(
     job: Annotated[
@@ -164,33 +192,8 @@ def run_job(
     """
     spec = _job_argument(job)
     config = _setup(config_file, (spec.id,))
-    import asyncio
-
-    from d3_item_salvager.workers.runtime import WorkerRuntime
-
-    async def once() -> Any:
-        loop = asyncio.get_running_loop()
-        async with WorkerRuntime(config, run_scheduler=False) as runtime:
-            kwargs: dict[str, Any] = {}
-            if spec.id == "scrape_guides":
-                kwargs["force_refresh"] = force_refresh
-            task = loop.create_task(runtime.run_job(spec.id, **kwargs))
-            for signum in (signal.SIGINT, signal.SIGTERM):
-                loop.add_signal_handler(signum, task.cancel)
-            try:
-                return await task
-            except JobRunningElsewhereError as exc:  # the claim is atomic: no run twice
-                return exc
-            except asyncio.CancelledError:
-                if not task.cancelled():
-                    raise
-                [*_, result] = runtime.tracker.runs(spec.id)
-                return result
-            finally:
-                for signum in (signal.SIGINT, signal.SIGTERM):
-                    loop.remove_signal_handler(signum)
-
-    result = _run_async(once())
+    options = {"force_refresh": force_refresh} if spec.id == "scrape_guides" else {}
+    result = _run_async(_run_once(config, spec.id, options))
     if isinstance(result, JobRunningElsewhereError):
         typer.echo(
             f"refused: {spec.cli_name} is running now in {result.holder}; try again later",

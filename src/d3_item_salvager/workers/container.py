@@ -14,6 +14,7 @@ from dependency_injector import providers
 
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.container import Container, await_if_needed, resolve
+from d3_item_salvager.workers.background import BackgroundTasks
 from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
 from d3_item_salvager.workers.job_runner import JobRunner
 from d3_item_salvager.workers.job_store_db import job_store_engine_resource
@@ -41,9 +42,10 @@ class WorkerContainer(Container):
     run_history = providers.Singleton(RunHistory, job_store_engine, worker_id)
     run_events = providers.Singleton(RunEvents)
     metrics = providers.Singleton(WorkerMetrics)
+    background = providers.Singleton(BackgroundTasks)  # the runtime's task group
     jobs = providers.Object(BUILTIN_JOBS)  # a runtime passes its own (with its extra jobs)
     job_runner = providers.Singleton(
-        JobRunner, run_history, Container.config, run_events, jobs, __self__
+        JobRunner, run_history, Container.config, run_events, jobs, __self__, background
     )
 
 
@@ -68,6 +70,7 @@ async def open_worker_container(
         await resolve(container.job_runner)
         yield container
     finally:
+        await container.background().close()  # the writes of runs first, then the engines
         await await_if_needed(container.shutdown_resources())
 
 

@@ -24,7 +24,7 @@ from d3_item_salvager.errors import (
     error_text,
 )
 from d3_item_salvager.logging_setup import get_logger, log_context
-from d3_item_salvager.workers.binding import Submission
+from d3_item_salvager.workers.background import BackgroundTasks
 from d3_item_salvager.workers.job_claims import CLAIM_MARGIN_SECONDS, Claim
 from d3_item_salvager.workers.jobs import (
     JobContext,
@@ -43,6 +43,7 @@ from d3_item_salvager.workers.runs import (
     RunStarted,
     Trigger,
 )
+from d3_item_salvager.workers.tasks import Submission
 
 if TYPE_CHECKING:
     from d3_item_salvager.workers.container import WorkerContainer
@@ -108,8 +109,10 @@ class JobRunner:
         events: RunEvents,
         jobs: JobRegistry,
         container: WorkerContainer,
+        background: BackgroundTasks,
     ) -> None:
         self.history = history
+        self.background = background
         self.container = container
         self.events = events
         self.jobs = jobs
@@ -123,7 +126,6 @@ class JobRunner:
         self._standby_reason = ""
         self._running: dict[asyncio.Task[Any], Trigger] = {}  # task running a job -> trigger
         self._cancel_reasons: dict[asyncio.Task[Any], str] = {}
-        self._background: set[asyncio.Task[Any]] = set()
 
     # Leadership and the scheduler's event listeners call these on the loop, synchronously.
 
@@ -200,10 +202,7 @@ class JobRunner:
             raise
 
     def _in_background(self, coroutine: Any) -> asyncio.Task[Any]:
-        task = asyncio.get_running_loop().create_task(coroutine)
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-        return task
+        return self.background.write_soon(coroutine)
 
     # Running
 
@@ -509,13 +508,3 @@ class JobRunner:
                     task.cancel()
             if pending:
                 await asyncio.wait(pending, timeout=10)
-        # A background write may start another (a cancelled claim's release): wait until none is
-        # left, within one bound.
-        deadline = asyncio.get_running_loop().time() + 10
-        if self._background:
-            _log.info("waiting for run-history writes still running")
-        while self._background:
-            left = deadline - asyncio.get_running_loop().time()
-            if left <= 0:
-                break
-            await asyncio.wait(set(self._background), timeout=left)

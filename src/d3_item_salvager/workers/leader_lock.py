@@ -1,12 +1,11 @@
-"""The leader lock: held by the process leading a SQLite job store, outside the store's file.
+"""Leadership of a SQLite job store: a lock beside the store, which the kernel drops when its
+holder dies.
 
-The lease lives inside the job-store file, so a file deleted or replaced under a running leader
-takes the lease with it: a scheduler started on the new file would find the lease free and lead at
-once, beside the old leader, which notices the replacement only on its next lease round. So on
-SQLite the leader also holds a lock that deleting or replacing the store leaves in place, and a
-process competes for the lease only while it holds it. A scheduler on a replaced store therefore
-leads only after the old leader has stopped: it lets the lock go when it steps down, and the
-kernel does when it dies. The lock has two parts, both needed:
+On a SQLite job store (`scheduler.job_store_path`), whose processes share one host, the process
+that holds this lock leads: there is no lease row to renew and nothing expires, so nothing
+needs a clock, and a leader that dies lets the lock go at once. A lease row inside the file would
+also be deleted or replaced with the file, letting a scheduler started on the new file lead at
+once beside the old leader; the lock stays where it was. The lock has two parts, both needed:
 
 - an exclusive `flock(2)` on `.<store name>.lock` in the store's folder. It holds between all
   processes that share the folder, containers sharing a volume included, but a folder deleted
@@ -16,12 +15,14 @@ kernel does when it dies. The lock has two parts, both needed:
   in one network namespace (not by separate containers).
 
 Both belong to an open file or socket, so they exclude two processes and also two runtimes in
-one process.
+one process. The leader checks every round (`renew`) that the store and the lock file are still
+the ones it opened; either deleted or replaced ends its leading for good (FatalLeadershipError),
+and a scheduler started on the new files meanwhile leads only after it has stopped. The holder
+writes its worker id into the lock file, so `status` can name it (see `probe_leader`).
 """
 
 from __future__ import annotations
 
-import contextlib
 import fcntl
 import hashlib
 import os
@@ -44,12 +45,34 @@ def leader_socket_name(job_store: Path) -> bytes:
     return f"\0d3is-leader-{digest}".encode()
 
 
-class LeaderLock:
-    """The job store's lock file (flock) and, on Linux, its abstract socket; non-blocking."""
+class FatalLeadershipError(RuntimeError):
+    """Leading cannot go on in this process (e.g. its job store was deleted or replaced)."""
 
-    def __init__(self, job_store: Path) -> None:
+
+def _identity(path: Path) -> tuple[int, int] | None:
+    try:
+        found = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return (found.st_dev, found.st_ino)
+
+
+class LeaderLock:
+    """The job store's lock file (flock) and, on Linux, its abstract socket; non-blocking.
+
+    It is what leadership holds on a SQLite job store: `try_acquire`, `renew` and `release`
+    answer as a lease's do (leadership.py), without a statement or an expiry.
+    """
+
+    ttl: float | None = None  # held until released, or until the process dies
+
+    def __init__(self, job_store: Path, holder: str = "", check_interval: float = 1.0) -> None:
+        self.job_store = job_store
         self.path = leader_lock_path(job_store)
+        self.holder = holder
+        self.check_interval = check_interval  # how often the leader checks its files
         self._socket_name = leader_socket_name(job_store)
+        self._store_identity = _identity(job_store)  # the store as opened by this process
         self._fd: int | None = None
         self._identity: tuple[int, int] | None = None
         self._socket: socket.socket | None = None
@@ -58,7 +81,28 @@ class LeaderLock:
     def held(self) -> bool:
         return self._fd is not None
 
-    def try_acquire(self) -> bool:
+    async def try_acquire(self) -> bool:
+        """Lead unless another process does (leadership's side of `take`)."""
+        return self.take()
+
+    async def renew(self) -> bool:
+        """Still ours while the store and the lock file are the ones opened (else raises)."""
+        if _identity(self.job_store) != self._store_identity:
+            raise FatalLeadershipError(
+                f"scheduler.job_store_path = {str(self.job_store)!r}: the job store was deleted "
+                "or replaced while the scheduler ran; stopping (restart to use the new file)"
+            )
+        if not self.in_place():
+            raise FatalLeadershipError(
+                f"{self.path}: the scheduler's lock file was deleted or replaced while the "
+                "scheduler ran; stopping (restart to lead again)"
+            )
+        return True
+
+    async def release(self) -> None:
+        self.let_go()
+
+    def take(self) -> bool:
         """Take both parts unless another holder has either; True when we hold it now."""
         if self._fd is not None:
             return True
@@ -77,6 +121,8 @@ class LeaderLock:
             return False
         opened = os.fstat(fd)
         self._fd, self._identity = fd, (opened.st_dev, opened.st_ino)
+        os.ftruncate(fd, 0)
+        os.write(fd, self.holder.encode())
         return True
 
     def _bind_name(self) -> bool:
@@ -91,7 +137,7 @@ class LeaderLock:
         self._socket = bound
         return True
 
-    def release(self) -> None:
+    def let_go(self) -> None:
         """Let the lock go (closing the file releases the flock, closing the socket its name)."""
         if self._socket is not None:
             bound, self._socket = self._socket, None
@@ -103,9 +149,25 @@ class LeaderLock:
     def in_place(self) -> bool:
         """Whether the file we hold locked is still the one at the lock's path: deleted or
         replaced, another process could lock the new file while we still lead."""
-        if self._identity is None:
-            return False
-        with contextlib.suppress(FileNotFoundError):
-            now = os.stat(self.path)
-            return (now.st_dev, now.st_ino) == self._identity
-        return False
+        return self._identity is not None and _identity(self.path) == self._identity
+
+
+def probe_leader(job_store: Path) -> tuple[str, bool] | None:
+    """Who leads the SQLite job store, and whether it still does (its lock held), or None when
+    no process ever led it. Reads only: the lock file is opened read-only, never created, and
+    locked shared for an instant (a process trying to lead then tries again at its next round).
+    """
+    path = leader_lock_path(job_store)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    except FileNotFoundError:
+        return None
+    try:
+        holder = os.read(fd, 1024).decode(errors="replace")
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            return holder, True
+        return holder, False  # closing the file lets the shared lock go
+    finally:
+        os.close(fd)

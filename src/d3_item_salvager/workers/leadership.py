@@ -1,23 +1,23 @@
-"""Leadership: hold the job store's lease, and act on gaining or losing it.
+"""Leadership: which process schedules a job store's jobs, and what gaining or losing it does.
+
+One mechanism per kind of store. A SQLite job store file is led by whoever holds the lock beside
+it (leader_lock.py: the kernel lets it go when the holder dies; deleting or replacing the store
+or the lock file ends that leader's leading for good). A job store on a server (PostgreSQL, or
+any `scheduler.job_store_url`) is led by whoever holds its lease row (lease.py), renewed every
+lease period / 4 for half a period, on the database server's clock.
 
 The leader registers the jobs, resumes the scheduler and runs them; a standby keeps its scheduler
-paused and competes for the lease every lease period / 4. Losing the lease (another process took
-it, or our renewal failed) pauses the scheduler and cancels the scheduled runs still going
-(recorded `cancelled`, "lease lost"), as well as runs submitted that have not started yet (the
-runner records them so when they start, without running them), so two processes never run the
-same job at once. An unexpected error while handling the lease is logged as an error and treated
-as losing it: step down (also dropping pending retry runs) and keep competing; the loop itself
-never dies.
+paused and competes every lease period / 4. Losing the lead (another process took the lease, our
+renewal failed, the store was replaced) pauses the scheduler and cancels the scheduled runs still
+going (recorded `cancelled`, "lease lost"), as well as runs submitted that have not started yet
+(the runner records them so when they start, without running them), so two processes never run
+the same job at once. An unexpected error while handling it is logged as an error and treated as
+losing it: step down (also dropping pending retry runs) and keep competing; the loop itself never
+dies.
 
-On PostgreSQL, a leader that could not renew in time (the database unreachable, or a renewal
-stuck) steps down when the lease it last confirmed runs out by its own monotonic clock, measured
-from before the statement that confirmed it, so never later than the expiry another host goes by.
-(On SQLite the leader lock below already keeps every other process from taking the lease.)
-
-On SQLite a process competes for the lease only while it holds the job store's leader lock (see
-leader_lock.py), and the leader checks every round that the store and the lock file are still the
-ones it opened: a store deleted or replaced under it ends its leading, and a scheduler started on
-the new file meanwhile cannot lead before it has stopped.
+A lease leader that could not renew in time (the database unreachable, or a renewal stuck) steps
+down when the lease it last confirmed runs out by its own monotonic clock, measured from before
+the statement that confirmed it, so never later than the expiry another host goes by.
 """
 
 from __future__ import annotations
@@ -34,8 +34,9 @@ from sqlalchemy.exc import DBAPIError
 
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.logging_setup import get_logger
+from d3_item_salvager.workers.background import BackgroundTasks
 from d3_item_salvager.workers.job_runner import JobRunner
-from d3_item_salvager.workers.leader_lock import LeaderLock
+from d3_item_salvager.workers.leader_lock import FatalLeadershipError, LeaderLock
 from d3_item_salvager.workers.lease import SchedulerLease
 from d3_item_salvager.workers.paused_jobs import PausedJobsKeeper
 from d3_item_salvager.workers.scheduler import (
@@ -51,9 +52,6 @@ T = TypeVar("T")
 
 LEASE_LOST = "lease lost"
 NOT_LEADING = "not holding the scheduler lease"
-# How long stopping waits for a job-store statement of an interrupted round: bounded, so a
-# database that stopped answering cannot hold the shutdown up for good.
-SETTLE_SECONDS = 10.0
 
 
 class Leadership:
@@ -62,23 +60,22 @@ class Leadership:
     Args:
         on_change: called with True on becoming leader and False on stepping down (metrics,
             the metrics server).
-        check: an extra health check run every round while leading (e.g. "the job store file is
-            still the one we opened"); a FatalLeadershipError from it stops leading for good.
         resume: False to lead with the scheduler kept paused (burst mode).
         leader_lock: on SQLite, the lock beside the job store that the leader holds.
+        background: the runtime's task group: the leadership loop runs there, and so does
+            every job-store statement (see `_statement`).
     """
 
     def __init__(
         self,
-        lease: SchedulerLease,
+        lease: SchedulerLease | LeaderLock,
         scheduler: AsyncIOScheduler,
         runner: JobRunner,
         config: AppConfig,
         *,
         on_change: Callable[[bool], None] = lambda _leading: None,
-        check: Callable[[], None] = lambda: None,
         resume: bool = True,
-        leader_lock: LeaderLock | None = None,
+        background: BackgroundTasks | None = None,
     ) -> None:
         self.lease = lease
         self.scheduler = scheduler
@@ -89,13 +86,11 @@ class Leadership:
         self.failed: BaseException | None = None
         self.stopped = asyncio.Event()
         self._on_change = on_change
-        self._check = check
         self._resume = resume  # False in burst mode: due jobs run only when asked
-        self._leader_lock = leader_lock
-        self._task: asyncio.Task[None] | None = None
+        self._background = background or BackgroundTasks()
+        self._loop_task: asyncio.Task[None] | None = None
         self._expiry: asyncio.TimerHandle | None = None  # steps down when the lease runs out
         self._round_lock = asyncio.Lock()  # one round at a time, whoever calls it
-        self._statements: set[asyncio.Task[Any]] = set()  # see _statement
         # A take-over whose statement succeeded but that did not go on to lead (its round was
         # interrupted, by `stop` or an error), or a leader that stepped down after an error:
         # the lease may be ours though we do not lead.
@@ -106,17 +101,16 @@ class Leadership:
     async def start(self) -> None:
         """Take the lease at once when it is free, then keep competing in the background."""
         await self.round()
-        self._task = asyncio.get_running_loop().create_task(self._hold(), name="d3is-lease")
+        self._loop_task = self._background.start_service(self._hold(), "d3is-lease")
 
     async def _hold(self) -> None:
         try:
             while True:
                 await anyio.sleep(self.lease.check_interval)
                 await self.round()
-        except Exception as exc:  # a fatal check (job store replaced): nothing to compete for
+        except FatalLeadershipError as exc:  # the job store replaced: nothing to compete for
             self.failed = exc
             self.stopped.set()
-            raise
 
     async def round(self) -> None:
         """One renewal (leader) or one attempt to take the lease (standby)."""
@@ -126,26 +120,20 @@ class Leadership:
     async def _round(self) -> None:
         try:
             if self.is_leader:
-                self._check()
-                self._check_leader_lock()
                 asked = asyncio.get_running_loop().time()
                 if not await self._statement(self.lease.renew()):
                     self.step_down("lost the scheduler lease; standing by")
                 elif self.is_leader:
-                    self._held_until(asked + self.lease.ttl)
+                    self._held_until(asked)
                     await self._keep_paused()
-            elif self.scheduler.running and self._lock_for_competing():
+            elif self.scheduler.running:
                 # Only while the scheduler runs (paused, as a standby's does): once the runtime
                 # has shut it down on its way out, leading would start it again, and nothing
                 # would ever shut it down or close its job store's connections.
-                try:
-                    asked = asyncio.get_running_loop().time()
-                    if await self._statement(self._take_over()):
-                        await self._lead()
-                        self._held_until(asked + self.lease.ttl)
-                finally:
-                    if not self.is_leader:
-                        self._unlock()
+                asked = asyncio.get_running_loop().time()
+                if await self._statement(self._take_over()):
+                    await self._lead()
+                    self._held_until(asked)
         except DBAPIError as exc:
             # A locked or busy job store: try again next round; the lease period absorbs it.
             _log.warning("lease check failed", extra={"error": str(exc.orig)})
@@ -169,54 +157,35 @@ class Leadership:
         return taken
 
     async def _statement(self, statement: Coroutine[Any, Any, T]) -> T:
-        """Await one job-store statement, run in a task of its own that `stop` waits for.
+        """Await one job-store statement as a durable write of the runtime's task group.
 
         The statement runs in a worker thread with a connection checked out, and cancelling its
-        caller does not stop a thread: without the wait, the runtime would dispose of the engine
-        under that connection, which then stays open (a server session on PostgreSQL) until the
-        garbage collector finds it.
+        caller does not stop a thread: `stop` waits for it, or the runtime would dispose of the
+        engine under that connection, which then stays open (a server session on PostgreSQL)
+        until the garbage collector finds it.
         """
-        task = asyncio.get_running_loop().create_task(statement)
-        self._statements.add(task)
-        task.add_done_callback(self._statement_done)
-        return await asyncio.shield(task)
+        return await self._background.durable(statement)
 
-    def _statement_done(self, task: asyncio.Task[Any]) -> None:
-        self._statements.discard(task)
-        if not task.cancelled():
-            task.exception()  # retrieved here too: its caller may have been cancelled meanwhile
-
-    def _held_until(self, deadline: float) -> None:
-        """The lease is ours until `deadline` (loop time) unless renewed: step down then.
-
-        Not with a leader lock (SQLite): while we hold it nobody else competes, and stepping down
-        because this loop was slow would only cancel runs that nobody else would take over.
+    def _held_until(self, asked: float) -> None:
+        """The lease confirmed by a statement sent at `asked` (loop time) is ours for its ttl
+        unless renewed: step down then. A lock (SQLite) has no ttl: it is ours until released.
         """
-        if self._leader_lock is not None:
+        if self.lease.ttl is None:
             return
         if self._expiry is not None:
             self._expiry.cancel()
-        self._expiry = asyncio.get_running_loop().call_at(deadline, self._expired)
+        self._expiry = asyncio.get_running_loop().call_at(asked + self.lease.ttl, self._expired)
 
     def _expired(self) -> None:
         self._expiry = None
         if self.is_leader:
             self.step_down("could not renew the scheduler lease before it ran out; standing by")
 
-    def _lock_for_competing(self) -> bool:
-        """Take the leader lock, if there is one; False while another process holds it."""
-        return self._leader_lock is None or self._leader_lock.try_acquire()
-
-    def _check_leader_lock(self) -> None:
-        if self._leader_lock is not None and not self._leader_lock.in_place():
-            raise FatalLeadershipError(
-                f"{self._leader_lock.path}: the scheduler's lock file was deleted or replaced "
-                "while the scheduler ran; stopping (restart to lead again)"
-            )
-
-    def _unlock(self) -> None:
-        if self._leader_lock is not None:
-            self._leader_lock.release()
+    def _let_go_of_a_lock(self) -> None:
+        """A lock (SQLite) is let go at once, with no statement: the next leader may start. A
+        lease row is given back by `stop`, or runs out."""
+        if isinstance(self.lease, LeaderLock):
+            self.lease.let_go()
 
     async def _keep_paused(self) -> None:
         """Pause or resume the jobs an operator paused or resumed (paused_jobs.py) since."""
@@ -272,7 +241,7 @@ class Leadership:
                     _log.warning("pending retry runs dropped", extra={"jobs": dropped})
         cancelled = self.runner.stand_by(LEASE_LOST)  # also runs submitted, not started yet
         self._set(False)
-        self._unlock()  # after the runs are cancelled: the next leader may start at once
+        self._let_go_of_a_lock()  # after the runs are cancelled: the next leader may start
         if was_leader:
             _log.warning(message, extra={"cancelled_runs": cancelled})
 
@@ -288,11 +257,9 @@ class Leadership:
 
     async def stop(self) -> None:
         """Stop competing; release the lease when we hold it, so a standby takes over at once."""
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-        await self._settle()
+        if self._loop_task is not None:
+            await self._background.stop_service(self._loop_task)
+        await self._background.settle()  # the statements of an interrupted round
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
@@ -306,22 +273,7 @@ class Leadership:
             self._may_hold_lease = False
         if self.is_leader:
             self._set(False)
-        self._unlock()
-
-    async def _settle(self) -> None:
-        """Let the job-store statements of an interrupted round finish (see _statement)."""
-        if not self._statements:
-            return
-        _log.info("waiting for the lease statement still running")
-        _done, pending = await asyncio.wait(set(self._statements), timeout=SETTLE_SECONDS)
-        if pending:
-            _log.warning(
-                "a lease statement is still running after %gs; its connection may stay open",
-                SETTLE_SECONDS,
-            )
-            for task in pending:
-                task.cancel()  # its thread, if in one, runs on: nothing more can be done
+        self._let_go_of_a_lock()
 
 
-class FatalLeadershipError(RuntimeError):
-    """Leading cannot go on in this process (e.g. its job store was deleted or replaced)."""
+__all__ = ["FatalLeadershipError", "Leadership"]

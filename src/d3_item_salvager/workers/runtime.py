@@ -4,7 +4,7 @@
         ...  # the host app runs; jobs run on the same event loop
         result = await runtime.run_job("scrape_guides")  # a manual run, now
 
-It composes the seed's parts: a container of its own (bound to this runtime only, see binding.py),
+It composes the seed's parts: a container of its own (bound to this runtime only, see tasks.py),
 `build_scheduler` / `register_jobs` / `start_scheduler` (scheduler.py), leadership (the job store's
 lease, leadership.py) and metrics. The scheduler starts paused; the process holding the lease
 registers the jobs and runs them, the others stand by. On exit everything is torn down in reverse
@@ -15,10 +15,8 @@ lease is released, and the client and engines are closed.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import os
-from collections.abc import Callable, Coroutine, Iterable
-from contextlib import AsyncExitStack
+from collections.abc import AsyncIterator, Iterable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager, nullcontext
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
@@ -26,19 +24,20 @@ from typing import Any, Self
 from apscheduler.job import Job
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_RUNNING
+from sqlalchemy import Engine
 from sqlalchemy.exc import DBAPIError
 
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.container import await_if_needed, resolve
 from d3_item_salvager.errors import ConfigError
 from d3_item_salvager.logging_setup import get_logger
-from d3_item_salvager.workers import binding, tasks
+from d3_item_salvager.workers import tasks
 from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
 from d3_item_salvager.workers.container import WorkerContainer, build_worker_container
 from d3_item_salvager.workers.job_runner import JobRunner
 from d3_item_salvager.workers.jobs import JobSpec, base_job_id
 from d3_item_salvager.workers.leader_lock import LeaderLock
-from d3_item_salvager.workers.leadership import FatalLeadershipError, Leadership
+from d3_item_salvager.workers.leadership import Leadership
 from d3_item_salvager.workers.lease import SchedulerLease
 from d3_item_salvager.workers.metrics import WorkerMetrics
 from d3_item_salvager.workers.metrics_server import MetricsServer
@@ -105,7 +104,7 @@ class WorkerRuntime:
         self.metrics_server: MetricsServer | None = None
         self._runner: JobRunner | None = None
         self._tracker: RunTracker | None = None
-        self._stack = AsyncExitStack()
+        self._lifecycle: AbstractAsyncContextManager[None] | None = None
 
     # Public face
 
@@ -116,7 +115,7 @@ class WorkerRuntime:
         return self._runner
 
     @property
-    def lease(self) -> SchedulerLease | None:
+    def lease(self) -> SchedulerLease | LeaderLock | None:
         return self.leadership.lease if self.leadership is not None else None
 
     @property
@@ -144,11 +143,11 @@ class WorkerRuntime:
             ConfigError: this runtime has no such job.
         """
         spec = self.jobs.get(job)
-        token = binding.use(self.container)
+        token = tasks.use(self.container)
         try:
             return await tasks.run_job(spec.id, **kwargs)
         finally:
-            binding.reset(token)
+            tasks.reset(token)
 
     async def pause_job(self, job: str) -> bool:
         """Pause the job's schedule; False when it was paused already.
@@ -198,8 +197,8 @@ class WorkerRuntime:
                     scheduler.modify_job(job.id, next_run_time=following)
                 # As the scheduler runs it: the stored entry, its kwargs and its due time.
                 stored = {"job_id": base_job_id(job.id), **job.kwargs}
-                submission = binding.Submission(job.next_run_time, self.runner.term)
-                context = binding.submission_context(self.container, submission)
+                submission = tasks.Submission(job.next_run_time, self.runner.term)
+                context = tasks.submission_context(self.container, submission)
                 result = await context.run(asyncio.ensure_future, tasks.run_stored_job(**stored))
                 if result is not None:
                     results.append(result)
@@ -227,11 +226,9 @@ class WorkerRuntime:
     # Lifecycle
 
     async def __aenter__(self) -> Self:
-        try:
-            await self._start()
-        except BaseException:
-            await self._stack.aclose()
-            raise
+        lifecycle = self._live()
+        await lifecycle.__aenter__()  # a failed start has undone what it did
+        self._lifecycle = lifecycle
         return self
 
     async def __aexit__(
@@ -240,49 +237,99 @@ class WorkerRuntime:
         exc: BaseException | None,
         traceback: TracebackType | None,
     ) -> None:
-        await self._stack.aclose()
+        lifecycle, self._lifecycle = self._lifecycle, None
+        if lifecycle is None:  # exited already (a host may close it early, then its stack)
+            return
+        await lifecycle.__aexit__(exc_type, exc, traceback)
         failure = self.leadership.failed if self.leadership is not None else None
         if failure is not None and exc is None:
             raise failure
 
-    async def _start(self) -> None:
+    @asynccontextmanager
+    async def _live(self) -> AsyncIterator[None]:
+        """The runtime from start to stop. Each part is opened inside the parts it needs, so
+        leaving the block stops it before them: runs, then leadership, then the runtime's task
+        group (background.py), then the container's resources (client, engines)."""
         container = self.container
         freeze = GcFreeze() if self.freeze_gc else None
-        if freeze is not None:
-            freeze.begin()
-            self._stack.callback(freeze.release)  # hand the objects back on exit, if ours
-        token = binding.bind(container)
-        self._stack.callback(binding.unbind, container, token)
-        self._stack.push_async_callback(self._shutdown_resources)
-        # A store on a server is checked before a SQLite one, which opening creates: a store that
-        # cannot be used stops the start with nothing created (the log file too is opened only
-        # with the first line logged). The slow part of opening the index (a schema created or
-        # upgraded) runs in a thread.
+        with freeze or nullcontext(), tasks.bound(container):
+            try:
+                await self._open_stores()
+                await await_if_needed(container.init_resources())
+                self._runner = await resolve(container.job_runner)
+                self.metrics.subscribe(self.runner.events)
+                self._tracker = RunTracker(self.runner.events)
+                background = container.background()
+                try:
+                    background.start_service(self._measure_loop_lag(), "d3is-loop-lag")
+                    if freeze is not None:
+                        freeze.end_of_start_up()
+                    if self.run_scheduler:
+                        async with self._scheduling():
+                            yield
+                    else:
+                        try:
+                            yield
+                        finally:
+                            await self.runner.stop(0)
+                finally:
+                    await background.close()
+                    self._tracker.close()
+            finally:
+                await await_if_needed(container.shutdown_resources())
+
+    async def _open_stores(self) -> None:
+        """Open the job store and the index. A store on a server is checked before a SQLite
+        one, which opening creates: a store that cannot be used stops the start with nothing
+        created (the log file too is opened only with the first line logged). The slow part of
+        opening the index (a schema created or upgraded) runs in a thread."""
         if self._index_before_job_store():
             await prepare_off_loop(self.config.database)
-            await resolve(container.job_store_engine)
+            await resolve(self.container.job_store_engine)
         else:
-            await resolve(container.job_store_engine)
+            await resolve(self.container.job_store_engine)
             await prepare_off_loop(self.config.database)
-        await await_if_needed(container.init_resources())
-        self._runner = await resolve(container.job_runner)
-        events = self.runner.events
-        self.metrics.subscribe(events)
-        self._tracker = RunTracker(events)
-        self._stack.callback(self._tracker.close)
-        self._background_task(self._measure_loop_lag())
-        if freeze is not None:
-            freeze.end_of_start_up()
-        if not self.run_scheduler:
-            self._stack.push_async_callback(self.runner.stop, 0)
-            return
 
-        # The scheduler starts paused: only the lease holder registers and runs jobs.
+    @asynccontextmanager
+    async def _scheduling(self) -> AsyncIterator[None]:
+        """The scheduler (started paused: only the lease holder registers and runs jobs),
+        leadership and the metrics server. On the way out, running jobs finish while the lease
+        is still renewed, the metrics port is freed, the lease is released (so the next leader
+        can bind that port at once), and the job store is closed last."""
+        container = self.container
         engine = await resolve(container.job_store_engine)
         worker = await resolve(container.worker_id)
         scheduler = self.scheduler = build_scheduler(self.config, container)
         self.metrics.share_schedule(scheduler)  # multiprocess metrics: one view from any process
-        self._stack.callback(close_job_store, scheduler)  # last on exit: also when start fails
+        if self.config.metrics.port is not None:
+            self.metrics_server = MetricsServer(self.config.metrics, self.metrics.registry)
+        try:
+            self._start_paused(scheduler)
+            leadership = self.leadership = Leadership(
+                self._leader_claim(engine, worker),
+                scheduler,
+                self.runner,
+                self.config,
+                on_change=self._leadership_changed,
+                resume=not self.burst,
+                background=container.background(),
+            )
+            try:
+                try:
+                    await leadership.start()
+                    if self.metrics_server is not None and self.metrics_server.error is not None:
+                        raise ConfigError(self.metrics_server.error)
+                    yield
+                finally:
+                    await self._stop_scheduler()
+                    if self.metrics_server is not None:
+                        self.metrics_server.stop()
+            finally:
+                await leadership.stop()
+        finally:
+            close_job_store(scheduler)
+
+    def _start_paused(self, scheduler: AsyncIOScheduler) -> None:
         try:
             start_paused(scheduler)
         except DBAPIError as exc:
@@ -293,30 +340,6 @@ class WorkerRuntime:
                 else f"scheduler.job_store_path = {str(settings.job_store_path)!r}"
             )
             raise ConfigError(f"{setting}: cannot load the job store ({exc.orig})") from None
-        self.leadership = Leadership(
-            SchedulerLease(engine, worker, self.config.scheduler.lease_seconds),
-            scheduler,
-            self.runner,
-            self.config,
-            on_change=self._leadership_changed,
-            check=self._job_store_check(),
-            resume=not self.burst,
-            leader_lock=(
-                LeaderLock(self.config.scheduler.job_store_path)
-                if self.config.scheduler.job_store_url is None
-                else None
-            ),
-        )
-        # Exit runs these in reverse: running jobs finish (the lease still renewed), the metrics
-        # port is freed, then the lease is released (so the next leader can bind that port).
-        self._stack.push_async_callback(self.leadership.stop)
-        if self.config.metrics.port is not None:
-            self.metrics_server = MetricsServer(self.config.metrics, self.metrics.registry)
-            self._stack.callback(self.metrics_server.stop)
-        self._stack.push_async_callback(self._stop_scheduler)
-        await self.leadership.start()
-        if self.metrics_server is not None and self.metrics_server.error is not None:
-            raise ConfigError(self.metrics_server.error)
 
     def _index_before_job_store(self) -> bool:
         """Whether the index is on a server while the job store is a SQLite file."""
@@ -336,37 +359,12 @@ class WorkerRuntime:
         else:
             self.metrics_server.stop_soon()
 
-    def _job_store_check(self) -> Callable[[], None]:
-        """A check that the SQLite job-store file is still the one opened at start."""
+    def _leader_claim(self, engine: Engine, worker: str) -> SchedulerLease | LeaderLock:
+        """What leading takes: the lock beside a SQLite job store file, else the lease row."""
         settings = self.config.scheduler
-        if settings.job_store_url is not None:
-            return lambda: None
-        path = settings.job_store_path
-        opened = os.stat(path)
-
-        def check() -> None:
-            try:
-                now = os.stat(path)
-            except FileNotFoundError:
-                now = None
-            if now is None or (now.st_dev, now.st_ino) != (opened.st_dev, opened.st_ino):
-                raise FatalLeadershipError(
-                    f"scheduler.job_store_path = {str(path)!r}: the job store was deleted or "
-                    "replaced while the scheduler ran; stopping (restart to use the new file)"
-                )
-
-        return check
-
-    def _background_task(self, coroutine: Coroutine[Any, Any, None]) -> None:
-        """A task owned by the runtime: cancelled and awaited on exit."""
-        task = asyncio.get_running_loop().create_task(coroutine)
-
-        async def cancel() -> None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-
-        self._stack.push_async_callback(cancel)
+        if settings.job_store_url is None:
+            return LeaderLock(settings.job_store_path, worker, settings.lease_seconds / 4)
+        return SchedulerLease(engine, worker, settings.lease_seconds)
 
     async def _measure_loop_lag(self) -> None:
         loop = asyncio.get_running_loop()
@@ -377,9 +375,6 @@ class WorkerRuntime:
                 self.metrics.loop_lag.observe(max(loop.time() - asked - LAG_PROBE_SECONDS, 0.0))
             except Exception:  # noqa: BLE001 - supervised: a failed probe logs and keeps probing
                 _log.exception("loop-lag probe failed; it keeps running")
-
-    async def _shutdown_resources(self) -> None:
-        await await_if_needed(self.container.shutdown_resources())
 
     async def _stop_scheduler(self) -> None:
         assert self.scheduler is not None

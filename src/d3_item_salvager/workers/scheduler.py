@@ -45,7 +45,6 @@ from d3_item_salvager.config import AppConfig, JobConfig
 from d3_item_salvager.crontab import cron_trigger, describe_cron
 from d3_item_salvager.data.dialects import retry_schema_race
 from d3_item_salvager.logging_setup import get_logger
-from d3_item_salvager.workers.binding import Submission, submission_context
 from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
 from d3_item_salvager.workers.job_runner import JobRunner
 from d3_item_salvager.workers.job_store_db import (
@@ -63,9 +62,11 @@ from d3_item_salvager.workers.paused_jobs import keep_paused
 from d3_item_salvager.workers.runs import Outcome, Trigger
 from d3_item_salvager.workers.tasks import (
     STORED_ENTRY,
+    Submission,
     cleanup_logs_task,
     refresh_cache_task,
     scrape_guides_task,
+    submission_context,
 )
 
 if TYPE_CHECKING:

@@ -19,6 +19,7 @@ import sys
 import time
 from contextlib import asynccontextmanager, suppress
 from pathlib import Path
+from typing import Self
 
 import anyio.lowlevel
 
@@ -80,9 +81,13 @@ class GcFreeze:
         self._host_frozen: int | None = None
         self._frozen_after_start = 0
 
-    def begin(self) -> None:
+    def __enter__(self) -> Self:
         self._host_frozen = gc.get_freeze_count()
         gc.freeze()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.release()
 
     def end_of_start_up(self) -> None:
         gc.freeze()

@@ -24,6 +24,7 @@ from d3_item_salvager.workers.job_store_reader import (
     describe_trigger,
 )
 from d3_item_salvager.workers.jobs import JobRegistry, retry_job_id
+from d3_item_salvager.workers.leader_lock import probe_leader
 from d3_item_salvager.workers.run_history import RunRow
 
 # Outcomes that say the job itself went wrong; `cancelled` is a stop (graceful or the lease lost).
@@ -87,7 +88,11 @@ def collect_status(config: AppConfig, registry: JobRegistry = BUILTIN_JOBS) -> d
             }
         )
     lease_report = None
-    if lease is not None:
+    if config.scheduler.job_store_url is None:  # a SQLite file: led by the lock beside it
+        leader = probe_leader(config.scheduler.job_store_path)
+        if leader is not None:
+            lease_report = {"holder": leader[0], "expires_at": None, "live": leader[1]}
+    elif lease is not None:
         holder, live = lease
         lease_report = {
             "holder": holder.holder,
@@ -277,8 +282,9 @@ def render_status(
         notes.append("lease: nobody holds it (no scheduler running)")
     else:
         state = "live" if lease["live"] else "not live"
-        until = _clock(lease["expires_at"], zone, now)
-        notes.append(f"lease: {lease['holder']} ({state}, until {until})")
+        if lease["expires_at"] is not None:
+            state += f", until {_clock(lease['expires_at'], zone, now)}"
+        notes.append(f"lease: {lease['holder']} ({state})")
     return _render(table, notes)
 
 

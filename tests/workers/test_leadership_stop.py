@@ -22,9 +22,8 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
 
 from d3_item_salvager.config import AppConfig
-from d3_item_salvager.workers.job_store_db import metadata
+from d3_item_salvager.workers.job_store import RunHistory, metadata
 from d3_item_salvager.workers.leader_lock import LeaderLock
-from d3_item_salvager.workers.run_history import RunHistory
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from tests.postgres_server import PostgresDatabase
 from tests.workers.job_store_sql import job_store

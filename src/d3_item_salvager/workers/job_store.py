@@ -556,26 +556,36 @@ class RunHistory:
             held = _take_claim(connection, job_id, claim, now)
             if held is not None:
                 return held
-            started = self._clock()
-            connection.execute(
-                update(job_runs)
-                .where(job_runs.c.job_id == job_id, job_runs.c.finished_at.is_(None))
-                .values(finished_at=started, outcome=str(Outcome.ABANDONED), error=ABANDONED_ERROR)
-            )
-            connection.execute(
-                job_runs.insert().values(
-                    run_id=run_id,
-                    job_id=job_id,
-                    trigger=str(trigger),
-                    scheduled_for=_epoch(scheduled_for),
-                    started_at=started,
-                    attempt=attempt,
-                    worker=self.worker,
-                )
-            )
+            self._abandon(connection, job_runs.c.job_id == job_id)
+            self._insert(connection, run_id, job_id, trigger, scheduled_for, attempt=attempt)
             return None
 
         return await in_thread(self.engine, begin)
+
+    def _insert(
+        self,
+        connection: Connection,
+        run_id: str,
+        job_id: str,
+        trigger: str,
+        scheduled_for: datetime | None,
+        **values: Any,
+    ) -> None:
+        values.setdefault("started_at", self._clock())
+        row = {"trigger": str(trigger), "scheduled_for": _epoch(scheduled_for), **values}
+        connection.execute(
+            job_runs.insert().values(run_id=run_id, job_id=job_id, worker=self.worker, **row)
+        )
+
+    def _abandon(self, connection: Connection, which: ColumnElement[bool]) -> None:
+        """Close the unfinished runs `which` selects as `abandoned`."""
+        connection.execute(
+            update(job_runs)
+            .where(which, job_runs.c.finished_at.is_(None))
+            .values(
+                finished_at=self._clock(), outcome=str(Outcome.ABANDONED), error=ABANDONED_ERROR
+            )
+        )
 
     def _release(self, connection: Connection, job_id: str, run_id: str) -> bool:
         mine = delete(job_claims).where(
@@ -627,19 +637,13 @@ class RunHistory:
     ) -> None:
         """A run that never started (missed, skipped, cancelled): one finished row."""
         now = self._clock()
-        statement = job_runs.insert().values(
-            run_id=run_id,
-            job_id=job_id,
-            trigger=str(trigger),
-            scheduled_for=_epoch(scheduled_for),
-            started_at=now,
-            finished_at=now,
-            outcome=str(outcome),
-            error=error,
-            attempt=0,
-            worker=self.worker,
-        )
-        await in_thread(self.engine, lambda connection: connection.execute(statement))
+        await in_thread(
+            self.engine,
+            lambda connection: self._insert(
+                connection, run_id, job_id, trigger, scheduled_for, attempt=0,
+                started_at=now, finished_at=now, outcome=str(outcome), error=error,
+            ),
+        )  # fmt: skip
 
     async def mark_abandoned(self) -> int:
         """Close runs left unfinished by processes that died (not this one's, not live ones),
@@ -657,15 +661,7 @@ class RunHistory:
                 if row.trigger != Trigger.MANUAL or not worker_process_alive(row.worker)
             ]
             if dead:
-                connection.execute(
-                    update(job_runs)
-                    .where(job_runs.c.run_id.in_(dead))
-                    .values(
-                        finished_at=self._clock(),
-                        outcome=str(Outcome.ABANDONED),
-                        error=ABANDONED_ERROR,
-                    )
-                )
+                self._abandon(connection, job_runs.c.run_id.in_(dead))
                 connection.execute(delete(job_claims).where(job_claims.c.run_id.in_(dead)))
             return len(dead)
 
@@ -675,32 +671,17 @@ class RunHistory:
         """The ids of jobs whose schedule should not wait: no run of them succeeded yet, or
         their last run was abandoned (its process died mid-run), as systemd's Persistent=."""
         succeeded = select(job_runs.c.job_id).where(job_runs.c.outcome == str(Outcome.SUCCESS))
-        latest = (
-            select(job_runs.c.job_id, func.max(job_runs.c.finished_at).label("finished"))
-            .where(job_runs.c.finished_at.is_not(None))
-            .group_by(job_runs.c.job_id)
-            .subquery()
-        )
-        abandoned_last = (
-            select(job_runs.c.job_id)
-            .join(
-                latest,
-                and_(
-                    job_runs.c.job_id == latest.c.job_id,
-                    job_runs.c.finished_at == latest.c.finished,
-                ),
-            )
-            .where(job_runs.c.outcome == str(Outcome.ABANDONED))
-        )
 
-        def read(connection: Connection) -> tuple[set[str], set[str]]:
-            return (
-                set(connection.execute(succeeded.distinct()).scalars()),
-                set(connection.execute(abandoned_last).scalars()),
-            )
+        def read(connection: Connection) -> set[str]:
+            ever_succeeded = set(connection.execute(succeeded.distinct()).scalars())
+            lasts = {job_id: read_last_finished(connection, job_id) for job_id in job_ids}
+            return {
+                job_id
+                for job_id, last in lasts.items()
+                if job_id not in ever_succeeded or (last and last.outcome == Outcome.ABANDONED)
+            }
 
-        ever_succeeded, abandoned = await in_thread(self.engine, read)
-        return {job_id for job_id in job_ids if job_id not in ever_succeeded or job_id in abandoned}
+        return await in_thread(self.engine, read)
 
     async def runs(self, job_id: str | None = None) -> list[RunRow]:
         """Every run, oldest first (optionally of one job)."""
@@ -830,25 +811,16 @@ async def set_paused(engine: Engine, job_id: str, paused: bool) -> bool:
 
 
 def hold_next_run_time(engine: Engine, job_id: str, next_run_time: datetime | None) -> bool:
-    """Note the next run time a pause clears (blocking); False when the job was resumed
-    meanwhile."""
+    """Blocking: keep the next run time a pause clears, or drop it (None) once the job is
+    resumed; False when the job was resumed (paused) meanwhile."""
+    paused = next_run_time is not None
     with engine.begin() as connection:
         held = connection.execute(
             update(paused_jobs)
-            .where(paused_jobs.c.job_id == job_id, paused_jobs.c.paused.is_(True))
+            .where(paused_jobs.c.job_id == job_id, paused_jobs.c.paused.is_(paused))
             .values(held_next_run_time=_epoch(next_run_time))
         )
         return bool(held.rowcount == 1)
-
-
-def forget_held_run_time(engine: Engine, job_id: str) -> None:
-    """A resumed job's next run time is set again: drop the one its pause held (blocking)."""
-    with engine.begin() as connection:
-        connection.execute(
-            update(paused_jobs)
-            .where(paused_jobs.c.job_id == job_id, paused_jobs.c.paused.is_(False))
-            .values(held_next_run_time=None)
-        )
 
 
 # Read-only, for `status` and `history`

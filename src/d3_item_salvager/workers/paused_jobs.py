@@ -20,7 +20,6 @@ from sqlalchemy import Engine
 from d3_item_salvager.logging_setup import get_logger
 from d3_item_salvager.workers.job_store import (
     PauseState,
-    forget_held_run_time,
     hold_next_run_time,
     in_thread,
     read_pause_states,
@@ -59,7 +58,7 @@ def apply_pause_states(
             held = state.held_next_run_time
             when = max(held, now) if held else job.trigger.get_next_fire_time(None, now)
             scheduler.modify_job(job_id, next_run_time=when)
-            forget_held_run_time(engine, job_id)
+            hold_next_run_time(engine, job_id, None)
             changes.append(f"{job_id}: resumed, next run at {when.isoformat()}")
     return changes
 

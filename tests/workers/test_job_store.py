@@ -33,7 +33,7 @@ from d3_item_salvager.workers.job_store import (
     scheduler_lease,
     worker_identity,
 )
-from d3_item_salvager.workers.status import collect_history
+from d3_item_salvager.workers.status import collect_history, collect_status
 from tests.conftest import make_config, only_jobs
 from tests.postgres_server import PostgresDatabase
 
@@ -299,7 +299,12 @@ async def test_an_old_store_is_read_as_it_is_then_migrated_once_by_two_openers(
     every row kept, every time now epoch seconds, the index there, `history` unchanged."""
     write_old_store(store_url)
     config = store_config(tmp_path, store_url)
+    untouched = stored_rows(store_url)
     before = collect_history(config, None, 10)
+    status = {job["job_id"]: job for job in collect_status(config)["jobs"]}
+    assert status["scrape_guides"]["last_finished_at"] == "2026-03-01T10:00:02.750000+00:00"
+    assert status["scrape_guides"]["last_duration_seconds"] == 2.5
+    assert stored_rows(store_url) == untouched  # read, never written
     assert [run["run_id"] for run in before] == ["open", "by-hand", "done"]
     done = before[2]
     assert (done["started_at"], done["duration_seconds"]) == (

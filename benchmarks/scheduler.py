@@ -12,7 +12,6 @@ import sqlite3
 import tempfile
 import threading
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -44,10 +43,7 @@ async def lateness(runs: int) -> None:
             rows = connection.execute(
                 "SELECT scheduled_for, started_at FROM job_runs WHERE outcome = 'success'"
             ).fetchall()
-    late = [
-        (datetime.fromisoformat(started) - datetime.fromisoformat(due)).total_seconds()
-        for due, started in rows
-    ]
+    late = [started - due for due, started in rows]
     print(
         f"dispatch lateness, {len(late)} runs at 1 s intervals: "
         f"p50 {percentile(late, 0.5) * 1e3:.1f} ms, max {max(late) * 1e3:.1f} ms"

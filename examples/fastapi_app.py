@@ -41,7 +41,7 @@ from d3_item_salvager.config import AppConfig, load_config
 from d3_item_salvager.errors import ConfigError, JobRunningElsewhereError
 from d3_item_salvager.logging_setup import app_logging
 from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
-from d3_item_salvager.workers.run_history import RunRow
+from d3_item_salvager.workers.job_store import RunRow
 from d3_item_salvager.workers.runs import RunEvent, RunResult, RunStarted
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from d3_item_salvager.workers.status import collect_status, health_problems

@@ -14,7 +14,6 @@ The tree::
     ├── CacheError                  a cache file could not be written
     ├── IndexDatabaseError          the index database refused an operation
     │   └── IndexLockedError        another writer held the index past the busy timeout
-    ├── RunHistoryError             a run's history row could not be written
     └── JobRunningElsewhereError    a manual run met a run of the same job in another process
 
 Messages are built here from ids and URLs, so every caller reports the same facts the same way.
@@ -151,10 +150,6 @@ class IndexLockedError(IndexDatabaseError):
 
     Transient: the run is retried later.
     """
-
-
-class RunHistoryError(D3ItemSalvagerError):
-    """The job store refused a run's history row: the run is not started, or reported failed."""
 
 
 class JobRunningElsewhereError(D3ItemSalvagerError):

@@ -119,7 +119,7 @@ async def test_shutdown_mid_run_cancels_it_cleanly(
             answer.set()
     [row] = [row for row in await history.runs() if row.run_id == run_id]
     assert row.outcome == "cancelled"
-    assert await history.claims.current("scrape_guides") is None  # given back
+    assert await history.claim("scrape_guides") is None  # given back
     problems = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
     assert problems == [], [r.getMessage() for r in problems]
     # The app logs our records to its log file (they do not reach caplog meanwhile).

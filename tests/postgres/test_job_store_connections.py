@@ -13,7 +13,7 @@ import pytest
 from sqlalchemy import create_engine
 
 from d3_item_salvager.errors import ConfigError
-from d3_item_salvager.workers.job_store_db import metadata
+from d3_item_salvager.workers.job_store import metadata
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from tests.conftest import make_config
 from tests.postgres_server import SERVER_URL, PostgresDatabase

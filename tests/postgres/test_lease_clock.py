@@ -10,7 +10,7 @@ from sqlalchemy import text
 
 from d3_item_salvager.container import resolve
 from d3_item_salvager.workers.container import open_worker_container
-from d3_item_salvager.workers.lease import SchedulerLease
+from d3_item_salvager.workers.job_store import SchedulerLease
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from d3_item_salvager.workers.status import collect_status, health_problems
 from tests.conftest import make_config

@@ -24,7 +24,7 @@ async def test_a_history_write_that_fails_is_reported_not_lost(
 ) -> None:
     """The outcome write (UPDATE) or the start row (INSERT) fails as on a full disk: the command
     prints its one JSON object with the database's own error and exits 1; nothing claims
-    success."""
+    success, and no job claim is left behind."""
     config = cli_config(tmp_path, fake_maxroll)
     code, _stdout, stderr = await run_cli(
         "run", "cleanup-logs", "--config", str(config), cwd=tmp_path
@@ -50,5 +50,7 @@ async def test_a_history_write_that_fails_is_reported_not_lost(
     with sqlite3.connect(tmp_path / "jobs.sqlite") as connection:
         rows = connection.execute("SELECT outcome, error FROM job_runs ORDER BY started_at")
         assert [tuple(row) for row in rows] == rows_left
+        # Given back (after the outcome could not be written), or never taken (the start).
+        assert connection.execute("SELECT * FROM job_claims").fetchall() == []
     if statement == "UPDATE":  # the open row is not left silently
         assert "stays open until a scheduler marks it abandoned" in stderr

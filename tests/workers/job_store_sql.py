@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import Connection, create_engine, text
 
 from d3_item_salvager.config import AppConfig
-from d3_item_salvager.workers.job_store_db import sync_job_store_url
+from d3_item_salvager.workers.job_store import sync_job_store_url
 
 
 @contextmanager

@@ -6,7 +6,7 @@ from __future__ import annotations
 import socket
 import subprocess
 import sys
-from datetime import UTC, datetime
+import time
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ def left_running(config: AppConfig, job_id: str, trigger: str, *, claimed: bool)
                 "job": job_id,
                 "trigger": trigger,
                 "worker": worker,
-                "started": datetime.now(UTC).isoformat(),
+                "started": time.time(),
             },
         )
         if claimed:

@@ -10,7 +10,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.exc import DBAPIError
 
 from d3_item_salvager.config import SchedulerConfig
-from d3_item_salvager.workers.job_store_db import job_store_error, metadata
+from d3_item_salvager.workers.job_store import job_store_error, metadata
 
 
 def open_error(path: Path, *pragmas: str) -> DBAPIError:

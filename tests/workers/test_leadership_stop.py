@@ -24,8 +24,7 @@ from sqlalchemy.exc import OperationalError
 
 from d3_item_salvager.config import AppConfig
 from d3_item_salvager.workers.background import WAITING_FOR_WRITES
-from d3_item_salvager.workers.job_store_db import metadata
-from d3_item_salvager.workers.run_history import RunHistory
+from d3_item_salvager.workers.job_store import RunHistory, metadata
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from tests.postgres_server import PostgresDatabase
 from tests.workers.job_store_sql import job_store

@@ -205,7 +205,7 @@ async def test_status_check_exit_codes(tmp_path: Path, fake_maxroll: FakeMaxroll
             connection.execute(
                 "INSERT INTO job_runs (run_id, job_id, trigger, started_at, finished_at, outcome,"
                 " error, attempt, worker) VALUES ('r', 'cleanup_logs', 'manual',"
-                " '2026-01-01T00:00:00+00:00', '2026-01-01T00:00:01+00:00', 'failed', 'disk full',"
+                " 1767225600, 1767225601, 'failed', 'disk full',"
                 " 0, 'w')"
             )
         code, stdout, _ = await run_cli(

@@ -68,7 +68,7 @@ async def test_a_cancel_during_the_already_running_write_still_records_it_on_pos
             blocker.execute("BEGIN")
             blocker.execute(
                 "INSERT INTO job_runs (run_id, job_id, trigger, started_at, attempt, worker)"
-                " VALUES ('second', 'scrape_guides', 'manual', 'now', 0, 'blocker')"
+                " VALUES ('second', 'scrape_guides', 'manual', 0, 0, 'blocker')"
             )
             second = asyncio.create_task(
                 runtime.run_job("scrape_guides", trigger="scheduled", run_id="second")

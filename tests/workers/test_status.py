@@ -14,8 +14,13 @@ import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 
 from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
-from d3_item_salvager.workers.job_store_reader import describe_interval, describe_trigger
-from d3_item_salvager.workers.status import health_problems, render_history, render_status
+from d3_item_salvager.workers.status import (
+    describe_interval,
+    describe_trigger,
+    health_problems,
+    render_history,
+    render_status,
+)
 from tests.conftest import only_jobs
 from tests.processes import WorkerProcess, run_cli, write_config
 
@@ -203,9 +208,9 @@ def add_run(store: Path, run_id: str, started: datetime, **values: Any) -> None:
         "run_id": run_id,
         "job_id": "scrape_guides",
         "trigger": "scheduled",
-        "scheduled_for": (started - timedelta(seconds=1)).isoformat(),
-        "started_at": started.isoformat(),
-        "finished_at": (started + timedelta(seconds=2.5)).isoformat(),
+        "scheduled_for": started.timestamp() - 1,
+        "started_at": started.timestamp(),
+        "finished_at": started.timestamp() + 2.5,
         "outcome": "success",
         "error": None,
         "summary": None,

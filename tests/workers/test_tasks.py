@@ -23,7 +23,7 @@ from d3_item_salvager.errors import (
 )
 from d3_item_salvager.services.build_guides import SyncSummary
 from d3_item_salvager.workers import tasks
-from d3_item_salvager.workers.run_history import RunHistory
+from d3_item_salvager.workers.job_store import Claim, RunHistory
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from tests.conftest import make_config
 from tests.workers.fakes import FakeSyncService, summary_with_failure
@@ -195,7 +195,7 @@ async def test_refresh_cache_task_fills_caches_not_the_index(live_config: AppCon
 async def test_cleanup_task_prunes_old_history(tmp_path: Path) -> None:
     """cleanup-logs deletes finished history rows older than the retention."""
     config = make_config(tmp_path, scheduler={"run_history_retention_days": 1})
-    old = (datetime.now(UTC) - timedelta(days=3)).isoformat()
+    old = (datetime.now(UTC) - timedelta(days=3)).timestamp()
     async with WorkerRuntime(config, run_scheduler=False):
         with sqlite3.connect(config.scheduler.job_store_path) as connection:
             connection.execute(
@@ -217,7 +217,7 @@ async def test_unfinished_runs_of_a_dead_scheduler_become_abandoned(tmp_path: Pa
     with sqlite3.connect(config.scheduler.job_store_path) as connection:
         connection.execute(
             "INSERT INTO job_runs (run_id, job_id, trigger, started_at, attempt, worker)"
-            " VALUES ('lost', 'scrape_guides', 'scheduled', '2026-01-01T00:00:00+00:00', 0,"
+            " VALUES ('lost', 'scrape_guides', 'scheduled', 1767225600.0, 0,"
             " 'otherhost:1:dead')"
         )
     async with WorkerRuntime(config) as runtime:
@@ -227,23 +227,24 @@ async def test_unfinished_runs_of_a_dead_scheduler_become_abandoned(tmp_path: Pa
 
 
 class GatedStartHistory(RunHistory):
-    """A run history whose start row is written only once the test opens the gate."""
+    """A run history whose run begins (claim, start row) only once the test opens the gate."""
 
     def __init__(self, *args: Any) -> None:
         super().__init__(*args)
         self.entered = asyncio.Event()
         self.gate = asyncio.Event()
 
-    async def start(self, *args: Any) -> datetime:
+    async def begin(self, *args: Any) -> Claim | None:
         self.entered.set()
         await self.gate.wait()
-        return await super().start(*args)
+        return await super().begin(*args)
 
 
 async def test_stop_while_the_start_row_is_written_records_the_run_cancelled(
     tmp_path: Path,
 ) -> None:
-    """A run cancelled before its start row is written still ends `cancelled`, not `running`."""
+    """A run cancelled before its claim and start row are written still ends `cancelled`, not
+    `running`, and gives its claim back."""
     config = make_config(
         tmp_path, maxroll={"bearer_token": "t"}, scheduler={"shutdown_timeout_seconds": 0}
     )
@@ -265,3 +266,5 @@ async def test_stop_while_the_start_row_is_written_records_the_run_cancelled(
             await running
     [row] = job_runs(config)
     assert (row["outcome"], row["error"]) == ("cancelled", "cancelled while stopping")
+    with sqlite3.connect(config.scheduler.job_store_path) as connection:
+        assert connection.execute("SELECT * FROM job_claims").fetchall() == []

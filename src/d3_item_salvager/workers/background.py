@@ -58,13 +58,15 @@ class BackgroundTasks:
         task.cancel()
         await asyncio.wait({task})
 
-    async def durable(self, write: Coroutine[Any, Any, T]) -> T:
-        """Await `write`, run in a task of its own that cancelling the caller does not stop.
+    async def durable(self, write: Coroutine[Any, Any, T] | asyncio.Task[T]) -> T:
+        """Await `write` (or a task `write_soon` started), run in a task of its own that
+        cancelling the caller does not stop: the one place a write is shielded.
 
         The write's own error reaches the caller; a caller cancelled meanwhile is cancelled at
         once, and the write goes on (`settle` and `close` wait for it).
         """
-        return await asyncio.shield(self.write_soon(write))
+        task = write if isinstance(write, asyncio.Task) else self.write_soon(write)
+        return await asyncio.shield(task)
 
     def write_soon(self, write: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Start `write` without waiting for it (from synchronous code: a scheduler listener)."""

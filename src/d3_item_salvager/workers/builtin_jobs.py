@@ -58,7 +58,7 @@ async def refresh_cache(ctx: JobContext) -> Any:
 async def cleanup_logs(ctx: JobContext) -> dict[str, Any]:
     """Delete old log files and prune old run history."""
     from d3_item_salvager.container import resolve
-    from d3_item_salvager.workers.run_history import utc_now
+    from d3_item_salvager.workers.job_store import utc_now
 
     service = await resolve(ctx.container.log_housekeeping_service)
     history = await resolve(ctx.container.run_history)

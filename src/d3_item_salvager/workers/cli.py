@@ -285,8 +285,7 @@ def _set_paused(job: str, config_file: Path | None, *, paused: bool) -> None:
     config = _setup(config_file, start_logging=False)
     from contextlib import asynccontextmanager
 
-    from d3_item_salvager.workers.job_store_db import job_store_engine_resource
-    from d3_item_salvager.workers.paused_jobs import set_paused
+    from d3_item_salvager.workers.job_store import job_store_engine_resource, set_paused
 
     async def write() -> bool:
         open_store = asynccontextmanager(job_store_engine_resource)

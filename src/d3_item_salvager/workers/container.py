@@ -17,10 +17,13 @@ from d3_item_salvager.container import Container, await_if_needed, resolve
 from d3_item_salvager.workers.background import BackgroundTasks
 from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
 from d3_item_salvager.workers.job_runner import JobRunner
-from d3_item_salvager.workers.job_store_db import job_store_engine_resource
+from d3_item_salvager.workers.job_store import (
+    RunHistory,
+    job_store_engine_resource,
+    worker_identity,
+)
 from d3_item_salvager.workers.jobs import JobRegistry
 from d3_item_salvager.workers.metrics import WorkerMetrics
-from d3_item_salvager.workers.run_history import RunHistory, worker_identity
 from d3_item_salvager.workers.runs import RunEvents
 
 

@@ -8,24 +8,23 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping
+from collections.abc import Coroutine, Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
 import anyio
 
-from d3_item_salvager.config import AppConfig
+from d3_item_salvager.config import AppConfig, JobConfig
 from d3_item_salvager.errors import (
     D3ItemSalvagerError,
     JobRunningElsewhereError,
-    RunHistoryError,
     TransientFetchError,
     error_text,
 )
 from d3_item_salvager.logging_setup import get_logger, log_context
 from d3_item_salvager.workers.background import BackgroundTasks
-from d3_item_salvager.workers.job_claims import CLAIM_MARGIN_SECONDS, Claim
+from d3_item_salvager.workers.job_store import CLAIM_MARGIN_SECONDS, Claim, RunHistory, utc_now
 from d3_item_salvager.workers.jobs import (
     JobContext,
     JobFailedError,
@@ -33,7 +32,6 @@ from d3_item_salvager.workers.jobs import (
     JobSpec,
     WorkSummary,
 )
-from d3_item_salvager.workers.run_history import RunHistory, utc_now
 from d3_item_salvager.workers.runs import (
     Outcome,
     RetryScheduled,
@@ -51,6 +49,8 @@ if TYPE_CHECKING:
 _log = get_logger(__name__)
 
 CANCELLED_WHILE_STOPPING = "cancelled while stopping"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,9 +82,11 @@ async def _perform(spec: JobSpec, ctx: JobContext) -> _WorkOutcome:
     return _WorkOutcome(_summary_dict(value), None, transient)
 
 
-def _log_unrecorded(recording: asyncio.Task[Any]) -> None:
-    if not recording.cancelled() and (exc := recording.exception()) is not None:
-        _log.error("could not record the run that did not start", extra={"error": error_text(exc)})
+def _log_unseen_failure(write: asyncio.Task[Any]) -> None:
+    if not write.cancelled() and (exc := write.exception()) is not None:
+        _log.error(
+            "a job-store write failed after its run was cancelled", extra={"error": error_text(exc)}
+        )
 
 
 class RetryPlanner(Protocol):
@@ -186,23 +188,27 @@ class JobRunner:
         error: str,
         run_id: str,
     ) -> RunResult:
-        """Record a run that does not start, in a task of its own that `stop` waits for.
-
-        A cancel (a stop, the lease lost) arriving meanwhile cannot stop the statement in its
-        worker thread: without the wait, the runtime would dispose of the engine under its
-        connection. The row is written and RunFinished published all the same.
-        """
-        recording = self._in_background(
+        """Record a run that does not start (one finished row, RunFinished published)."""
+        return await self._durable(
             self._record_not_run(job_id, trigger, outcome, due, error, run_id)
         )
-        try:
-            return await asyncio.shield(recording)
-        except anyio.get_cancelled_exc_class():
-            recording.add_done_callback(_log_unrecorded)  # nobody else will see a failure
-            raise
 
     def _in_background(self, coroutine: Any) -> asyncio.Task[Any]:
         return self.background.write_soon(coroutine)
+
+    async def _durable(self, write: Coroutine[Any, Any, T] | asyncio.Task[T]) -> T:
+        """Wait for a job-store write that a cancel must not stop (a durable write of the
+        runtime's task group, which the runtime waits for on its way out): a cancel (a stop, the
+        lease lost) arriving meanwhile cannot stop its statement in a worker thread anyway, and
+        without the wait the runtime would dispose of the engine under its connection. The
+        caller stops waiting; the write still ends, and a failure nobody waits for is logged.
+        """
+        task = write if isinstance(write, asyncio.Task) else self._in_background(write)
+        try:
+            return await self.background.durable(task)
+        except anyio.get_cancelled_exc_class():
+            task.add_done_callback(_log_unseen_failure)
+            raise
 
     # Running
 
@@ -221,11 +227,12 @@ class JobRunner:
 
         `run_id` lets a caller name the run before it starts (a host app answering at once);
         `submission` says when a scheduled or retry run was due, and in which lease term.
-        The run first claims its job in the job store (job_claims.py): while a run of the job
-        holds the claim in another process (or runtime), a scheduled or retry run is recorded
-        `skipped` and a manual run raises JobRunningElsewhereError (it never started: no row).
-        Before that, a scheduled or retry run starting while this runtime does not lead, or
-        submitted before it last lost the lease, is recorded `cancelled` (see `stand_by`).
+        A run is two job-store transactions: `begin` claims its job and writes the start row,
+        `end` writes the outcome and gives the claim back. While a run of the job holds the
+        claim in another process (or runtime), a scheduled or retry run is recorded `skipped`
+        and a manual run raises JobRunningElsewhereError (recorded `skipped` too). Before that,
+        a scheduled or retry run starting while this runtime does not lead, or submitted before
+        it last lost the lease, is recorded `cancelled` (see `stand_by`).
         """
         trigger = Trigger(trigger)
         job_id = spec.id
@@ -242,15 +249,13 @@ class JobRunner:
             self._running[current] = trigger
         try:
             with log_context(job_id=job_id, run_id=run_id):
-                not_started = await self._claim(run_id, job_id, trigger, due)
+                job = spec.settings(self._config)
+                not_started = await self._begin(run_id, job_id, trigger, attempt, due, job)
                 if not_started is not None:
                     return not_started
-                try:
-                    result, transient = await self._run_recorded(
-                        run_id, spec, dict(options or {}), trigger, attempt, due
-                    )
-                finally:
-                    await self._release(job_id, run_id)
+                result, transient = await self._run_started(
+                    run_id, spec, dict(options or {}), trigger, attempt, job
+                )
         finally:
             if current is not None:
                 self._running.pop(current, None)
@@ -262,33 +267,46 @@ class JobRunner:
                 self._plan_retry(job_id, attempt)
         return result
 
-    async def _claim(
-        self, run_id: str, job_id: str, trigger: Trigger, due: datetime | None
+    def _cancel_reason(self) -> str:
+        current = asyncio.current_task()
+        reason = self._cancel_reasons.get(current) if current else None
+        return reason or CANCELLED_WHILE_STOPPING
+
+    async def _begin(
+        self,
+        run_id: str,
+        job_id: str,
+        trigger: Trigger,
+        attempt: int,
+        due: datetime | None,
+        job: JobConfig,
     ) -> RunResult | None:
-        """Claim the job across processes: None when this run may start, else how it ended."""
-        ttl = self._timeout_seconds(job_id) + CLAIM_MARGIN_SECONDS
-        # In a task of its own, like the start row: a claim taken while the run is being
-        # cancelled is still seen, and given back.
-        claiming = self._in_background(self.history.claims.claim(job_id, run_id, str(trigger), ttl))
+        """Claim the job and write the start row (one transaction): None when the run starts,
+        else how it ended."""
+        assert job.timeout_minutes is not None  # filled from the spec
+        claim_seconds = job.timeout_minutes * 60 + CLAIM_MARGIN_SECONDS
+        begin = self._in_background(
+            self.history.begin(run_id, job_id, trigger, due, attempt, claim_seconds)
+        )
         try:
-            held = await asyncio.shield(claiming)
+            held = await self._durable(begin)
         except anyio.get_cancelled_exc_class():
-            current = asyncio.current_task()
-            reason = self._cancel_reasons.get(current) if current else None
-            error = reason or CANCELLED_WHILE_STOPPING
+            error = self._cancel_reason()
             _log.warning("run cancelled before it started: %s", error)
-            # All in one background task: an anyio cancel scope cancels every later await of
-            # this one, while `stop` waits for background tasks.
-            cleanup = self._in_background(
-                self._cancelled_while_claiming(claiming, job_id, trigger, due, error, run_id)
+            # All in one task: an anyio cancel scope cancels every later await of this one.
+            await self._durable(
+                self._cancelled_while_beginning(begin, job_id, trigger, attempt, due, error, run_id)
             )
-            await asyncio.shield(cleanup)
             raise
-        except Exception as exc:  # noqa: BLE001 - any failure of the claim's transaction
-            # Without its claim the run does not start: it could run twice across processes.
-            error = f"the job claim could not be written: {error_text(exc)}"
-            failed = RunResult(run_id, job_id, trigger, Outcome.FAILED, error, None, 0.0)
-            return await self._finish(failed, recorded=False)
+        except Exception as exc:  # noqa: BLE001 - any failure of the transaction
+            # Without its claim and start row the run does not start: it could run twice
+            # across processes, or not be accounted for. Nothing of it was written.
+            error = (
+                f"the run history could not be written (job claim and start row): {error_text(exc)}"
+            )
+            failed = RunResult(run_id, job_id, trigger, Outcome.FAILED, error, None, 0.0, attempt)
+            self._report(failed)
+            return failed
         if held is None:
             return None
         # Another run holds the job (in another process, or this runtime's own: a retry meeting
@@ -302,67 +320,46 @@ class JobRunner:
             raise JobRunningElsewhereError(job_id, held.holder, held.run_id)
         return skipped
 
-    async def _cancelled_while_claiming(
+    async def _cancelled_while_beginning(
         self,
-        claiming: asyncio.Task[Claim | None],
+        begin: asyncio.Task[Claim | None],
         job_id: str,
         trigger: Trigger,
+        attempt: int,
         due: datetime | None,
         error: str,
         run_id: str,
     ) -> None:
-        """Give back a claim taken as the run was cancelled, and record the run `cancelled`."""
-        await asyncio.wait({claiming})
-        if not claiming.cancelled() and claiming.exception() is None and claiming.result() is None:
-            await self._release(job_id, run_id)
+        """Once `begin` is done: end a run it started (its claim given back), else record the
+        run `cancelled`."""
+        await asyncio.wait({begin})
+        if not begin.cancelled() and begin.exception() is None and begin.result() is None:
+            cancelled = RunResult(run_id, job_id, trigger, Outcome.CANCELLED, error, None, 0.0)
+            await self._end(replace(cancelled, attempt=attempt))
+            return
         try:
             await self._record_not_run(job_id, trigger, Outcome.CANCELLED, due, error, run_id)
         except Exception as exc:  # noqa: BLE001 - any failure of the history write
             _log.error("could not record the cancelled run", extra={"error": error_text(exc)})
 
-    async def _release(self, job_id: str, run_id: str) -> None:
-        """Give the job's claim back, on every path (its own task: a cancel cannot stop it)."""
-
-        async def release() -> None:
-            try:
-                if not await self.history.claims.release(job_id, run_id):
-                    _log.warning("the job's claim was taken over before the run ended")
-            except Exception as exc:  # noqa: BLE001 - any failure of the claim's transaction
-                _log.error(
-                    "could not release the job's claim; another process takes it over once "
-                    "this one has ended, or when it expires",
-                    extra={"error": error_text(exc)},
-                )
-
-        await asyncio.shield(self._in_background(release()))
-
-    async def _run_recorded(
+    async def _run_started(
         self,
         run_id: str,
         spec: JobSpec,
         options: dict[str, Any],
         trigger: Trigger,
         attempt: int,
-        due: datetime | None,
+        job: JobConfig,
     ) -> tuple[RunResult, bool]:
+        """Do the work of a run that began, then end it, whatever happens meanwhile."""
         job_id = spec.id
-        job = spec.settings(self._config)
         assert job.timeout_minutes is not None  # filled from the spec
         log = get_logger(f"d3_item_salvager.jobs.{job_id}")
         ctx = JobContext(job_id, run_id, trigger, attempt, self.container, log, options)
         _log.info("run started", extra={"trigger": str(trigger), "attempt": attempt})
-        # The start row is written in a task of its own, so a run cancelled while it is being
-        # written still gets its row, then its outcome.
-        start = self._in_background(self.history.start(run_id, job_id, trigger, due, attempt))
+        started = utc_now()
         outcome, error, summary, transient = Outcome.FAILED, None, None, False
         try:
-            try:
-                await asyncio.shield(start)
-            except Exception as exc:  # noqa: BLE001 - any failure of the history write
-                # Without its history row the run does not start: it could not be accounted for.
-                raise RunHistoryError(
-                    f"the run history could not be written: {error_text(exc)}"
-                ) from None
             self.events.publish(RunStarted(job_id, run_id, trigger))
             with anyio.fail_after(job.timeout_minutes * 60):
                 result = await _perform(spec, ctx)
@@ -376,58 +373,55 @@ class JobRunner:
         except D3ItemSalvagerError as exc:
             error = str(exc)
         except anyio.get_cancelled_exc_class():
-            current = asyncio.current_task()
-            reason = self._cancel_reasons.get(current) if current else None
-            outcome, error = Outcome.CANCELLED, reason or CANCELLED_WHILE_STOPPING
+            outcome, error = Outcome.CANCELLED, self._cancel_reason()
             raise
         except Exception as exc:  # noqa: BLE001 - logged with its traceback below
             # An unexpected error is a bug: keep the traceback in the log, and the process alive.
             _log.exception("run crashed")
             error = f"{type(exc).__name__}: {error_text(exc)}"
         finally:
-            if not start.done():
-                await asyncio.wait({start})
-            started = utc_now() if start.exception() else start.result()
             duration = round((utc_now() - started).total_seconds(), 3)
-            result_record = RunResult(
-                run_id, job_id, trigger, outcome, error, summary, duration, attempt
+            ended = RunResult(run_id, job_id, trigger, outcome, error, summary, duration, attempt)
+            ended = await self._durable(self._end(ended))
+        return ended, transient
+
+    async def _end(self, result: RunResult) -> RunResult:
+        """Write the outcome and give the claim back (one transaction); returns the run as
+        reported. When the history cannot be written, the run is reported failed with that
+        error (never a silent success), its row stays open until it is marked abandoned, and
+        the claim is given back on its own."""
+        reported = result
+        try:
+            if not await self.history.end(
+                result.run_id, result.job_id, result.outcome, result.error, result.summary
+            ):
+                _log.warning("the job's claim was taken over before the run ended")
+        except Exception as exc:  # noqa: BLE001 - any failure of the transaction
+            _log.error(
+                "could not record the run's outcome; its job_runs row stays open until "
+                "a scheduler marks it abandoned",
+                extra={"error": error_text(exc)},
             )
-            result_record = await self._finish(result_record, recorded=not start.exception())
-        return result_record, transient
+            reported = replace(
+                result,
+                outcome=Outcome.FAILED,
+                error=f"the run history could not be written: {error_text(exc)}"
+                + (f" (the run itself: {result.outcome}; {result.error})"),
+            )
+            try:
+                await self.history.release(result.job_id, result.run_id)
+            except Exception as again:  # noqa: BLE001 - any failure of the transaction
+                _log.error(
+                    "could not release the job's claim; another process takes it over once "
+                    "this one has ended, or when it expires",
+                    extra={"error": error_text(again)},
+                )
+        self._report(reported)
+        return reported
 
-    async def _finish(self, result: RunResult, *, recorded: bool = True) -> RunResult:
-        """Write the outcome even while the run is being cancelled; returns the run as reported.
-
-        The write runs in its own task behind asyncio.shield: a cancelled run (even one
-        cancelled twice) still leaves its row, and `stop` waits for the write. When the history
-        cannot be written, the run is reported failed with that error (never a silent success),
-        and the log says its row stays open until a scheduler marks it abandoned.
-        """
-
-        async def write() -> RunResult:
-            reported = result
-            if recorded:
-                try:
-                    await self.history.finish(
-                        result.run_id, result.outcome, result.error, result.summary
-                    )
-                except Exception as exc:  # noqa: BLE001 - any failure of the history write
-                    _log.error(
-                        "could not record the run's outcome; its job_runs row stays open until "
-                        "a scheduler marks it abandoned",
-                        extra={"error": error_text(exc)},
-                    )
-                    reported = replace(
-                        result,
-                        outcome=Outcome.FAILED,
-                        error=f"the run history could not be written: {error_text(exc)}"
-                        + (f" (the run itself: {result.outcome}; {result.error})"),
-                    )
-            self._log_outcome(reported)
-            self.events.publish(RunFinished(reported))
-            return reported
-
-        return await asyncio.shield(self._in_background(write()))
+    def _report(self, result: RunResult) -> None:
+        self._log_outcome(result)
+        self.events.publish(RunFinished(result))
 
     def _log_outcome(self, result: RunResult) -> None:
         figures = {
@@ -447,11 +441,6 @@ class JobRunner:
             _log.warning("run cancelled: %s", result.error, extra=extra)
         else:
             _log.error("run %s: %s", result.outcome, result.error, extra=extra)
-
-    def _timeout_seconds(self, job_id: str) -> float:
-        timeout = self.jobs.get(job_id).settings(self._config).timeout_minutes
-        assert timeout is not None  # filled from the spec
-        return timeout * 60
 
     def _plan_retry(self, job_id: str, attempt: int) -> None:
         job = self.jobs.get(job_id).settings(self._config)

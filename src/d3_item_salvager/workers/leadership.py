@@ -36,8 +36,8 @@ from d3_item_salvager.config import AppConfig
 from d3_item_salvager.logging_setup import get_logger
 from d3_item_salvager.workers.background import BackgroundTasks
 from d3_item_salvager.workers.job_runner import JobRunner
+from d3_item_salvager.workers.job_store import SchedulerLease
 from d3_item_salvager.workers.leader_lock import FatalLeadershipError, LeaderLock
-from d3_item_salvager.workers.lease import SchedulerLease
 from d3_item_salvager.workers.paused_jobs import PausedJobsKeeper
 from d3_item_salvager.workers.scheduler import (
     SchedulerRetryPlanner,

@@ -35,13 +35,12 @@ from d3_item_salvager.workers import tasks
 from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
 from d3_item_salvager.workers.container import WorkerContainer, build_worker_container
 from d3_item_salvager.workers.job_runner import JobRunner
+from d3_item_salvager.workers.job_store import SchedulerLease, set_paused
 from d3_item_salvager.workers.jobs import JobSpec, base_job_id
 from d3_item_salvager.workers.leader_lock import LeaderLock
 from d3_item_salvager.workers.leadership import Leadership
-from d3_item_salvager.workers.lease import SchedulerLease
 from d3_item_salvager.workers.metrics import WorkerMetrics
 from d3_item_salvager.workers.metrics_server import MetricsServer
-from d3_item_salvager.workers.paused_jobs import set_paused
 from d3_item_salvager.workers.runs import RunResult, RunTracker
 from d3_item_salvager.workers.scheduler import (
     build_scheduler,

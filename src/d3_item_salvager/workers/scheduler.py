@@ -47,7 +47,7 @@ from d3_item_salvager.data.dialects import retry_schema_race
 from d3_item_salvager.logging_setup import get_logger
 from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
 from d3_item_salvager.workers.job_runner import JobRunner
-from d3_item_salvager.workers.job_store_db import (
+from d3_item_salvager.workers.job_store import (
     engine_options,
     install_sqlite_pragmas,
     sync_job_store_url,

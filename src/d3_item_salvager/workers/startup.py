@@ -5,7 +5,7 @@ does on the loop may block it for long. Creating or upgrading the index schema (
 reflection) is Python work of 100 ms and more on a new database; it runs here on a loop of its own
 in a worker thread, so the runtime's own engine then finds the schema current (two small reads).
 The HTTP client (its SSL context) is built in a thread by its resource (maxroll/http.py), and the
-job store is opened in one by its own (job_store_db.py).
+job store is opened in one by its own (job_store.py).
 """
 
 from __future__ import annotations

@@ -1,31 +1,33 @@
 """What `status` and `history` report: each job's schedule and runs, and who holds the lease.
 
-Both only read the job store (see job_store_reader): they create no file, folder or table.
+Both only read the job store (job_store.JobStoreReader): they create no file, folder or table.
+APScheduler's jobs are read through its public job-store API (`SQLAlchemyJobStore.lookup_job` on
+that read-only engine, never started, so it creates nothing either).
 """
 
 from __future__ import annotations
 
 import io
 import textwrap
+from collections.abc import Iterable
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
+from apscheduler.triggers.cron import CronTrigger
+from apscheduler.triggers.interval import IntervalTrigger
 from rich import box
 from rich.console import Console
 from rich.table import Table
 
 from d3_item_salvager.config import AppConfig, JobConfig
-from d3_item_salvager.crontab import cron_trigger
+from d3_item_salvager.crontab import cron_trigger, describe_cron
 from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
-from d3_item_salvager.workers.job_store_reader import (
-    JobStoreReader,
-    describe_interval,
-    describe_trigger,
-)
+from d3_item_salvager.workers.job_store import JobStoreReader, RunRow
 from d3_item_salvager.workers.jobs import JobRegistry, retry_job_id
 from d3_item_salvager.workers.leader_lock import probe_leader
-from d3_item_salvager.workers.run_history import RunRow
 
 # Outcomes that say the job itself went wrong; `cancelled` is a stop (graceful or the lease lost).
 WIDTH = 100  # what the tables and notes fit
@@ -35,6 +37,53 @@ FAILED_OUTCOMES = ("failed", "timeout", "missed", "abandoned")
 
 def _iso(moment: datetime | None) -> str | None:
     return moment.astimezone(UTC).isoformat() if moment is not None else None
+
+
+APSCHEDULER_JOBS_TABLE = "apscheduler_jobs"
+
+
+def describe_interval(interval: timedelta) -> str:
+    """`every 7 d`, `every 6 h`, `every 30 min`, `every 1.5 s`: the same text from the config or
+    the store."""
+    seconds = interval.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("min", 60)):
+        if seconds >= size and seconds % size == 0:
+            return f"every {seconds / size:g} {unit}"
+    return f"every {seconds:g} s"
+
+
+def describe_trigger(trigger: Any) -> str:
+    """`every 6 h`, `cron 17 4 * * * (Europe/Berlin)`, with `, jitter 30 s` when it has one."""
+    if isinstance(trigger, IntervalTrigger):
+        text = describe_interval(trigger.interval)
+    elif isinstance(trigger, CronTrigger):
+        text = f"{describe_cron(trigger)} ({trigger.timezone})"
+    else:
+        return str(trigger)
+    return f"{text}, jitter {trigger.jitter:g} s" if trigger.jitter else text
+
+
+@dataclass(frozen=True, slots=True)
+class StoredJob:
+    """One job as APScheduler stored it."""
+
+    job_id: str
+    trigger: str
+    next_run_time: datetime | None
+
+
+def stored_jobs(store: JobStoreReader, job_ids: Iterable[str]) -> dict[str, StoredJob]:
+    """The stored jobs of these scheduler ids, by id (none before a scheduler stored any)."""
+    if APSCHEDULER_JOBS_TABLE not in store.tables:
+        return {}
+    jobs = SQLAlchemyJobStore(engine=store.engine, tablename=APSCHEDULER_JOBS_TABLE)
+    found = {}
+    with store.reading("the scheduled jobs"):
+        for job_id in job_ids:
+            job = jobs.lookup_job(job_id)
+            if job is not None:
+                found[job_id] = StoredJob(job_id, describe_trigger(job.trigger), job.next_run_time)
+    return found
 
 
 def _problems(run: RunRow | None) -> int | None:
@@ -50,8 +99,8 @@ def collect_status(config: AppConfig, registry: JobRegistry = BUILTIN_JOBS) -> d
     """
     configured = registry.settings(config)
     with JobStoreReader(config.scheduler, config.database.busy_timeout_seconds) as store:
-        stored = store.stored_jobs(
-            job_id for base in configured for job_id in (base, retry_job_id(base))
+        stored = stored_jobs(
+            store, (job_id for base in configured for job_id in (base, retry_job_id(base)))
         )
         pauses = store.pause_states()
         lease = store.lease()
@@ -78,7 +127,7 @@ def collect_status(config: AppConfig, registry: JobRegistry = BUILTIN_JOBS) -> d
                 "retry_pending": retry_job_id(job_id) in stored,
                 "retry_at": _iso(retry.next_run_time) if retry is not None else None,
                 "last_outcome": last.outcome if last else None,
-                "last_finished_at": last.finished_at if last else None,
+                "last_finished_at": _iso(last.finished_at) if last else None,
                 "last_duration_seconds": last.duration_seconds if last else None,
                 "last_error": last.error if last else None,
                 "last_problems": _problems(last),
@@ -120,9 +169,9 @@ def collect_history(config: AppConfig, job_id: str | None, limit: int) -> list[d
             "run_id": run.run_id,
             "job_id": run.job_id,
             "trigger": run.trigger,
-            "scheduled_for": run.scheduled_for,
-            "started_at": run.started_at,
-            "finished_at": run.finished_at,
+            "scheduled_for": _iso(run.scheduled_for),
+            "started_at": _iso(run.started_at),
+            "finished_at": _iso(run.finished_at),
             "duration_seconds": run.duration_seconds,
             "outcome": run.outcome or "running",
             "error": run.error,

@@ -119,6 +119,7 @@ class JobRunner:
         self.events = events
         self.jobs = jobs
         self._config = config
+        # Plans retry runs on this runtime's scheduler (set with it), while leading only.
         self.retry_planner: RetryPlanner | None = None
         self._stopping = False  # set by `stop`: a process on its way out plans nothing new
         # The lease term this runtime leads in (leadership.py counts them through `lead`); None
@@ -447,7 +448,8 @@ class JobRunner:
         if self._stopping:
             _log.warning("no retry: this process is stopping; the job runs at its next time")
             return
-        if self.retry_planner is None or attempt >= job.max_retries:
+        if self.retry_planner is None or not self._leading or attempt >= job.max_retries:
+            # Retries belong to the leader, as scheduled runs do.
             return
         delay = job.retry_backoff_seconds * (2**attempt)
         when = self.retry_planner.schedule_retry(job_id, attempt + 1, delay)

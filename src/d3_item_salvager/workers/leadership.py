@@ -40,7 +40,6 @@ from d3_item_salvager.workers.job_store import SchedulerLease
 from d3_item_salvager.workers.leader_lock import FatalLeadershipError, LeaderLock
 from d3_item_salvager.workers.paused_jobs import PausedJobsKeeper
 from d3_item_salvager.workers.scheduler import (
-    SchedulerRetryPlanner,
     drop_retries,
     job_store_engine,
     register_jobs,
@@ -203,7 +202,6 @@ class Leadership:
         report = register_jobs(self.scheduler, self.config, self.runner.container)
         if self.config.scheduler.run_new_jobs_at_once:
             await self._retry_first_runs(report.unchanged + report.rescheduled)
-        self.runner.retry_planner = SchedulerRetryPlanner(self.scheduler)
         if self._resume:
             self.scheduler.resume()
         self._set(True)
@@ -231,7 +229,6 @@ class Leadership:
         if self._expiry is not None:
             self._expiry.cancel()
             self._expiry = None
-        self.runner.retry_planner = None
         with contextlib.suppress(Exception):
             self.scheduler.pause()
         if drop_pending_retries:

@@ -43,6 +43,7 @@ from d3_item_salvager.workers.metrics import WorkerMetrics
 from d3_item_salvager.workers.metrics_server import MetricsServer
 from d3_item_salvager.workers.runs import RunResult, RunTracker
 from d3_item_salvager.workers.scheduler import (
+    SchedulerRetryPlanner,
     build_scheduler,
     close_job_store,
     start_paused,
@@ -299,6 +300,7 @@ class WorkerRuntime:
         engine = await resolve(container.job_store_engine)
         worker = await resolve(container.worker_id)
         scheduler = self.scheduler = build_scheduler(self.config, container)
+        self.runner.retry_planner = SchedulerRetryPlanner(scheduler)
         self.metrics.share_schedule(scheduler)  # multiprocess metrics: one view from any process
         if self.config.metrics.port is not None:
             self.metrics_server = MetricsServer(self.config.metrics, self.metrics.registry)

@@ -85,8 +85,10 @@ class BackgroundTasks:
         return len(self._writes)
 
     async def settle(self, limit_seconds: float = SETTLE_SECONDS) -> bool:
-        """Wait until no write is running (one may start another), within `limit_seconds`; True when
-        none is left, else the log says so."""
+        """Wait until no write is running (one may start another), within `limit_seconds`; True
+        when none is left. Writes still running after that are given up: cancelled (their
+        threads, if in one, run on: nothing more can be done), logged, and not waited for again.
+        """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit_seconds
         if self._writes:
@@ -98,19 +100,18 @@ class BackgroundTasks:
                     "a job-store write is still running after %gs; its connection may stay open",
                     limit_seconds,
                 )
+                given_up, self._writes = self._writes, set()
+                for task in given_up:
+                    task.cancel()
                 return False
             await asyncio.wait(set(self._writes), timeout=left)
         return True
 
     async def close(self, limit_seconds: float = SETTLE_SECONDS) -> None:
-        """Stop the services, then let the writes finish within `limit_seconds`; a write still
-        running after that is cancelled (its thread, if in one, runs on: nothing more can be
-        done)."""
+        """Stop the services, then let the writes finish within `limit_seconds` (see `settle`)."""
         services = set(self._services)
         for task in services:
             task.cancel()
         if services:
             await asyncio.wait(services)
-        if not await self.settle(limit_seconds):
-            for task in set(self._writes):
-                task.cancel()
+        await self.settle(limit_seconds)

@@ -15,6 +15,7 @@ SCRIPTS = (
     "benchmarks.http_transport",
     "benchmarks.document_cache",
     "benchmarks.scheduler",
+    "benchmarks.run_overhead",
     "benchmarks.startup",
     "benchmarks.reliability",
 )

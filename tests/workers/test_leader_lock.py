@@ -77,3 +77,14 @@ def test_status_reads_who_leads_without_taking_or_creating_anything(tmp_path: Pa
     assert successor.take()  # the probe left nothing held
     assert probe_leader(store) == ("host:2:d", True)
     successor.let_go()
+
+
+def test_a_lock_file_without_a_name_still_reads_as_held(tmp_path: Path) -> None:
+    """A lock file an older release holds says nothing of its holder: `probe_leader` still
+    reports it held, with a holder that says so rather than an empty name."""
+    store = tmp_path / "scheduler.sqlite"
+    older = LeaderLock(store)  # an older release wrote no name
+    assert older.take()
+    leader_lock_path(store).write_bytes(b"")
+    assert probe_leader(store) == ("a process that did not say", True)
+    older.let_go()

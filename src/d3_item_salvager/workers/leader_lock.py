@@ -23,6 +23,7 @@ writes its worker id into the lock file, so `status` can name it (see `probe_lea
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import os
@@ -121,8 +122,9 @@ class LeaderLock:
             return False
         opened = os.fstat(fd)
         self._fd, self._identity = fd, (opened.st_dev, opened.st_ino)
-        os.ftruncate(fd, 0)
-        os.write(fd, self.holder.encode())
+        with contextlib.suppress(OSError):  # only for `status` to name us: a full disk may refuse
+            os.ftruncate(fd, 0)
+            os.write(fd, self.holder.encode())
         return True
 
     def _bind_name(self) -> bool:
@@ -163,7 +165,7 @@ def probe_leader(job_store: Path) -> tuple[str, bool] | None:
     except FileNotFoundError:
         return None
     try:
-        holder = os.read(fd, 1024).decode(errors="replace")
+        holder = os.read(fd, 1024).decode(errors="replace") or "a process that did not say"
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:

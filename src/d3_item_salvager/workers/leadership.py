@@ -29,7 +29,6 @@ from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import anyio
-from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlalchemy.exc import DBAPIError
 
 from d3_item_salvager.config import AppConfig
@@ -40,8 +39,8 @@ from d3_item_salvager.workers.job_store import SchedulerLease
 from d3_item_salvager.workers.leader_lock import FatalLeadershipError, LeaderLock
 from d3_item_salvager.workers.paused_jobs import PausedJobsKeeper
 from d3_item_salvager.workers.scheduler import (
+    JobStoreScheduler,
     drop_retries,
-    job_store_engine,
     register_jobs,
 )
 
@@ -68,7 +67,7 @@ class Leadership:
     def __init__(
         self,
         lease: SchedulerLease | LeaderLock,
-        scheduler: AsyncIOScheduler,
+        scheduler: JobStoreScheduler,
         runner: JobRunner,
         config: AppConfig,
         *,
@@ -94,7 +93,7 @@ class Leadership:
         # interrupted, by `stop` or an error), or a leader that stepped down after an error:
         # the lease may be ours though we do not lead.
         self._may_hold_lease = False
-        self._paused_jobs = PausedJobsKeeper(scheduler, job_store_engine(scheduler))
+        self._paused_jobs = PausedJobsKeeper(scheduler, scheduler.job_store_engine)
         runner.stand_by(NOT_LEADING)  # scheduled runs start only once we lead
 
     async def start(self) -> None:

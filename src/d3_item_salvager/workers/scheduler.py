@@ -20,7 +20,6 @@ from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
-from weakref import WeakKeyDictionary
 from zoneinfo import ZoneInfo
 
 import anyio
@@ -73,6 +72,7 @@ if TYPE_CHECKING:
     from d3_item_salvager.workers.container import WorkerContainer
 
 __all__ = [
+    "JobStoreScheduler",
     "RegistrationReport",
     "build_scheduler",
     "cleanup_logs_task",
@@ -99,9 +99,29 @@ class RegistrationReport:
     changes: list[str] = field(default_factory=list)  # one line per difference from the store
 
 
+# APScheduler 3 ships no type hints, hence the ignore.
+class JobStoreScheduler(AsyncIOScheduler):  # type: ignore[misc]
+    """An AsyncIOScheduler that also knows what `build_scheduler` gave it: its job store's
+    engine (for our own tables and for closing it), its runtime's container, and how long a
+    graceful stop waits for running jobs."""
+
+    def __init__(
+        self,
+        *,
+        engine: Engine,
+        container: WorkerContainer | None,
+        grace_seconds: float,
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self.job_store_engine = engine
+        self.container = container
+        self.grace_seconds = grace_seconds
+
+
 def build_scheduler(
     config: AppConfig, container: WorkerContainer | None = None
-) -> AsyncIOScheduler:
+) -> JobStoreScheduler:
     """A scheduler on the configured job store, with safe job defaults; not started.
 
     With a container, its jobs run bound to that container (whatever else is open in the process)
@@ -114,7 +134,10 @@ def build_scheduler(
     job_store = SQLAlchemyJobStore(url=url, engine_options=engine_options(url, busy_timeout))
     install_sqlite_pragmas(job_store.engine, busy_timeout)
     executor = RuntimeExecutor(container) if container is not None else AsyncIOExecutor()
-    scheduler = AsyncIOScheduler(
+    scheduler = JobStoreScheduler(
+        engine=job_store.engine,
+        container=container,
+        grace_seconds=settings.shutdown_timeout_seconds,
         jobstores={"default": job_store},
         executors={"default": executor},
         job_defaults={
@@ -124,7 +147,6 @@ def build_scheduler(
         },
         timezone=ZoneInfo(settings.timezone),
     )
-    _built[scheduler] = _Built(job_store.engine, container, settings.shutdown_timeout_seconds)
     if container is not None:
         scheduler.add_listener(
             _history_listener(container), EVENT_JOB_MISSED | EVENT_JOB_MAX_INSTANCES
@@ -154,25 +176,6 @@ class RuntimeExecutor(AsyncIOExecutor):  # type: ignore[misc]
         context.run(super().submit_job, job, run_times)
 
 
-@dataclass(frozen=True, slots=True)
-class _Built:
-    """What build_scheduler knows that stopping needs. The engine, not the job store: a started
-    job store refers back to its scheduler, which would keep the weak key, and so the entry,
-    alive for good."""
-
-    engine: Engine
-    container: WorkerContainer | None
-    grace_seconds: float
-
-
-_built: WeakKeyDictionary[AsyncIOScheduler, _Built] = WeakKeyDictionary()
-
-
-def job_store_engine(scheduler: AsyncIOScheduler) -> Engine:
-    """The engine of a scheduler's job store (built by build_scheduler), for our own tables."""
-    return _built[scheduler].engine
-
-
 def close_job_store(scheduler: AsyncIOScheduler) -> None:
     """Close the connections of a scheduler's job store (built by build_scheduler); idempotent.
 
@@ -180,9 +183,8 @@ def close_job_store(scheduler: AsyncIOScheduler) -> None:
     failed to start, never reaches; its connections would otherwise be left to the garbage
     collector.
     """
-    built = _built.get(scheduler)
-    if built is not None and not scheduler.running:
-        built.engine.dispose()
+    if isinstance(scheduler, JobStoreScheduler) and not scheduler.running:
+        scheduler.job_store_engine.dispose()
 
 
 def start_paused(scheduler: AsyncIOScheduler) -> None:
@@ -225,12 +227,13 @@ _guards: set[asyncio.Task[None]] = set()
 async def _graceful_stop(scheduler: AsyncIOScheduler) -> None:
     from d3_item_salvager.workers.container import resolved
 
-    built = _built.get(scheduler)
-    runner = None
-    if built is not None and built.container is not None:
-        with contextlib.suppress(RuntimeError):  # its runner never ran anything: no runs
-            runner = resolved(built.container.job_runner)
-    await stop_scheduler(scheduler, runner, built.grace_seconds if built is not None else 0)
+    runner, grace_seconds = None, 0.0
+    if isinstance(scheduler, JobStoreScheduler):
+        grace_seconds = scheduler.grace_seconds
+        if scheduler.container is not None:
+            with contextlib.suppress(RuntimeError):  # its runner never ran anything: no runs
+                runner = resolved(scheduler.container.job_runner)
+    await stop_scheduler(scheduler, runner, grace_seconds)
 
 
 def _history_listener(container: WorkerContainer) -> Any:
@@ -290,9 +293,8 @@ def register_jobs(
     report = RegistrationReport()
     for job_id, job in jobs.settings(config).items():
         _reconcile(scheduler, config, job_id, job, report)
-    built = _built.get(scheduler)
-    if built is not None:  # a paused job stays paused, however it was registered
-        report.paused = keep_paused(scheduler, built.engine)
+    if isinstance(scheduler, JobStoreScheduler):  # a paused job stays paused, however registered
+        report.paused = keep_paused(scheduler, scheduler.job_store_engine)
     for change in report.changes:
         _log.warning("job store differs from this configuration: %s", change)
     _log.info(

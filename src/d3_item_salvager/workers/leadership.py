@@ -53,13 +53,14 @@ NOT_LEADING = "not holding the scheduler lease"
 
 
 class Leadership:
-    """One process's side of the lease: compete, lead, step down.
+    """One process's side of leadership: compete, lead, step down.
 
     Args:
+        lease: what leading takes: the lock beside a SQLite job store file (leader_lock.py), or
+            a lease row (job_store.SchedulerLease).
         on_change: called with True on becoming leader and False on stepping down (metrics,
             the metrics server).
         resume: False to lead with the scheduler kept paused (burst mode).
-        leader_lock: on SQLite, the lock beside the job store that the leader holds.
         background: the runtime's task group: the leadership loop runs there, and so does
             every job-store statement (see `_statement`).
     """
@@ -261,8 +262,9 @@ class Leadership:
             self._expiry = None
         # Also a take-over that succeeded without leading (its round interrupted by this stop,
         # or by an error), or a leader that stepped down after an error: the lease may be ours,
-        # and a standby would wait a whole lease period for it. Only then: a standby that took nothing writes nothing (on SQLite a write waits for
-        # the store's write lock). The DELETE is conditional on the holder, so it is safe anyway.
+        # and a standby would wait a whole lease period for it. Only then: a standby that took
+        # nothing writes nothing (on SQLite a write waits for the store's write lock). The
+        # DELETE is conditional on the holder, so it is safe anyway.
         if self.is_leader or self._may_hold_lease:
             with contextlib.suppress(DBAPIError):
                 await self.lease.release()

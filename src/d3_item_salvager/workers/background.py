@@ -1,8 +1,8 @@
 """The runtime's task group: every task a runtime runs in the background, and how they end.
 
 Two kinds of task. Services (the leadership loop, the loop-lag probe) run until the runtime
-stops them. Writes (a run's history rows and claim, a lease statement) must finish even when
-whoever awaits them is cancelled: a run cancelled by a stop still leaves its row, and a lease
+stops them. Writes (a run's history rows and claim, a lease statement; also closing the metrics
+server) must finish even when whoever awaits them is cancelled: a run cancelled by a stop still leaves its row, and a lease
 taken while the round that asked was cancelled is still seen. `durable` is the one place that
 shields a write from cancellation; closing the group waits for the writes, within a bound.
 

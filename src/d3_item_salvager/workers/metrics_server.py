@@ -6,8 +6,8 @@ holder binds the port, the others do not, and a new leader binds it when it take
 
 from __future__ import annotations
 
-import asyncio
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, start_wsgi_server
@@ -48,31 +48,20 @@ class MetricsServer:
         self.url = f"http://{settings.host}:{self._server.server_port}/metrics"
         _log.info("serving metrics", extra={"url": self.url})
 
-    def stop(self) -> None:
-        """Close the server and wait for its thread (blocks up to half a second)."""
-        server, thread = self._server, self._thread
-        self._server = self._thread = None
-        self.url = None
-        if server is None:
-            return
-        server.shutdown()
-        server.server_close()
-        if thread is not None:
-            thread.join(5)
-        _log.info("metrics server stopped")
-
-    def stop_soon(self) -> None:
-        """Stop it from a worker thread, without blocking the event loop."""
-        if self._server is None:
-            return
+    def stop(self) -> Callable[[], None]:
+        """Forget the server at once (a new `start` may follow) and return what closes it: a
+        blocking call (up to half a second, its thread joined) for a worker thread."""
         server, thread = self._server, self._thread
         self._server = self._thread = None
         self.url = None
 
         def close() -> None:
+            if server is None:
+                return
             server.shutdown()
             server.server_close()
             if thread is not None:
                 thread.join(5)
+            _log.info("metrics server stopped")
 
-        asyncio.get_running_loop().run_in_executor(None, close)
+        return close

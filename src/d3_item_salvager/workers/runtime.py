@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
+import anyio.to_thread
 from apscheduler.job import Job
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.schedulers.base import STATE_RUNNING
@@ -323,8 +324,8 @@ class WorkerRuntime:
                     yield
                 finally:
                     await self._stop_scheduler()
-                    if self.metrics_server is not None:
-                        self.metrics_server.stop()
+                    if self.metrics_server is not None:  # the port freed before the lease
+                        await container.background().durable(self._closing(self.metrics_server))
             finally:
                 await leadership.stop()
         finally:
@@ -358,7 +359,11 @@ class WorkerRuntime:
         if leading:
             self.metrics_server.start()
         else:
-            self.metrics_server.stop_soon()
+            self.container.background().write_soon(self._closing(self.metrics_server))
+
+    async def _closing(self, server: MetricsServer) -> None:
+        """Stop serving metrics, in a worker thread (closing waits for the server's thread)."""
+        await anyio.to_thread.run_sync(server.stop())
 
     def _leader_claim(self, engine: Engine, worker: str) -> SchedulerLease | LeaderLock:
         """What leading takes: the lock beside a SQLite job store file, else the lease row."""

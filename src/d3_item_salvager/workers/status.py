@@ -103,7 +103,7 @@ def collect_status(config: AppConfig, registry: JobRegistry = BUILTIN_JOBS) -> d
             store, (job_id for base in configured for job_id in (base, retry_job_id(base)))
         )
         pauses = store.pause_states()
-        lease = store.lease()
+        leader = _leader_report(config, store)
         last_runs = {job_id: store.last_finished(job_id) for job_id in configured}
         verdicts = {
             job_id: store.last_finished(job_id, skip_cancelled=True) for job_id in configured
@@ -136,19 +136,23 @@ def collect_status(config: AppConfig, registry: JobRegistry = BUILTIN_JOBS) -> d
                 "conclusive_error": verdict.error if verdict else None,
             }
         )
-    lease_report = None
-    if config.scheduler.job_store_url is None:  # a SQLite file: led by the lock beside it
+    return {"jobs": jobs, "lease": leader}
+
+
+def _leader_report(config: AppConfig, store: JobStoreReader) -> dict[str, Any] | None:
+    """Who leads the job store and whether it still does: the lock beside a SQLite file (no
+    expiry), else the lease row; None when nobody ever led it."""
+    if config.scheduler.job_store_url is None:
         leader = probe_leader(config.scheduler.job_store_path)
-        if leader is not None:
-            lease_report = {"holder": leader[0], "expires_at": None, "live": leader[1]}
-    elif lease is not None:
-        holder, live = lease
-        lease_report = {
-            "holder": holder.holder,
-            "expires_at": datetime.fromtimestamp(holder.expires_at, UTC).isoformat(),
-            "live": live,
-        }
-    return {"jobs": jobs, "lease": lease_report}
+        if leader is None:
+            return None
+        return {"holder": leader[0], "expires_at": None, "live": leader[1]}
+    lease = store.lease()
+    if lease is None:
+        return None
+    holder, live = lease
+    expires_at = datetime.fromtimestamp(holder.expires_at, UTC).isoformat()
+    return {"holder": holder.holder, "expires_at": expires_at, "live": live}
 
 
 def _configured_trigger(config: AppConfig, job: JobConfig) -> str:

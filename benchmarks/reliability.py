@@ -75,9 +75,16 @@ async def permanent(guides: int) -> None:
         print(f"  {failure.url.rsplit('/', 1)[-1]}: {failure.error[:90]}")
 
 
-async def takeover(lease_seconds: float) -> None:
+async def takeover(lease_seconds: float, *, by_url: bool = False) -> None:
+    """SIGKILL the leader of two `run-scheduler`s; time until the standby leads. A SQLite store
+    by path is led through its lock (the kernel frees it at once); `by_url` names the same kind
+    of file by URL, which is led through the lease row (it must expire first)."""
     with tempfile.TemporaryDirectory() as folder:
         root = Path(folder)
+        store = root / "jobs.sqlite"
+        where = (
+            {"job_store_url": f"sqlite:///{store}"} if by_url else {"job_store_path": str(store)}
+        )
         config = write_config(
             root / "workers.toml",
             {
@@ -85,7 +92,7 @@ async def takeover(lease_seconds: float) -> None:
                 "cache": {"dir": str(root / "cache")},
                 "logging": {"dir": str(root / "logs")},
                 "scheduler": {
-                    "job_store_path": str(root / "jobs.sqlite"),
+                    **where,
                     "lease_seconds": lease_seconds,
                     "jobs": {
                         "scrape_guides": {"enabled": False},
@@ -111,13 +118,15 @@ async def takeover(lease_seconds: float) -> None:
         finally:
             for worker in workers:
                 await worker.kill()
-    print(f"lease takeover after SIGKILL of the leader: {seconds:.2f} s (lease {lease_seconds} s)")
+    led = "lease row (store by URL)" if by_url else "lock (store by path)"
+    print(f"takeover after SIGKILL of the leader, {led}: {seconds:.2f} s (lease {lease_seconds} s)")
 
 
 async def main(guides: int, rate: float, seeds: int) -> None:
     await transient(guides, rate, seeds)
     await permanent(guides)
     await takeover(3.0)
+    await takeover(3.0, by_url=True)
 
 
 if __name__ == "__main__":

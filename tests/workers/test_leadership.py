@@ -303,6 +303,42 @@ async def test_a_scheduler_on_a_replaced_job_store_never_runs_beside_the_old_lea
     assert new_row["started_at"] >= old_row["finished_at"]
 
 
+async def test_a_standby_whose_job_store_was_replaced_never_leads(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store is replaced by a copy (a backup restored) under a leader and its standby: the
+    leader stops, and the standby, whose connections may still reach the old file, stops too
+    instead of taking the lock the leader let go and running jobs on the files it opened."""
+    config = scrape_only(tmp_path, interval_minutes=60)
+    store = config.scheduler.job_store_path
+    first, second = WorkerRuntime(config), WorkerRuntime(config)
+    await first.__aenter__()
+    try:
+        await second.__aenter__()
+        try:
+            assert (first.is_leader, second.is_leader) == (True, False)
+            copy = store.with_suffix(".copy")
+            with sqlite3.connect(store) as source, sqlite3.connect(copy) as target:
+                source.backup(target)
+            source.close()
+            target.close()
+            with caplog.at_level(logging.INFO):
+                os.replace(copy, store)
+                with anyio.fail_after(30):
+                    with pytest.raises(FatalLeadershipError, match="replaced"):
+                        await first.wait_stopped()  # and lets the lock go
+                    with pytest.raises(FatalLeadershipError, match="replaced"):
+                        await second.wait_stopped()
+            assert not second.is_leader
+            assert "holding the scheduler lease" not in caplog.text
+        finally:
+            with pytest.raises(FatalLeadershipError):
+                await second.__aexit__(None, None, None)
+    finally:
+        with pytest.raises(FatalLeadershipError):
+            await first.__aexit__(None, None, None)
+
+
 async def test_a_runtime_on_its_way_out_never_takes_the_lease(
     tmp_path: Path, job_store_settings: dict[str, Any]
 ) -> None:

@@ -22,6 +22,7 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import psycopg
 import pytest
 
 from d3_item_salvager.errors import TransientFetchError
@@ -490,6 +491,52 @@ async def test_stopping_during_a_renewal_closes_its_connection_on_postgres(
     finally:
         logger.removeHandler(seen)
         await stack.aclose()
+
+
+def sessions_but(postgres: PostgresDatabase, application: str) -> list[tuple[str, str]]:
+    """Wait until no session but the named application's is connected, for 10 s at most;
+    returns the others still connected then."""
+    deadline = time.monotonic() + 10
+    while (others := [s for s in postgres.sessions() if s[1] != application]) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    return others
+
+
+async def test_a_stop_while_the_lease_row_stays_locked_closes_every_connection_on_postgres(
+    tmp_path: Path, postgres: PostgresDatabase
+) -> None:
+    """A lease statement waits for a row lock no longer than `database.busy_timeout_seconds`,
+    as a SQLite writer does: a runtime stopped while another session keeps the lease row locked
+    (an operator's transaction, a process frozen inside one) still stops, and leaves no session
+    of its own behind (none waiting for the row, none left to the garbage collector)."""
+    config = make_config(
+        tmp_path,
+        maxroll={"bearer_token": "t"},
+        database={"busy_timeout_seconds": 0.5},
+        scheduler={
+            "job_store_url": postgres.psycopg_url,
+            "lease_seconds": 4,
+            "jobs": only_jobs(scrape_guides={"interval_minutes": 60}),
+        },
+    )
+    runtime = WorkerRuntime(config)
+    await runtime.__aenter__()
+    try:
+        assert runtime.is_leader
+    finally:
+        blocker = psycopg.connect(postgres.plain_url, autocommit=True, application_name="blocker")
+        try:
+            with blocker.transaction():
+                blocker.execute("SELECT * FROM scheduler_lease FOR UPDATE")
+                await anyio.to_thread.run_sync(wait_for_a_statement_waiting_for_a_lock, postgres)
+                with anyio.fail_after(60):
+                    await runtime.__aexit__(None, None, None)
+                left = await anyio.to_thread.run_sync(sessions_but, postgres, "blocker")
+        finally:
+            blocker.close()
+    assert left == []
 
 
 def wait_for_a_statement_waiting_for_a_lock(postgres: PostgresDatabase) -> None:

@@ -8,6 +8,7 @@ replaced under the scheduler is SQLite's alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -24,10 +25,13 @@ import anyio
 import anyio.to_thread
 import psycopg
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
 
 from d3_item_salvager.errors import TransientFetchError
 from d3_item_salvager.services.build_guides import SyncSummary
 from d3_item_salvager.workers.background import WAITING_FOR_WRITES
+from d3_item_salvager.workers.job_store import install_connection_settings
 from d3_item_salvager.workers.leader_lock import leader_lock_path
 from d3_item_salvager.workers.leadership import FatalLeadershipError
 from d3_item_salvager.workers.runs import Outcome, RunResult, Trigger
@@ -36,7 +40,7 @@ from d3_item_salvager.workers.scheduler import stop_scheduler
 from tests.conftest import make_config, only_jobs
 from tests.postgres_server import PostgresDatabase
 from tests.workers.fakes import FakeSyncService
-from tests.workers.job_store_sql import job_runs, steal_lease
+from tests.workers.job_store_sql import job_runs, job_store, steal_lease
 from tests.workers.test_tasks import with_fake
 
 
@@ -537,6 +541,47 @@ async def test_a_stop_while_the_lease_row_stays_locked_closes_every_connection_o
         finally:
             blocker.close()
     assert left == []
+
+
+async def test_a_process_frozen_inside_a_lease_transaction_is_replaced_on_postgres(
+    tmp_path: Path, postgres: PostgresDatabase
+) -> None:
+    """A process of ours frozen (SIGSTOP) between a lease statement and its commit keeps the
+    lease row locked: the server ends that session once it has idled in its transaction for
+    `database.busy_timeout_seconds`, so another process still takes the lease over."""
+    config = make_config(
+        tmp_path,
+        maxroll={"bearer_token": "t"},
+        database={"busy_timeout_seconds": 0.5},
+        scheduler={
+            "job_store_url": postgres.psycopg_url,
+            "lease_seconds": 4,
+            "jobs": only_jobs(scrape_guides={"interval_minutes": 60}),
+        },
+    )
+    async with WorkerRuntime(config) as first:
+        assert first.is_leader
+    with job_store(config) as connection:  # the frozen process's lease, expired since
+        connection.execute(
+            text(
+                "INSERT INTO scheduler_lease (name, holder, acquired_at, expires_at)"
+                " VALUES ('scheduler', 'otherhost:1:frozen', 0, 0)"
+            )
+        )
+    frozen_engine = create_engine(postgres.psycopg_url)
+    install_connection_settings(frozen_engine, 0.5)
+    try:
+        frozen = frozen_engine.connect()
+        frozen.execute(text("SELECT * FROM scheduler_lease FOR UPDATE"))  # and never commits
+        try:
+            async with WorkerRuntime(config) as second:
+                with anyio.fail_after(30):
+                    await second.became_leader.wait()
+        finally:
+            with contextlib.suppress(DBAPIError):  # the server ended its session
+                frozen.close()
+    finally:
+        frozen_engine.dispose()
 
 
 def wait_for_a_statement_waiting_for_a_lock(postgres: PostgresDatabase) -> None:

@@ -9,15 +9,21 @@ import time
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
 from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
+from sqlalchemy import text
 
 from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
 from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
+from d3_item_salvager.workers.leader_lock import LeaderLock
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from tests.conftest import make_config, only_jobs
 from tests.index_expectations import expected_rows, stored_rows
+from tests.workers.fakes import FakeSyncService
+from tests.workers.job_store_sql import job_runs, job_store
+from tests.workers.test_tasks import with_fake
 
 
 async def test_embedded_runtime_runs_jobs_while_the_host_keeps_ticking(
@@ -139,3 +145,37 @@ async def test_burst_mode_runs_the_due_jobs_once_and_returns(
         due_times = connection.execute("SELECT scheduled_for FROM job_runs").fetchall()
     assert len(due_times) == len(BUILTIN_JOBS)
     assert all(due is not None for (due,) in due_times)
+
+
+async def test_a_runtime_left_inside_a_cancelled_anyio_scope_still_stops(
+    tmp_path: Path, job_store_settings: dict[str, Any]
+) -> None:
+    """A host on AnyIO (Starlette's lifespan, a task group) cancels the scope around the
+    runtime, which cancels every await inside it, the runtime's stop included: the stop still
+    runs whole (it is bounded), so the run going is recorded `cancelled`, its claim given back,
+    the leader lock let go and every job-store connection closed."""
+    config = make_config(
+        tmp_path,
+        maxroll={"bearer_token": "t"},
+        scheduler={
+            **job_store_settings,
+            "shutdown_timeout_seconds": 0.1,
+            "jobs": only_jobs(scrape_guides={"interval_minutes": 60}),
+        },
+    )
+    fake = FakeSyncService("block")
+    with anyio.fail_after(60), anyio.CancelScope() as scope:
+        runtime = with_fake(WorkerRuntime(config), fake)
+        async with runtime, anyio.create_task_group() as host:
+            host.start_soon(runtime.run_job, "scrape_guides")
+            await fake.started.wait()
+            scope.cancel()
+            await anyio.sleep_forever()
+    [row] = job_runs(config)
+    assert (row["outcome"], row["error"]) == ("cancelled", "cancelled while stopping")
+    with job_store(config) as connection:
+        assert list(connection.execute(text("SELECT job_id FROM job_claims"))) == []
+    if "job_store_url" not in job_store_settings:
+        successor = LeaderLock(config.scheduler.job_store_path)
+        assert successor.take()
+        successor.let_go()

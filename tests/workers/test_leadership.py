@@ -328,6 +328,7 @@ async def test_a_standby_whose_job_store_was_replaced_never_leads(
             source.close()
             target.close()
             with caplog.at_level(logging.INFO):
+                caplog.clear()  # only what follows the replacement
                 os.replace(copy, store)
                 with anyio.fail_after(30):
                     with pytest.raises(FatalLeadershipError, match="replaced"):

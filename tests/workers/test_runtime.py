@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import sqlite3
 import time
 from contextlib import AsyncExitStack
@@ -12,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import pytest
 from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
 from sqlalchemy import text
 
@@ -23,6 +25,7 @@ from tests.conftest import make_config, only_jobs
 from tests.index_expectations import expected_rows, stored_rows
 from tests.workers.fakes import FakeSyncService
 from tests.workers.job_store_sql import job_runs, job_store
+from tests.workers.test_leadership import _Seen
 from tests.workers.test_tasks import with_fake
 
 
@@ -179,3 +182,47 @@ async def test_a_runtime_left_inside_a_cancelled_anyio_scope_still_stops(
         successor = LeaderLock(config.scheduler.job_store_path)
         assert successor.take()
         successor.let_go()
+
+
+async def test_a_host_cancelled_again_while_runs_finish_still_closes_them(tmp_path: Path) -> None:
+    """The host task is cancelled, then cancelled again while the stop waits for the running
+    job: the run is cut short at once rather than left running, so it is still recorded
+    `cancelled` and its claim given back (the process lives on: its claim would hold the job
+    for its whole timeout)."""
+    config = make_config(
+        tmp_path,
+        maxroll={"bearer_token": "t"},
+        scheduler={
+            "shutdown_timeout_seconds": 30,
+            "jobs": only_jobs(scrape_guides={"interval_minutes": 60}),
+        },
+    )
+    fake = FakeSyncService("block")
+    waiting = _Seen("waiting for running jobs")
+    logger = logging.getLogger("d3_item_salvager")
+    logger.addHandler(waiting)
+    previous_level = logger.level
+    logger.setLevel(logging.INFO)
+
+    async def host() -> None:
+        runtime = with_fake(WorkerRuntime(config), fake)
+        async with runtime:
+            asyncio.get_running_loop().create_task(runtime.run_job("scrape_guides"))
+            await asyncio.Event().wait()
+
+    try:
+        task = asyncio.get_running_loop().create_task(host())
+        with anyio.fail_after(60):
+            await fake.started.wait()
+            task.cancel()
+            await waiting.event.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    finally:
+        logger.removeHandler(waiting)
+        logger.setLevel(previous_level)
+    [row] = job_runs(config)
+    assert (row["outcome"], row["error"]) == ("cancelled", "cancelled while stopping")
+    with job_store(config) as connection:
+        assert list(connection.execute(text("SELECT job_id FROM job_claims"))) == []

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from pathlib import Path
 
 import anyio
 import pytest
 
 from d3_item_salvager.workers.background import BackgroundTasks
+from d3_item_salvager.workers.container import build_worker_container
+from tests.conftest import make_config
 
 
 async def test_a_failing_service_is_logged_and_leaves_everything_else_running(
@@ -91,3 +94,12 @@ async def test_a_write_that_never_ends_is_given_up_once(caplog: pytest.LogCaptur
         await asyncio.wait({stuck})
     assert stuck.cancelled()
     assert caplog.text.count("still running after") == 1
+
+
+def test_a_runtime_outwaits_a_statement_waiting_for_a_lock(tmp_path: Path) -> None:
+    """A runtime's task group waits for writes longer than the busy timeout, after which every
+    job-store statement waiting for a lock gives up: a write given up before its statement would
+    leave its connection open once the engine is disposed."""
+    config = make_config(tmp_path, database={"busy_timeout_seconds": 42.0})
+    container = build_worker_container(config)
+    assert container.background().settle_seconds > 42.0

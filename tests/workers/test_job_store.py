@@ -26,7 +26,7 @@ from d3_item_salvager.workers.job_store import (
     RunHistory,
     SchedulerLease,
     engine_options,
-    install_sqlite_pragmas,
+    install_connection_settings,
     job_claims,
     job_store_engine_resource,
     metadata,
@@ -51,7 +51,7 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 def open_engine(url: str) -> Engine:
     engine = create_engine(url, **engine_options(url, 30))
-    install_sqlite_pragmas(engine, 30)
+    install_connection_settings(engine, 30)
     return engine
 
 

@@ -8,6 +8,7 @@ replaced under the scheduler is SQLite's alone.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import shutil
@@ -22,11 +23,15 @@ from typing import Any
 
 import anyio
 import anyio.to_thread
+import psycopg
 import pytest
+from sqlalchemy import create_engine, text
+from sqlalchemy.exc import DBAPIError
 
 from d3_item_salvager.errors import TransientFetchError
 from d3_item_salvager.services.build_guides import SyncSummary
 from d3_item_salvager.workers.background import WAITING_FOR_WRITES
+from d3_item_salvager.workers.job_store import install_connection_settings
 from d3_item_salvager.workers.leader_lock import leader_lock_path
 from d3_item_salvager.workers.leadership import FatalLeadershipError
 from d3_item_salvager.workers.runs import Outcome, RunResult, Trigger
@@ -35,7 +40,7 @@ from d3_item_salvager.workers.scheduler import stop_scheduler
 from tests.conftest import make_config, only_jobs
 from tests.postgres_server import PostgresDatabase
 from tests.workers.fakes import FakeSyncService
-from tests.workers.job_store_sql import job_runs, steal_lease
+from tests.workers.job_store_sql import job_runs, job_store, steal_lease
 from tests.workers.test_tasks import with_fake
 
 
@@ -303,6 +308,43 @@ async def test_a_scheduler_on_a_replaced_job_store_never_runs_beside_the_old_lea
     assert new_row["started_at"] >= old_row["finished_at"]
 
 
+async def test_a_standby_whose_job_store_was_replaced_never_leads(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The store is replaced by a copy (a backup restored) under a leader and its standby: the
+    leader stops, and the standby, whose connections may still reach the old file, stops too
+    instead of taking the lock the leader let go and running jobs on the files it opened."""
+    config = scrape_only(tmp_path, interval_minutes=60)
+    store = config.scheduler.job_store_path
+    first, second = WorkerRuntime(config), WorkerRuntime(config)
+    await first.__aenter__()
+    try:
+        await second.__aenter__()
+        try:
+            assert (first.is_leader, second.is_leader) == (True, False)
+            copy = store.with_suffix(".copy")
+            with sqlite3.connect(store) as source, sqlite3.connect(copy) as target:
+                source.backup(target)
+            source.close()
+            target.close()
+            with caplog.at_level(logging.INFO):
+                caplog.clear()  # only what follows the replacement
+                os.replace(copy, store)
+                with anyio.fail_after(30):
+                    with pytest.raises(FatalLeadershipError, match="replaced"):
+                        await first.wait_stopped()  # and lets the lock go
+                    with pytest.raises(FatalLeadershipError, match="replaced"):
+                        await second.wait_stopped()
+            assert not second.is_leader
+            assert "holding the scheduler lease" not in caplog.text
+        finally:
+            with pytest.raises(FatalLeadershipError):
+                await second.__aexit__(None, None, None)
+    finally:
+        with pytest.raises(FatalLeadershipError):
+            await first.__aexit__(None, None, None)
+
+
 async def test_a_runtime_on_its_way_out_never_takes_the_lease(
     tmp_path: Path, job_store_settings: dict[str, Any]
 ) -> None:
@@ -386,6 +428,10 @@ async def test_a_leader_that_cannot_renew_in_time_steps_down_on_postgres(
     every other process from competing meanwhile.)"""
     store = {"job_store_url": postgres.psycopg_url}
     config = scrape_only(tmp_path, store, interval_minutes=1 / 60)
+    # The stop gives the never-ending renewal up after the busy timeout and a margin.
+    config = config.model_copy(
+        update={"database": config.database.model_copy(update={"busy_timeout_seconds": 1.0})}
+    )
     fake = FakeSyncService("block")
     async with with_fake(WorkerRuntime(config), fake) as runtime:
         leadership = runtime.leadership
@@ -454,6 +500,93 @@ async def test_stopping_during_a_renewal_closes_its_connection_on_postgres(
     finally:
         logger.removeHandler(seen)
         await stack.aclose()
+
+
+def sessions_but(postgres: PostgresDatabase, application: str) -> list[tuple[str, str]]:
+    """Wait until no session but the named application's is connected, for 10 s at most;
+    returns the others still connected then."""
+    deadline = time.monotonic() + 10
+    while (others := [s for s in postgres.sessions() if s[1] != application]) and (
+        time.monotonic() < deadline
+    ):
+        time.sleep(0.05)
+    return others
+
+
+async def test_a_stop_while_the_lease_row_stays_locked_closes_every_connection_on_postgres(
+    tmp_path: Path, postgres: PostgresDatabase
+) -> None:
+    """A lease statement waits for a row lock no longer than `database.busy_timeout_seconds`,
+    as a SQLite writer does: a runtime stopped while another session keeps the lease row locked
+    (an operator's transaction, a process frozen inside one) still stops, and leaves no session
+    of its own behind (none waiting for the row, none left to the garbage collector)."""
+    config = make_config(
+        tmp_path,
+        maxroll={"bearer_token": "t"},
+        database={"busy_timeout_seconds": 0.5},
+        scheduler={
+            "job_store_url": postgres.psycopg_url,
+            "lease_seconds": 4,
+            "jobs": only_jobs(scrape_guides={"interval_minutes": 60}),
+        },
+    )
+    runtime = WorkerRuntime(config)
+    await runtime.__aenter__()
+    try:
+        assert runtime.is_leader
+    finally:
+        blocker = psycopg.connect(postgres.plain_url, autocommit=True, application_name="blocker")
+        try:
+            with blocker.transaction():
+                blocker.execute("SELECT * FROM scheduler_lease FOR UPDATE")
+                await anyio.to_thread.run_sync(wait_for_a_statement_waiting_for_a_lock, postgres)
+                with anyio.fail_after(60):
+                    await runtime.__aexit__(None, None, None)
+                left = await anyio.to_thread.run_sync(sessions_but, postgres, "blocker")
+        finally:
+            blocker.close()
+    assert left == []
+
+
+async def test_a_process_frozen_inside_a_lease_transaction_is_replaced_on_postgres(
+    tmp_path: Path, postgres: PostgresDatabase
+) -> None:
+    """A process of ours frozen (SIGSTOP) between a lease statement and its commit keeps the
+    lease row locked: the server ends that session once it has idled in its transaction for
+    `database.busy_timeout_seconds`, so another process still takes the lease over."""
+    config = make_config(
+        tmp_path,
+        maxroll={"bearer_token": "t"},
+        database={"busy_timeout_seconds": 0.5},
+        scheduler={
+            "job_store_url": postgres.psycopg_url,
+            "lease_seconds": 4,
+            "jobs": only_jobs(scrape_guides={"interval_minutes": 60}),
+        },
+    )
+    async with WorkerRuntime(config) as first:
+        assert first.is_leader
+    with job_store(config) as connection:  # the frozen process's lease, expired since
+        connection.execute(
+            text(
+                "INSERT INTO scheduler_lease (name, holder, acquired_at, expires_at)"
+                " VALUES ('scheduler', 'otherhost:1:frozen', 0, 0)"
+            )
+        )
+    frozen_engine = create_engine(postgres.psycopg_url)
+    install_connection_settings(frozen_engine, 0.5)
+    try:
+        frozen = frozen_engine.connect()
+        frozen.execute(text("SELECT * FROM scheduler_lease FOR UPDATE"))  # and never commits
+        try:
+            async with WorkerRuntime(config) as second:
+                with anyio.fail_after(30):
+                    await second.became_leader.wait()
+        finally:
+            with contextlib.suppress(DBAPIError):  # the server ended its session
+                frozen.close()
+    finally:
+        frozen_engine.dispose()
 
 
 def wait_for_a_statement_waiting_for_a_lock(postgres: PostgresDatabase) -> None:

@@ -4,20 +4,29 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import sqlite3
 import time
 from contextlib import AsyncExitStack
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import anyio
+import pytest
 from apscheduler.schedulers.base import STATE_PAUSED, STATE_RUNNING
+from sqlalchemy import text
 
 from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
 from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
+from d3_item_salvager.workers.leader_lock import LeaderLock
 from d3_item_salvager.workers.runtime import WorkerRuntime
 from tests.conftest import make_config, only_jobs
 from tests.index_expectations import expected_rows, stored_rows
+from tests.workers.fakes import FakeSyncService
+from tests.workers.job_store_sql import job_runs, job_store
+from tests.workers.test_leadership import _Seen
+from tests.workers.test_tasks import with_fake
 
 
 async def test_embedded_runtime_runs_jobs_while_the_host_keeps_ticking(
@@ -139,3 +148,81 @@ async def test_burst_mode_runs_the_due_jobs_once_and_returns(
         due_times = connection.execute("SELECT scheduled_for FROM job_runs").fetchall()
     assert len(due_times) == len(BUILTIN_JOBS)
     assert all(due is not None for (due,) in due_times)
+
+
+async def test_a_runtime_left_inside_a_cancelled_anyio_scope_still_stops(
+    tmp_path: Path, job_store_settings: dict[str, Any]
+) -> None:
+    """A host on AnyIO (Starlette's lifespan, a task group) cancels the scope around the
+    runtime, which cancels every await inside it, the runtime's stop included: the stop still
+    runs whole (it is bounded), so the run going is recorded `cancelled`, its claim given back,
+    the leader lock let go and every job-store connection closed."""
+    config = make_config(
+        tmp_path,
+        maxroll={"bearer_token": "t"},
+        scheduler={
+            **job_store_settings,
+            "shutdown_timeout_seconds": 0.1,
+            "jobs": only_jobs(scrape_guides={"interval_minutes": 60}),
+        },
+    )
+    fake = FakeSyncService("block")
+    with anyio.fail_after(60), anyio.CancelScope() as scope:
+        runtime = with_fake(WorkerRuntime(config), fake)
+        async with runtime, anyio.create_task_group() as host:
+            host.start_soon(runtime.run_job, "scrape_guides")
+            await fake.started.wait()
+            scope.cancel()
+            await anyio.sleep_forever()
+    [row] = job_runs(config)
+    assert (row["outcome"], row["error"]) == ("cancelled", "cancelled while stopping")
+    with job_store(config) as connection:
+        assert list(connection.execute(text("SELECT job_id FROM job_claims"))) == []
+    if "job_store_url" not in job_store_settings:
+        successor = LeaderLock(config.scheduler.job_store_path)
+        assert successor.take()
+        successor.let_go()
+
+
+async def test_a_host_cancelled_again_while_runs_finish_still_closes_them(tmp_path: Path) -> None:
+    """The host task is cancelled, then cancelled again while the stop waits for the running
+    job: the run is cut short at once rather than left running, so it is still recorded
+    `cancelled` and its claim given back (the process lives on: its claim would hold the job
+    for its whole timeout)."""
+    config = make_config(
+        tmp_path,
+        maxroll={"bearer_token": "t"},
+        scheduler={
+            "shutdown_timeout_seconds": 30,
+            "jobs": only_jobs(scrape_guides={"interval_minutes": 60}),
+        },
+    )
+    fake = FakeSyncService("block")
+    waiting = _Seen("waiting for running jobs")
+    logger = logging.getLogger("d3_item_salvager")
+    logger.addHandler(waiting)
+    previous_level = logger.level
+    logger.setLevel(logging.INFO)
+
+    async def host() -> None:
+        runtime = with_fake(WorkerRuntime(config), fake)
+        async with runtime:
+            asyncio.get_running_loop().create_task(runtime.run_job("scrape_guides"))
+            await asyncio.Event().wait()
+
+    try:
+        task = asyncio.get_running_loop().create_task(host())
+        with anyio.fail_after(60):
+            await fake.started.wait()
+            task.cancel()
+            await waiting.event.wait()
+            task.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await task
+    finally:
+        logger.removeHandler(waiting)
+        logger.setLevel(previous_level)
+    [row] = job_runs(config)
+    assert (row["outcome"], row["error"]) == ("cancelled", "cancelled while stopping")
+    with job_store(config) as connection:
+        assert list(connection.execute(text("SELECT job_id FROM job_claims"))) == []

@@ -28,13 +28,17 @@ T = TypeVar("T")
 # How long closing waits for the writes still running: bounded, so a database that stopped
 # answering cannot hold the shutdown up for good.
 SETTLE_SECONDS = 10.0
+# Beyond the busy timeout, after which every job-store statement waiting for a lock gives up
+# (SQLite's busy timeout, PostgreSQL's lock_timeout): time to roll back and return its connection.
+SETTLE_MARGIN_SECONDS = 5.0
 WAITING_FOR_WRITES = "waiting for job-store writes still running"
 
 
 class BackgroundTasks:
     """One runtime's background tasks: its services and the writes that must finish."""
 
-    def __init__(self) -> None:
+    def __init__(self, settle_seconds: float = SETTLE_SECONDS) -> None:
+        self.settle_seconds = settle_seconds  # how long `settle` and `close` wait by default
         self._services: set[asyncio.Task[Any]] = set()
         self._writes: set[asyncio.Task[Any]] = set()
 
@@ -84,11 +88,18 @@ class BackgroundTasks:
     def pending_writes(self) -> int:
         return len(self._writes)
 
-    async def settle(self, limit_seconds: float = SETTLE_SECONDS) -> bool:
+    @classmethod
+    def for_busy_timeout(cls, busy_timeout_seconds: float) -> BackgroundTasks:
+        """A group whose close outwaits a statement waiting for a lock: a write given up before
+        its statement did would leave its connection open after the engine is disposed."""
+        return cls(busy_timeout_seconds + SETTLE_MARGIN_SECONDS)
+
+    async def settle(self, limit_seconds: float | None = None) -> bool:
         """Wait until no write is running (one may start another), within `limit_seconds`; True
         when none is left. Writes still running after that are given up: cancelled (their
         threads, if in one, run on: nothing more can be done), logged, and not waited for again.
         """
+        limit_seconds = self.settle_seconds if limit_seconds is None else limit_seconds
         loop = asyncio.get_running_loop()
         deadline = loop.time() + limit_seconds
         if self._writes:
@@ -107,7 +118,7 @@ class BackgroundTasks:
             await asyncio.wait(set(self._writes), timeout=left)
         return True
 
-    async def close(self, limit_seconds: float = SETTLE_SECONDS) -> None:
+    async def close(self, limit_seconds: float | None = None) -> None:
         """Stop the services, then let the writes finish within `limit_seconds` (see `settle`)."""
         services = set(self._services)
         for task in services:

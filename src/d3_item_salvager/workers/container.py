@@ -45,7 +45,9 @@ class WorkerContainer(Container):
     run_history = providers.Singleton(RunHistory, job_store_engine, worker_id)
     run_events = providers.Singleton(RunEvents)
     metrics = providers.Singleton(WorkerMetrics)
-    background = providers.Singleton(BackgroundTasks)  # the runtime's task group
+    background = providers.Singleton(  # the runtime's task group
+        BackgroundTasks.for_busy_timeout, Container.config.provided.database.busy_timeout_seconds
+    )
     jobs = providers.Object(BUILTIN_JOBS)  # a runtime passes its own (with its extra jobs)
     job_runner = providers.Singleton(
         JobRunner, run_history, Container.config, run_events, jobs, __self__, background

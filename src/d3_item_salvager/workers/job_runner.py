@@ -493,7 +493,15 @@ class JobRunner:
             _log.info(
                 "waiting for running jobs", extra={"jobs": len(running), "grace": grace_seconds}
             )
-            _done, pending = await asyncio.wait(running, timeout=grace_seconds)
+            try:
+                _done, pending = await asyncio.wait(running, timeout=grace_seconds)
+            except asyncio.CancelledError:
+                # Stopped again meanwhile: cut the runs short now rather than leave them going,
+                # so each still records its end (the runtime's task group waits for that).
+                for task in running:
+                    if not task.cancelling():
+                        task.cancel()
+                raise
             for task in pending:
                 if not task.cancelling():
                     task.cancel()

@@ -226,10 +226,32 @@ def engine_options(url: str, busy_timeout_seconds: float) -> dict[str, Any]:
     return {"pool_pre_ping": True}
 
 
-def install_sqlite_pragmas(sync_engine: Engine, busy_timeout_seconds: float) -> None:
-    """WAL and busy timeout on a SQLite job-store engine (nothing for PostgreSQL)."""
+def install_connection_settings(sync_engine: Engine, busy_timeout_seconds: float) -> None:
+    """How long a job-store statement waits for a lock: SQLite's busy timeout (with WAL), and
+    on PostgreSQL the same as `lock_timeout`. Without it a statement waiting for a row another
+    session keeps locked (an operator's transaction, a process frozen inside one) would hold
+    its thread, and so a runtime's stop and its process's exit, until the row is free.
+
+    On PostgreSQL the server also ends a session of ours idle inside a transaction for as long
+    (`idle_in_transaction_session_timeout`; our transactions never wait on anything but the
+    database): a process frozen (SIGSTOP) between a lease statement and its commit would
+    otherwise keep the lease row locked, and every other process from taking over, for good."""
     if sync_engine.dialect.name == "sqlite":
         event.listen(sync_engine, "connect", sqlite_pragmas(busy_timeout_seconds))
+    elif sync_engine.dialect.name == "postgresql":
+        event.listen(sync_engine, "connect", _postgres_lock_timeouts(busy_timeout_seconds))
+
+
+def _postgres_lock_timeouts(busy_timeout_seconds: float) -> Callable[[Any, Any], None]:
+    milliseconds = max(int(busy_timeout_seconds * 1000), 1)  # 0 would mean no timeout
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        with dbapi_connection.cursor() as cursor:
+            cursor.execute(f"SET lock_timeout = {milliseconds}")
+            cursor.execute(f"SET idle_in_transaction_session_timeout = {milliseconds}")
+        dbapi_connection.commit()  # a SET in a transaction rolled back would be undone
+
+    return on_connect
 
 
 def _run_times_are_text(connection: Connection) -> bool:
@@ -280,7 +302,7 @@ def _migrate_run_times(engine: Engine) -> None:
 def _open_job_store(config: SchedulerConfig, busy_timeout_seconds: float) -> Engine:
     url = sync_job_store_url(config)
     engine = create_engine(url, **engine_options(url, busy_timeout_seconds))
-    install_sqlite_pragmas(engine, busy_timeout_seconds)
+    install_connection_settings(engine, busy_timeout_seconds)
     try:
         retry_schema_race(lambda: metadata.create_all(engine))
         _migrate_run_times(engine)

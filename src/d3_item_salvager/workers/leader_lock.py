@@ -83,22 +83,28 @@ class LeaderLock:
         return self._fd is not None
 
     async def try_acquire(self) -> bool:
-        """Lead unless another process does (leadership's side of `take`)."""
+        """Lead unless another process does (leadership's side of `take`). A standby whose
+        store was deleted or replaced never leads: its connections may still write to the old
+        file, beside a scheduler restarted on the new one (raises, as `renew` does)."""
+        self._check_store()
         return self.take()
 
     async def renew(self) -> bool:
         """Still ours while the store and the lock file are the ones opened (else raises)."""
-        if _identity(self.job_store) != self._store_identity:
-            raise FatalLeadershipError(
-                f"scheduler.job_store_path = {str(self.job_store)!r}: the job store was deleted "
-                "or replaced while the scheduler ran; stopping (restart to use the new file)"
-            )
+        self._check_store()
         if not self.in_place():
             raise FatalLeadershipError(
                 f"{self.path}: the scheduler's lock file was deleted or replaced while the "
                 "scheduler ran; stopping (restart to lead again)"
             )
         return True
+
+    def _check_store(self) -> None:
+        if _identity(self.job_store) != self._store_identity:
+            raise FatalLeadershipError(
+                f"scheduler.job_store_path = {str(self.job_store)!r}: the job store was deleted "
+                "or replaced while the scheduler ran; stopping (restart to use the new file)"
+            )
 
     async def release(self) -> None:
         self.let_go()

@@ -21,6 +21,7 @@ from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any, Self
 
+import anyio
 import anyio.to_thread
 from apscheduler.job import Job
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
@@ -241,7 +242,11 @@ class WorkerRuntime:
         lifecycle, self._lifecycle = self._lifecycle, None
         if lifecycle is None:  # exited already (a host may close it early, then its stack)
             return
-        await lifecycle.__aexit__(exc_type, exc, traceback)
+        # Shielded from an AnyIO cancel scope, which would cancel every await of the stop
+        # (a host's cancelled task group or lifespan): the stop is bounded, and cut short it
+        # would leave a run open, its claim and the leader lock held, connections open.
+        with anyio.CancelScope(shield=True):
+            await lifecycle.__aexit__(exc_type, exc, traceback)
         failure = self.leadership.failed if self.leadership is not None else None
         if failure is not None and exc is None:
             raise failure

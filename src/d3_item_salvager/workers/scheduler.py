@@ -48,7 +48,7 @@ from d3_item_salvager.workers.builtin_jobs import BUILTIN_JOBS
 from d3_item_salvager.workers.job_runner import JobRunner
 from d3_item_salvager.workers.job_store import (
     engine_options,
-    install_sqlite_pragmas,
+    install_connection_settings,
     sync_job_store_url,
 )
 from d3_item_salvager.workers.jobs import (
@@ -132,7 +132,7 @@ def build_scheduler(
     busy_timeout = config.database.busy_timeout_seconds
     url = sync_job_store_url(settings)
     job_store = SQLAlchemyJobStore(url=url, engine_options=engine_options(url, busy_timeout))
-    install_sqlite_pragmas(job_store.engine, busy_timeout)
+    install_connection_settings(job_store.engine, busy_timeout)
     executor = RuntimeExecutor(container) if container is not None else AsyncIOExecutor()
     scheduler = JobStoreScheduler(
         engine=job_store.engine,

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from d3_item_salvager.workers.leader_lock import LeaderLock, leader_lock_path, probe_leader
+
+
+def held_by(store: Path) -> tuple[str, bool] | None:
+    seen = probe_leader(store)
+    return (seen.holder, seen.held) if seen is not None else None
 
 
 def test_one_holder_at_a_time_and_release_frees_it(tmp_path: Path) -> None:
@@ -70,12 +77,12 @@ def test_status_reads_who_leads_without_taking_or_creating_anything(tmp_path: Pa
     assert not leader_lock_path(store).exists()
     holder = LeaderLock(store, "host:1:abc")
     assert holder.take()
-    assert probe_leader(store) == ("host:1:abc", True)
+    assert held_by(store) == ("host:1:abc", True)
     holder.let_go()
-    assert probe_leader(store) == ("host:1:abc", False)
+    assert held_by(store) == ("host:1:abc", False)
     successor = LeaderLock(store, "host:2:d")
     assert successor.take()  # the probe left nothing held
-    assert probe_leader(store) == ("host:2:d", True)
+    assert held_by(store) == ("host:2:d", True)
     successor.let_go()
 
 
@@ -86,5 +93,24 @@ def test_a_lock_file_without_a_name_still_reads_as_held(tmp_path: Path) -> None:
     older = LeaderLock(store)  # an older release wrote no name
     assert older.take()
     leader_lock_path(store).write_bytes(b"")
-    assert probe_leader(store) == ("a process that did not say", True)
+    assert held_by(store) == ("a process that did not say", True)
     older.let_go()
+
+
+async def test_every_round_stamps_the_lock_file_for_status(tmp_path: Path) -> None:
+    """Taking the lock and every renewal stamp the lock file's modification time, which is how
+    `status` tells a leader still going through its rounds from a frozen one."""
+    store = tmp_path / "scheduler.sqlite"
+    store.write_bytes(b"")
+    holder = LeaderLock(store, "host:1:abc")
+    assert holder.take()
+    long_ago = time.time() - 3600
+    os.utime(holder.path, (long_ago, long_ago))
+    seen = probe_leader(store)
+    assert seen is not None
+    assert seen.renewed_at == long_ago
+    assert await holder.renew()
+    seen = probe_leader(store)
+    assert seen is not None
+    assert seen.renewed_at > long_ago + 3000
+    holder.let_go()

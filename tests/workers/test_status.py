@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import signal
 import sqlite3
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,14 +16,17 @@ import pytest
 from apscheduler.triggers.interval import IntervalTrigger
 
 from d3_item_salvager.testing.fake_maxroll import FakeMaxroll
+from d3_item_salvager.workers.leader_lock import leader_lock_path
+from d3_item_salvager.workers.runtime import WorkerRuntime
 from d3_item_salvager.workers.status import (
+    collect_status,
     describe_interval,
     describe_trigger,
     health_problems,
     render_history,
     render_status,
 )
-from tests.conftest import only_jobs
+from tests.conftest import make_config, only_jobs
 from tests.processes import WorkerProcess, run_cli, write_config
 
 pytestmark = pytest.mark.slow
@@ -470,4 +475,23 @@ def test_the_run_summary_lists_failures_and_warnings_and_shows_milliseconds() ->
         "  problems: 1",
         "  failures (1):",
         "    - https://maxroll.gg/d3/guides/a: HTTP 503 (transient)",
+    ]
+
+
+async def test_a_leader_that_stopped_its_rounds_is_not_live(tmp_path: Path) -> None:
+    """A SQLite store's leader that went through no round for a lease period (a frozen
+    process, which still holds the lock) is reported not live, and the health check says so:
+    the kernel's lock alone would keep saying live."""
+    config = make_config(tmp_path, scheduler={"lease_seconds": 60, "jobs": only_jobs()})
+    async with WorkerRuntime(config) as runtime:
+        assert runtime.is_leader
+        lease = collect_status(config)["lease"]
+        assert (lease["holder"], lease["live"]) == (runtime.runner.history.worker, True)
+        # Its last round a lease period ago (the next one is 15 s away: none comes meanwhile).
+        long_ago = time.time() - 61
+        os.utime(leader_lock_path(config.scheduler.job_store_path), (long_ago, long_ago))
+        report = collect_status(config)
+    assert report["lease"]["live"] is False
+    assert health_problems(report, margin_minutes=15) == [
+        "no scheduler is running: no live process holds the scheduler lease"
     ]

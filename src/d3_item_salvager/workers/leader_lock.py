@@ -18,7 +18,9 @@ Both belong to an open file or socket, so they exclude two processes and also tw
 one process. The leader checks every round (`renew`) that the store and the lock file are still
 the ones it opened; either deleted or replaced ends its leading for good (FatalLeadershipError),
 and a scheduler started on the new files meanwhile leads only after it has stopped. The holder
-writes its worker id into the lock file, so `status` can name it (see `probe_leader`).
+writes its worker id into the lock file, so `status` can name it, and stamps the file's
+modification time every round, so `status` tells a frozen leader (the lock held, no round for a
+lease period) from a live one (see `probe_leader`).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ import hashlib
 import os
 import socket
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 _ABSTRACT_NAMES = sys.platform == "linux"
@@ -90,14 +93,23 @@ class LeaderLock:
         return self.take()
 
     async def renew(self) -> bool:
-        """Still ours while the store and the lock file are the ones opened (else raises)."""
+        """Still ours while the store and the lock file are the ones opened (else raises); the
+        lock file's modification time says when we last checked (`probe_leader`)."""
         self._check_store()
         if not self.in_place():
             raise FatalLeadershipError(
                 f"{self.path}: the scheduler's lock file was deleted or replaced while the "
                 "scheduler ran; stopping (restart to lead again)"
             )
+        self._touch()
         return True
+
+    def _touch(self) -> None:
+        """Stamp the lock file now: a leader whose rounds stop (a frozen process) still holds
+        the lock, and only this time tells `status` so."""
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.utime(self._fd)
 
     def _check_store(self) -> None:
         if _identity(self.job_store) != self._store_identity:
@@ -131,6 +143,7 @@ class LeaderLock:
         with contextlib.suppress(OSError):  # only for `status` to name us: a full disk may refuse
             os.ftruncate(fd, 0)
             os.write(fd, self.holder.encode())
+        self._touch()
         return True
 
     def _bind_name(self) -> bool:
@@ -160,11 +173,20 @@ class LeaderLock:
         return self._identity is not None and _identity(self.path) == self._identity
 
 
-def probe_leader(job_store: Path) -> tuple[str, bool] | None:
-    """Who leads the SQLite job store, and whether it still does (its lock held), or None when
-    no process ever led it. Reads only: the lock file is opened read-only, never created, and
-    locked shared for an instant (a process trying to lead then tries again at its next round).
-    """
+@dataclass(frozen=True, slots=True)
+class LeaderSeen:
+    """What the lock file beside a SQLite job store says: who took it, whether the kernel still
+    holds the lock for it, and when it last went through a round (epoch seconds)."""
+
+    holder: str
+    held: bool
+    renewed_at: float
+
+
+def probe_leader(job_store: Path) -> LeaderSeen | None:
+    """Who leads the SQLite job store, or None when no process ever led it. Reads only: the
+    lock file is opened read-only, never created, and locked shared for an instant (a process
+    trying to lead then tries again at its next round)."""
     path = leader_lock_path(job_store)
     try:
         fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
@@ -172,10 +194,11 @@ def probe_leader(job_store: Path) -> tuple[str, bool] | None:
         return None
     try:
         holder = os.read(fd, 1024).decode(errors="replace") or "a process that did not say"
+        renewed_at = os.fstat(fd).st_mtime
         try:
             fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
         except BlockingIOError:
-            return holder, True
-        return holder, False  # closing the file lets the shared lock go
+            return LeaderSeen(holder, True, renewed_at)
+        return LeaderSeen(holder, False, renewed_at)  # closing the file lets the lock go
     finally:
         os.close(fd)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import textwrap
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -143,10 +144,17 @@ def _leader_report(config: AppConfig, store: JobStoreReader) -> dict[str, Any] |
     """Who leads the job store and whether it still does: the lock beside a SQLite file (no
     expiry), else the lease row; None when nobody ever led it."""
     if config.scheduler.job_store_url is None:
-        leader = probe_leader(config.scheduler.job_store_path)
-        if leader is None:
+        seen = probe_leader(config.scheduler.job_store_path)
+        if seen is None:
             return None
-        return {"holder": leader[0], "expires_at": None, "live": leader[1]}
+        # Held by the kernel, and through a round within a lease period: a frozen leader still
+        # holds the lock, but runs nothing.
+        until = seen.renewed_at + config.scheduler.lease_seconds
+        return {
+            "holder": seen.holder,
+            "expires_at": datetime.fromtimestamp(until, UTC).isoformat(),
+            "live": seen.held and until > time.time(),
+        }
     lease = store.lease()
     if lease is None:
         return None

@@ -114,3 +114,17 @@ async def test_every_round_stamps_the_lock_file_for_status(tmp_path: Path) -> No
     assert seen is not None
     assert seen.renewed_at > long_ago + 3000
     holder.let_go()
+
+
+def test_every_path_to_one_store_finds_one_lock_file(tmp_path: Path) -> None:
+    """A store reached through a symbolic link (to it or to its folder) has its lock file
+    beside the file itself: `status` through either path sees the leader."""
+    (tmp_path / "real").mkdir()
+    store = tmp_path / "real" / "scheduler.sqlite"
+    (tmp_path / "linked").symlink_to(tmp_path / "real")
+    through_link = tmp_path / "linked" / "scheduler.sqlite"
+    assert leader_lock_path(through_link) == leader_lock_path(store)
+    holder = LeaderLock(through_link, "host:1:abc")
+    assert holder.take()
+    assert held_by(store) == ("host:1:abc", True)
+    holder.let_go()

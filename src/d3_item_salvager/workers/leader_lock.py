@@ -38,8 +38,11 @@ _ABSTRACT_NAMES = sys.platform == "linux"
 
 
 def leader_lock_path(job_store: Path) -> Path:
-    """The lock file of a SQLite job store: hidden, beside it, outside `<store>*` globs."""
-    return job_store.with_name(f".{job_store.name}.lock")
+    """The lock file of a SQLite job store: hidden, beside it, outside `<store>*` globs; beside
+    the file itself when the store's path goes through a symbolic link, so every path to one
+    store finds one lock file."""
+    real = Path(os.path.realpath(job_store))
+    return real.with_name(f".{real.name}.lock")
 
 
 def leader_socket_name(job_store: Path) -> bytes:

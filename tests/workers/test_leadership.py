@@ -513,14 +513,9 @@ def sessions_but(postgres: PostgresDatabase, application: str) -> list[tuple[str
     return others
 
 
-async def test_a_stop_while_the_lease_row_stays_locked_closes_every_connection_on_postgres(
-    tmp_path: Path, postgres: PostgresDatabase
-) -> None:
-    """A lease statement waits for a row lock no longer than `database.busy_timeout_seconds`,
-    as a SQLite writer does: a runtime stopped while another session keeps the lease row locked
-    (an operator's transaction, a process frozen inside one) still stops, and leaves no session
-    of its own behind (none waiting for the row, none left to the garbage collector)."""
-    config = make_config(
+def quick_giving_up(tmp_path: Path, postgres: PostgresDatabase) -> Any:
+    """A PostgreSQL job store whose statements give up waiting for a lock after half a second."""
+    return make_config(
         tmp_path,
         maxroll={"bearer_token": "t"},
         database={"busy_timeout_seconds": 0.5},
@@ -530,6 +525,16 @@ async def test_a_stop_while_the_lease_row_stays_locked_closes_every_connection_o
             "jobs": only_jobs(scrape_guides={"interval_minutes": 60}),
         },
     )
+
+
+async def test_a_stop_while_the_lease_row_stays_locked_closes_every_connection_on_postgres(
+    tmp_path: Path, postgres: PostgresDatabase
+) -> None:
+    """A lease statement waits for a row lock no longer than `database.busy_timeout_seconds`,
+    as a SQLite writer does: a runtime stopped while another session keeps the lease row locked
+    (an operator's transaction, a process frozen inside one) still stops, and leaves no session
+    of its own behind (none waiting for the row, none left to the garbage collector)."""
+    config = quick_giving_up(tmp_path, postgres)
     runtime = WorkerRuntime(config)
     await runtime.__aenter__()
     try:
@@ -554,16 +559,7 @@ async def test_a_process_frozen_inside_a_lease_transaction_is_replaced_on_postgr
     """A process of ours frozen (SIGSTOP) between a lease statement and its commit keeps the
     lease row locked: the server ends that session once it has idled in its transaction for
     `database.busy_timeout_seconds`, so another process still takes the lease over."""
-    config = make_config(
-        tmp_path,
-        maxroll={"bearer_token": "t"},
-        database={"busy_timeout_seconds": 0.5},
-        scheduler={
-            "job_store_url": postgres.psycopg_url,
-            "lease_seconds": 4,
-            "jobs": only_jobs(scrape_guides={"interval_minutes": 60}),
-        },
-    )
+    config = quick_giving_up(tmp_path, postgres)
     async with WorkerRuntime(config) as first:
         assert first.is_leader
     with job_store(config) as connection:  # the frozen process's lease, expired since

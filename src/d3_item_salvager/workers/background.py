@@ -1,9 +1,10 @@
 """The runtime's task group: every task a runtime runs in the background, and how they end.
 
 Two kinds of task. Services (the leadership loop, the loop-lag probe) run until the runtime
-stops them. Writes (a run's history rows and claim, a lease statement; also closing the metrics
-server) must finish even when whoever awaits them is cancelled: a run cancelled by a stop still leaves its row, and a lease
-taken while the round that asked was cancelled is still seen. `durable` is the one place that
+stops them. Writes (a run's history rows and claim, a lease statement; also closing the
+metrics server) must finish even when whoever awaits them is cancelled: a run cancelled by a
+stop still leaves its row, and a lease taken while the round that asked was cancelled is still
+seen. `durable` is the one place that
 shields a write from cancellation; closing the group waits for the writes, within a bound.
 
 Not asyncio.TaskGroup or an anyio task group: both cancel every sibling, and the host's own code
@@ -32,6 +33,14 @@ SETTLE_SECONDS = 10.0
 # (SQLite's busy timeout, PostgreSQL's lock_timeout): time to roll back and return its connection.
 SETTLE_MARGIN_SECONDS = 5.0
 WAITING_FOR_WRITES = "waiting for job-store writes still running"
+
+
+def _log_unseen_failure(write: asyncio.Task[Any]) -> None:
+    if not write.cancelled() and (exc := write.exception()) is not None:
+        _log.error(
+            "a job-store write failed after its caller was cancelled",
+            extra={"error": error_text(exc)},
+        )
 
 
 class BackgroundTasks:
@@ -67,10 +76,14 @@ class BackgroundTasks:
         cancelling the caller does not stop: the one place a write is shielded.
 
         The write's own error reaches the caller; a caller cancelled meanwhile is cancelled at
-        once, and the write goes on (`settle` and `close` wait for it).
+        once, and the write goes on (`settle` and `close` wait for it; its failure is logged).
         """
         task = write if isinstance(write, asyncio.Task) else self.write_soon(write)
-        return await asyncio.shield(task)
+        try:
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            task.add_done_callback(_log_unseen_failure)  # nobody is left to hear of a failure
+            raise
 
     def write_soon(self, write: Coroutine[Any, Any, T]) -> asyncio.Task[T]:
         """Start `write` without waiting for it (from synchronous code: a scheduler listener)."""

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Coroutine, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar
@@ -80,13 +80,6 @@ async def _perform(spec: JobSpec, ctx: JobContext) -> _WorkOutcome:
     # the run succeeded, and a retry run still follows.
     transient = bool(getattr(value, "has_transient_failures", False))
     return _WorkOutcome(_summary_dict(value), None, transient)
-
-
-def _log_unseen_failure(write: asyncio.Task[Any]) -> None:
-    if not write.cancelled() and (exc := write.exception()) is not None:
-        _log.error(
-            "a job-store write failed after its run was cancelled", extra={"error": error_text(exc)}
-        )
 
 
 class RetryPlanner(Protocol):
@@ -163,7 +156,7 @@ class JobRunner:
     ) -> None:
         """Record a missed or skipped run (from a sync listener: the write runs in a task)."""
         _log.warning("run %s", outcome, extra={"job_id": job_id, "scheduled_for": str(due)})
-        self._in_background(self._record_not_run(job_id, trigger, outcome, due))
+        self.background.write_soon(self._record_not_run(job_id, trigger, outcome, due))
 
     async def _record_not_run(
         self,
@@ -190,26 +183,9 @@ class JobRunner:
         run_id: str,
     ) -> RunResult:
         """Record a run that does not start (one finished row, RunFinished published)."""
-        return await self._durable(
+        return await self.background.durable(
             self._record_not_run(job_id, trigger, outcome, due, error, run_id)
         )
-
-    def _in_background(self, coroutine: Any) -> asyncio.Task[Any]:
-        return self.background.write_soon(coroutine)
-
-    async def _durable(self, write: Coroutine[Any, Any, T] | asyncio.Task[T]) -> T:
-        """Wait for a job-store write that a cancel must not stop (a durable write of the
-        runtime's task group, which the runtime waits for on its way out): a cancel (a stop, the
-        lease lost) arriving meanwhile cannot stop its statement in a worker thread anyway, and
-        without the wait the runtime would dispose of the engine under its connection. The
-        caller stops waiting; the write still ends, and a failure nobody waits for is logged.
-        """
-        task = write if isinstance(write, asyncio.Task) else self._in_background(write)
-        try:
-            return await self.background.durable(task)
-        except anyio.get_cancelled_exc_class():
-            task.add_done_callback(_log_unseen_failure)
-            raise
 
     # Running
 
@@ -286,16 +262,16 @@ class JobRunner:
         else how it ended."""
         assert job.timeout_minutes is not None  # filled from the spec
         claim_seconds = job.timeout_minutes * 60 + CLAIM_MARGIN_SECONDS
-        begin = self._in_background(
+        begin = self.background.write_soon(
             self.history.begin(run_id, job_id, trigger, due, attempt, claim_seconds)
         )
         try:
-            held = await self._durable(begin)
+            held = await self.background.durable(begin)
         except anyio.get_cancelled_exc_class():
             error = self._cancel_reason()
             _log.warning("run cancelled before it started: %s", error)
             # All in one task: an anyio cancel scope cancels every later await of this one.
-            await self._durable(
+            await self.background.durable(
                 self._cancelled_while_beginning(begin, job_id, trigger, attempt, due, error, run_id)
             )
             raise
@@ -383,7 +359,7 @@ class JobRunner:
         finally:
             duration = round((utc_now() - started).total_seconds(), 3)
             ended = RunResult(run_id, job_id, trigger, outcome, error, summary, duration, attempt)
-            ended = await self._durable(self._end(ended))
+            ended = await self.background.durable(self._end(ended))
         return ended, transient
 
     async def _end(self, result: RunResult) -> RunResult:

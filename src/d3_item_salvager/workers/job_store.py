@@ -801,6 +801,10 @@ class SchedulerLease:
             self._engine, lambda c: c.execute(delete(scheduler_lease).where(self._mine))
         )
 
+    def stepped_down(self) -> None:
+        """Nothing to do at once: a lease row is given back by `release` on stop, or runs out
+        (a leader that stepped down after an error may still hold it)."""
+
     async def current(self) -> LeaseHolder | None:
         """The current holder, if any (an expired lease is still reported, with its expiry)."""
         return await in_thread(self._engine, read_lease)

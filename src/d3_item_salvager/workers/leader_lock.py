@@ -124,6 +124,10 @@ class LeaderLock:
     async def release(self) -> None:
         self.let_go()
 
+    def stepped_down(self) -> None:
+        """Let the lock go at once, with no statement: the next leader may start."""
+        self.let_go()
+
     def take(self) -> bool:
         """Take both parts unless another holder has either; True when we hold it now."""
         if self._fd is not None:

@@ -26,7 +26,7 @@ import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 import anyio
 from sqlalchemy.exc import DBAPIError
@@ -35,8 +35,7 @@ from d3_item_salvager.config import AppConfig
 from d3_item_salvager.logging_setup import get_logger
 from d3_item_salvager.workers.background import BackgroundTasks
 from d3_item_salvager.workers.job_runner import JobRunner
-from d3_item_salvager.workers.job_store import SchedulerLease
-from d3_item_salvager.workers.leader_lock import FatalLeadershipError, LeaderLock
+from d3_item_salvager.workers.leader_lock import FatalLeadershipError
 from d3_item_salvager.workers.paused_jobs import PausedJobsKeeper
 from d3_item_salvager.workers.scheduler import (
     JobStoreScheduler,
@@ -50,6 +49,33 @@ T = TypeVar("T")
 
 LEASE_LOST = "lease lost"
 NOT_LEADING = "not holding the scheduler lease"
+
+
+class LeaderClaim(Protocol):
+    """What leading takes: the lock beside a SQLite store file (leader_lock.LeaderLock) or a
+    lease row (job_store.SchedulerLease)."""
+
+    holder: str
+
+    @property
+    def check_interval(self) -> float:
+        """How often the leader renews and a standby tries to take over."""
+
+    @property
+    def ttl(self) -> float | None:
+        """How long one confirmation holds, or None: held until released."""
+
+    async def try_acquire(self) -> bool:
+        """Take it if free (or already ours); True when we hold it now."""
+
+    async def renew(self) -> bool:
+        """Still ours? False when lost; raises FatalLeadershipError when leading must stop."""
+
+    async def release(self) -> None:
+        """Give it up so a standby takes over at once."""
+
+    def stepped_down(self) -> None:
+        """We stopped leading: let go at once whatever needs no statement."""
 
 
 class Leadership:
@@ -67,7 +93,7 @@ class Leadership:
 
     def __init__(
         self,
-        lease: SchedulerLease | LeaderLock,
+        lease: LeaderClaim,
         scheduler: JobStoreScheduler,
         runner: JobRunner,
         config: AppConfig,
@@ -180,12 +206,6 @@ class Leadership:
         if self.is_leader:
             self.step_down("could not renew the scheduler lease before it ran out; standing by")
 
-    def _let_go_of_a_lock(self) -> None:
-        """A lock (SQLite) is let go at once, with no statement: the next leader may start. A
-        lease row is given back by `stop`, or runs out."""
-        if isinstance(self.lease, LeaderLock):
-            self.lease.let_go()
-
     async def _keep_paused(self) -> None:
         """Pause or resume the jobs an operator paused or resumed (paused_jobs.py) since."""
         await self._statement(self._paused_jobs.check())
@@ -238,7 +258,7 @@ class Leadership:
                     _log.warning("pending retry runs dropped", extra={"jobs": dropped})
         cancelled = self.runner.stand_by(LEASE_LOST)  # also runs submitted, not started yet
         self._set(False)
-        self._let_go_of_a_lock()  # after the runs are cancelled: the next leader may start
+        self.lease.stepped_down()  # after the runs are cancelled: the next leader may start
         if was_leader:
             _log.warning(message, extra={"cancelled_runs": cancelled})
 
@@ -271,7 +291,7 @@ class Leadership:
             self._may_hold_lease = False
         if self.is_leader:
             self._set(False)
-        self._let_go_of_a_lock()
+        self.lease.stepped_down()
 
 
 __all__ = ["FatalLeadershipError", "Leadership"]

@@ -40,7 +40,7 @@ from d3_item_salvager.workers.job_runner import JobRunner
 from d3_item_salvager.workers.job_store import SchedulerLease, set_paused
 from d3_item_salvager.workers.jobs import JobSpec, base_job_id
 from d3_item_salvager.workers.leader_lock import LeaderLock
-from d3_item_salvager.workers.leadership import Leadership
+from d3_item_salvager.workers.leadership import LeaderClaim, Leadership
 from d3_item_salvager.workers.metrics import WorkerMetrics
 from d3_item_salvager.workers.metrics_server import MetricsServer
 from d3_item_salvager.workers.runs import RunResult, RunTracker
@@ -117,7 +117,7 @@ class WorkerRuntime:
         return self._runner
 
     @property
-    def lease(self) -> SchedulerLease | LeaderLock | None:
+    def lease(self) -> LeaderClaim | None:
         return self.leadership.lease if self.leadership is not None else None
 
     @property
@@ -370,7 +370,7 @@ class WorkerRuntime:
         """Stop serving metrics, in a worker thread (closing waits for the server's thread)."""
         await anyio.to_thread.run_sync(server.stop())
 
-    def _leader_claim(self, engine: Engine, worker: str) -> SchedulerLease | LeaderLock:
+    def _leader_claim(self, engine: Engine, worker: str) -> LeaderClaim:
         """What leading takes: the lock beside a SQLite job store file, else the lease row."""
         settings = self.config.scheduler
         if settings.job_store_url is None:
